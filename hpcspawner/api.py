@@ -1,0 +1,83 @@
+"""The hub endpoint a starting job calls to report its port.
+
+Wire-compatible with batchspawner (``POST {hub_api}/batchspawner``, body
+``{"port": N}``, ``Authorization: token <the server's API token>``), but strict:
+
+- the token must be the API token of one of the user's servers (403);
+- that server must be starting and waiting for its port (409);
+- the body must be exactly ``{"port": <int>}`` with a port in the allowed
+  range (400, naming the problem);
+- the host is never taken from the request: the spawner uses the node Slurm
+  runs the job on.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+from jupyterhub.apihandlers import APIHandler, default_handlers
+from tornado import web
+
+CALLBACK_PATH = r"/api/batchspawner"
+
+
+def parse_port_body(body: bytes, port_range: tuple[int, int] | None) -> int:
+    """Validate the callback body; return the port or raise ValueError with the reason."""
+    try:
+        data = json.loads(body or b"")
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError('body must be JSON: {"port": <int>}') from None
+    if not isinstance(data, dict):
+        raise ValueError('body must be a JSON object: {"port": <int>}')
+    extra = sorted(str(key)[:40] for key in data if key != "port")
+    if extra:
+        raise ValueError(f"only 'port' may be reported, not {', '.join(map(repr, extra))}")
+    port = data.get("port")
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise ValueError("'port' must be an integer")
+    low, high = port_range or (1, 65535)
+    if not low <= port <= high:
+        raise ValueError(f"port {port} is outside the allowed range {low}-{high}")
+    return port
+
+
+class PortCallbackHandler(APIHandler):
+    """``POST /hub/api/batchspawner``: a starting job reports its port."""
+
+    @web.authenticated
+    async def post(self):
+        user = self.current_user
+        token = self.get_auth_token() or ""
+        spawner = None
+        for candidate in getattr(user, "spawners", {}).values():
+            candidate_token = getattr(candidate, "api_token", None) or ""
+            if candidate_token and hmac.compare_digest(candidate_token, token):
+                spawner = candidate
+                break
+        if spawner is None or not hasattr(spawner, "accept_port"):
+            self.log.warning(
+                "Port callback with a token that belongs to no server of %s", user.name
+            )
+            raise web.HTTPError(403, "This token does not belong to a server started by hpcspawner")
+        try:
+            port = parse_port_body(self.request.body, spawner.callback_port_range())
+        except ValueError as e:
+            self.log.warning("Rejected port callback for %s: %s", spawner._log_name, e)
+            raise web.HTTPError(400, str(e)) from None
+        if not spawner.accept_port(port):
+            self.log.warning(
+                "Port callback for %s, which is not waiting for one", spawner._log_name
+            )
+            raise web.HTTPError(409, "This server is not waiting for its port")
+        self.set_status(201)
+        self.finish(json.dumps({"message": "port accepted"}))
+
+
+def register() -> None:
+    """Put the handler before any other ``/api/batchspawner`` (e.g. batchspawner's own)."""
+    if not any(route[1] is PortCallbackHandler for route in default_handlers):
+        default_handlers.insert(0, (CALLBACK_PATH, PortCallbackHandler))
+
+
+register()

@@ -1,0 +1,62 @@
+"""Render the batch script from its jinja2 template (pure).
+
+The template sees only validated values. Two filters keep it safe:
+
+- ``sh`` shell-quotes a value for a shell line;
+- ``directive`` passes a value into an ``#SBATCH`` line only if it is a plain
+  word (sbatch parses those lines itself, not through a shell, so quoting
+  would not help; refusing is the safe choice).
+
+Undefined names are errors (``StrictUndefined``), so a typo in an admin's
+template fails the spawn loudly instead of rendering an empty option.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from importlib import resources
+
+import jinja2
+
+#: What may appear in an ``#SBATCH`` value: no whitespace, quotes, ``$``,
+#: backticks, ``;``, ``&``, ``|``, ``<``, ``>``, ``\`` or control characters.
+DIRECTIVE_VALUE_RE = re.compile(r"^[A-Za-z0-9_.,:=+/%@\[\]-]+$")
+
+DEFAULT_TEMPLATE = "batch_script.sh.j2"
+
+
+class UnsafeValueError(ValueError):
+    """A value would not be inert in the batch script."""
+
+
+def directive(value) -> str:
+    text = str(value)
+    if not DIRECTIVE_VALUE_RE.match(text):
+        raise UnsafeValueError(f"refusing to put {text[:60]!r} into an #SBATCH line")
+    return text
+
+
+def shell_quote(value) -> str:
+    return shlex.quote(str(value))
+
+
+def default_template() -> str:
+    return resources.files("hpcspawner").joinpath("templates", DEFAULT_TEMPLATE).read_text()
+
+
+def make_environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # noqa: S701 - a shell script, not HTML; values are quoted by filters
+        keep_trailing_newline=True,
+        trim_blocks=False,
+    )
+    env.filters["sh"] = shell_quote
+    env.filters["directive"] = directive
+    return env
+
+
+def render(template: str, **context) -> str:
+    """Render ``template`` (the template's text) with ``context``."""
+    return make_environment().from_string(template).render(**context)

@@ -1,0 +1,505 @@
+"""What a user may ask for, and the one validator for the form and the REST API (pure).
+
+``user_options`` is hostile input. :func:`validate_options` turns it into a
+:class:`ResourceRequest` whose every field was checked against the admin's
+:class:`Policy`; nothing else reaches the batch script. All problems are
+reported at once, per field, in words a researcher understands.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+#: The keys of ``user_options`` (REST API and form use the same names).
+OPTION_FIELDS = (
+    "partition",
+    "account",
+    "qos",
+    "reservation",
+    "nodes",
+    "cpus",
+    "memory",
+    "gpus",
+    "runtime",
+    "profile",
+    "environment",
+)
+
+#: Slurm object names (partitions, accounts, QOS, reservations), profiles, environments.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+
+#: Sanity bounds that hold whatever the admin configures.
+MAX_NODES = 100_000
+MAX_CPUS = 1_000_000
+MAX_GPUS = 10_000
+MAX_RUNTIME_MINUTES = 366 * 24 * 60
+
+_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
+_MEMORY_FACTORS = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
+_RUNTIME_RES = (
+    # Slurm's --time formats (see `man sbatch`), most specific first.
+    (re.compile(r"^(\d+)-(\d+):(\d+):(\d+)$"), ("d", "h", "m", "s")),
+    (re.compile(r"^(\d+)-(\d+):(\d+)$"), ("d", "h", "m")),
+    (re.compile(r"^(\d+)-(\d+)$"), ("d", "h")),
+    (re.compile(r"^(\d+):(\d+):(\d+)$"), ("h", "m", "s")),
+    (re.compile(r"^(\d+):(\d+)$"), ("m", "s")),
+    (re.compile(r"^(\d+)$"), ("m",)),
+)
+
+
+class OptionsError(ValueError):
+    """One or more fields of a request are invalid.
+
+    ``errors`` maps field name to a message for the user; the form shows each
+    next to its field, the REST API returns them all.
+    """
+
+    def __init__(self, errors: Mapping[str, str]):
+        self.errors = dict(errors)
+        super().__init__(self.summary())
+
+    def summary(self) -> str:
+        return "; ".join(f"{name}: {message}" for name, message in self.errors.items())
+
+
+# ---------------------------------------------------------------- value parsers
+
+
+def parse_memory_mb(value) -> int:
+    """``"4G"`` -> 4096. Plain numbers are megabytes, as in Slurm."""
+    if isinstance(value, bool):
+        raise ValueError("must be a size such as 4G or 512M")
+    if isinstance(value, int):
+        megabytes = value
+    else:
+        match = _MEMORY_RE.match(str(value))
+        if not match:
+            raise ValueError(f"{str(value)[:40]!r} is not a size such as 4G or 512M")
+        number, unit = match.groups()
+        megabytes = math.ceil(float(number) * _MEMORY_FACTORS[unit.upper()])
+    if megabytes < 1:
+        raise ValueError("must be at least 1M")
+    return megabytes
+
+
+def format_memory(megabytes: int) -> str:
+    """4096 -> ``"4G"``; 1536 -> ``"1536M"`` (what sbatch --mem takes)."""
+    if megabytes % (1024 * 1024) == 0:
+        return f"{megabytes // (1024 * 1024)}T"
+    if megabytes % 1024 == 0:
+        return f"{megabytes // 1024}G"
+    return f"{megabytes}M"
+
+
+def parse_runtime_minutes(value) -> int:
+    """Slurm time formats (``"1:30:00"``, ``"2-00:00:00"``, ``"90"``) -> minutes, rounded up."""
+    if isinstance(value, bool):
+        raise ValueError("must be a time such as 1:00:00")
+    text = str(value).strip()
+    for pattern, units in _RUNTIME_RES:
+        match = pattern.match(text)
+        if match:
+            parts = dict(zip(units, (int(group) for group in match.groups()), strict=True))
+            seconds = (
+                parts.get("d", 0) * 86400
+                + parts.get("h", 0) * 3600
+                + parts.get("m", 0) * 60
+                + parts.get("s", 0)
+            )
+            minutes = math.ceil(seconds / 60)
+            if minutes < 1:
+                raise ValueError("must be at least one minute")
+            return minutes
+    raise ValueError(f"{text[:40]!r} is not a time such as 1:00:00, 2-00:00:00 or 90 (minutes)")
+
+
+def format_runtime(minutes: int) -> str:
+    """90 -> ``"1:30:00"``; 1500 -> ``"1-01:00:00"`` (what sbatch --time takes)."""
+    days, rest = divmod(minutes, 24 * 60)
+    hours, mins = divmod(rest, 60)
+    if days:
+        return f"{days}-{hours:02d}:{mins:02d}:00"
+    return f"{hours}:{mins:02d}:00"
+
+
+def _parse_count(value, *, minimum: int, maximum: int) -> int:
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value.strip())
+    else:
+        raise ValueError(f"{str(value)[:40]!r} is not a whole number")
+    if number < minimum:
+        raise ValueError(f"must be at least {minimum}")
+    if number > maximum:
+        raise ValueError(f"{number} exceeds the limit of {maximum}")
+    return number
+
+
+def _parse_name(value, what: str) -> str:
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        shown = str(value)[:40]
+        raise ValueError(
+            f"{shown!r} is not a valid {what} name "
+            "(letters, digits, '_', '.', '+', '-'; at most 64 characters)"
+        )
+    return value
+
+
+# ---------------------------------------------------------------- the admin's policy
+
+
+@dataclass(frozen=True)
+class PartitionPolicy:
+    """Limits the admin sets for one partition (None: Slurm's own limits apply)."""
+
+    name: str
+    description: str = ""
+    max_nodes: int | None = None
+    max_cpus: int | None = None
+    max_memory_mb: int | None = None
+    max_gpus: int | None = None
+    max_runtime_minutes: int | None = None
+
+
+@dataclass(frozen=True)
+class Environment:
+    """A named software environment the server runs in, defined by the admin."""
+
+    name: str
+    description: str = ""
+    #: A venv or conda prefix; its ``bin`` goes first on PATH.
+    prefix: str | None = None
+    #: Modules to ``module load`` (lmod / environment-modules).
+    modules: tuple[str, ...] = ()
+    #: Extra shell lines, written by the admin, run before the server starts.
+    prologue: str = ""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named preset of option values."""
+
+    name: str
+    description: str = ""
+    options: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Everything the admin allows; built once from the spawner's config."""
+
+    partitions: Mapping[str, PartitionPolicy] = field(default_factory=dict)
+    accounts: tuple[str, ...] | None = None
+    qos: tuple[str, ...] | None = None
+    reservations: tuple[str, ...] | None = None
+    environments: Mapping[str, Environment] = field(default_factory=dict)
+    profiles: Mapping[str, Profile] = field(default_factory=dict)
+    defaults: Mapping[str, object] = field(default_factory=dict)
+    max_nodes: int = 1
+    max_cpus: int = 64
+    max_memory_mb: int = 256 * 1024
+    max_gpus: int = 8
+    max_runtime_minutes: int = 24 * 60
+
+
+@dataclass(frozen=True)
+class ResourceRequest:
+    """A validated request: every field is safe to put into a batch script."""
+
+    partition: str | None
+    account: str | None
+    qos: str | None
+    reservation: str | None
+    nodes: int
+    cpus: int
+    memory_mb: int
+    gpus: int
+    runtime_minutes: int
+    profile: str | None
+    environment: str | None
+
+    @property
+    def memory(self) -> str:
+        return format_memory(self.memory_mb)
+
+    @property
+    def runtime(self) -> str:
+        return format_runtime(self.runtime_minutes)
+
+    def to_user_options(self) -> dict:
+        """The canonical ``user_options`` for this request (what is stored and shown)."""
+        options = {
+            "partition": self.partition,
+            "account": self.account,
+            "qos": self.qos,
+            "reservation": self.reservation,
+            "nodes": self.nodes,
+            "cpus": self.cpus,
+            "memory": self.memory,
+            "gpus": self.gpus,
+            "runtime": self.runtime,
+            "profile": self.profile,
+            "environment": self.environment,
+        }
+        return {key: value for key, value in options.items() if value is not None}
+
+
+# ---------------------------------------------------------------- policy from config
+
+
+#: config key -> (PartitionPolicy field, value kind)
+_PARTITION_KEYS = {
+    "description": ("description", str),
+    "max_nodes": ("max_nodes", int),
+    "max_cpus": ("max_cpus", int),
+    "max_memory": ("max_memory_mb", "memory"),
+    "max_gpus": ("max_gpus", int),
+    "max_runtime": ("max_runtime_minutes", "runtime"),
+}
+_ENVIRONMENT_KEYS = {"description": str, "prefix": str, "modules": list, "prologue": str}
+_PROFILE_KEYS = {"description": str, "options": dict}
+
+
+def _check_keys(where: str, value, allowed) -> None:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where} must be a dict, not {type(value).__name__}")
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"{where} has unknown key(s) {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+def _config_value(where: str, kind, value):
+    try:
+        if kind == "memory":
+            return parse_memory_mb(value)
+        if kind == "runtime":
+            return parse_runtime_minutes(value)
+        if kind is int:
+            return _parse_count(value, minimum=0, maximum=MAX_CPUS)
+        if kind is str:
+            if not isinstance(value, str):
+                raise ValueError("must be a string")
+            return value
+        if kind is list:
+            if not isinstance(value, list | tuple):
+                raise ValueError("must be a list")
+            return tuple(value)
+        if kind is dict:
+            if not isinstance(value, Mapping):
+                raise ValueError("must be a dict")
+            return dict(value)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    raise AssertionError(kind)
+
+
+def partition_policies(config: Mapping) -> dict[str, PartitionPolicy]:
+    """Build partition limits from ``c.SlurmSpawner.partitions``; raise ValueError naming the fix."""
+    policies = {}
+    for name, spec in config.items():
+        where = f"partitions[{name!r}]"
+        _parse_name(name, "partition")
+        _check_keys(where, spec, _PARTITION_KEYS)
+        values = {
+            attribute: _config_value(f"{where}[{key!r}]", kind, spec[key])
+            for key, (attribute, kind) in _PARTITION_KEYS.items()
+            if key in spec
+        }
+        policies[name] = PartitionPolicy(name=name, **values)
+    return policies
+
+
+def environments_from_config(config: Mapping) -> dict[str, Environment]:
+    environments = {}
+    for name, spec in config.items():
+        where = f"environments[{name!r}]"
+        _parse_name(name, "environment")
+        _check_keys(where, spec, _ENVIRONMENT_KEYS)
+        values = {
+            key: _config_value(f"{where}[{key!r}]", kind, spec[key])
+            for key, kind in _ENVIRONMENT_KEYS.items()
+            if key in spec
+        }
+        for module in values.get("modules", ()):
+            if not isinstance(module, str) or not re.match(r"^[A-Za-z0-9_.+/-]+$", module):
+                raise ValueError(f"{where}['modules']: {module!r} is not a module name")
+        environments[name] = Environment(name=name, **values)
+    return environments
+
+
+def profiles_from_config(config: Mapping) -> dict[str, Profile]:
+    profiles = {}
+    for name, spec in config.items():
+        where = f"profiles[{name!r}]"
+        _parse_name(name, "profile")
+        _check_keys(where, spec, _PROFILE_KEYS)
+        options = _config_value(f"{where}['options']", dict, spec.get("options", {}))
+        unknown = sorted((set(options) - set(OPTION_FIELDS)) | ({"profile"} & set(options)))
+        if unknown:
+            raise ValueError(f"{where}['options'] has unknown option(s) {unknown}")
+        profiles[name] = Profile(
+            name=name, description=spec.get("description", ""), options=options
+        )
+    return profiles
+
+
+def check_defaults(defaults: Mapping) -> dict:
+    unknown = sorted(set(defaults) - set(OPTION_FIELDS))
+    if unknown:
+        raise ValueError(
+            f"default_options has unknown key(s) {unknown}; allowed: {', '.join(OPTION_FIELDS)}"
+        )
+    return dict(defaults)
+
+
+# ---------------------------------------------------------------- the validator
+
+
+def _limit(policy_value: int | None, global_value: int) -> int:
+    return global_value if policy_value is None else min(policy_value, global_value)
+
+
+def validate_options(raw: Mapping, policy: Policy) -> ResourceRequest:
+    """Validate ``user_options`` against ``policy``.
+
+    Values come from, in order: the admin's defaults, the chosen profile, the
+    user. Raises :class:`OptionsError` listing every invalid field.
+    """
+    if not isinstance(raw, Mapping):
+        raise OptionsError({"options": "must be an object of option names to values"})
+    errors: dict[str, str] = {}
+    unknown = sorted(str(key)[:40] for key in raw if key not in OPTION_FIELDS)
+    if unknown:
+        errors["options"] = (
+            f"unknown option(s) {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(OPTION_FIELDS)}"
+        )
+
+    # drop empty values (an empty form field means "the default")
+    given = {k: v for k, v in raw.items() if k in OPTION_FIELDS and v not in (None, "")}
+
+    merged = dict(policy.defaults)
+    profile_name = given.get("profile", merged.get("profile"))
+    if profile_name is not None:
+        profile = policy.profiles.get(profile_name) if isinstance(profile_name, str) else None
+        if profile is None:
+            errors["profile"] = _unknown_choice("profile", profile_name, policy.profiles)
+        else:
+            merged.update(profile.options)
+    merged.update(given)
+
+    values: dict[str, object] = {}
+
+    def check(name, parse):
+        if name not in merged:
+            return None
+        try:
+            values[name] = parse(merged[name])
+        except ValueError as e:
+            errors.setdefault(name, str(e))
+        return values.get(name)
+
+    partition_name = check("partition", lambda v: _parse_name(v, "partition"))
+    partition = None
+    if partition_name is not None and policy.partitions:
+        partition = policy.partitions.get(partition_name)
+        if partition is None:
+            errors["partition"] = _unknown_choice("partition", partition_name, policy.partitions)
+    for name, allowed in (
+        ("account", policy.accounts),
+        ("qos", policy.qos),
+        ("reservation", policy.reservations),
+    ):
+        chosen = check(name, lambda v, n=name: _parse_name(v, n))
+        if chosen is not None and allowed is not None and chosen not in allowed:
+            errors[name] = _unknown_choice(name, chosen, allowed)
+    environment = check("environment", lambda v: _parse_name(v, "environment"))
+    if environment is not None and environment not in policy.environments:
+        errors["environment"] = _unknown_choice("environment", environment, policy.environments)
+    if profile_name is not None and "profile" not in errors:
+        values["profile"] = profile_name
+
+    where = f" of partition {partition.name}" if partition else ""
+    limits = {
+        "nodes": _limit(partition and partition.max_nodes, policy.max_nodes),
+        "cpus": _limit(partition and partition.max_cpus, policy.max_cpus),
+        "gpus": _limit(partition and partition.max_gpus, policy.max_gpus),
+        "memory": _limit(partition and partition.max_memory_mb, policy.max_memory_mb),
+        "runtime": _limit(partition and partition.max_runtime_minutes, policy.max_runtime_minutes),
+    }
+    merged.setdefault("nodes", 1)
+    merged.setdefault("cpus", 1)
+    merged.setdefault("gpus", 0)
+    for name, minimum, label in (("nodes", 1, "Nodes"), ("cpus", 1, "CPUs"), ("gpus", 0, "GPUs")):
+        number = check(name, lambda v, m=minimum: _parse_count(v, minimum=m, maximum=MAX_CPUS))
+        if number is not None and number > limits[name]:
+            errors[name] = f"{label} {number} exceeds the limit of {limits[name]}{where}"
+
+    if "memory" not in merged:
+        errors["memory"] = "is required (the admin set no default)"
+    else:
+        memory = check("memory", parse_memory_mb)
+        if memory is not None and memory > limits["memory"]:
+            errors["memory"] = (
+                f"Memory {format_memory(memory)} exceeds the limit of "
+                f"{format_memory(limits['memory'])}{where}"
+            )
+    if "runtime" not in merged:
+        errors["runtime"] = "is required (the admin set no default)"
+    else:
+        runtime = check("runtime", parse_runtime_minutes)
+        if runtime is not None and runtime > limits["runtime"]:
+            errors["runtime"] = (
+                f"Walltime {format_runtime(runtime)} exceeds the "
+                f"{format_runtime(limits['runtime'])} limit{where}"
+            )
+
+    if errors:
+        raise OptionsError(errors)
+    return ResourceRequest(
+        partition=values.get("partition"),
+        account=values.get("account"),
+        qos=values.get("qos"),
+        reservation=values.get("reservation"),
+        nodes=values["nodes"],
+        cpus=values["cpus"],
+        memory_mb=values["memory"],
+        gpus=values["gpus"],
+        runtime_minutes=values["runtime"],
+        profile=values.get("profile"),
+        environment=values.get("environment"),
+    )
+
+
+def _unknown_choice(what: str, value, allowed) -> str:
+    choices = ", ".join(sorted(allowed)) or "none"
+    return f"{str(value)[:40]!r} is not an available {what} (choose from: {choices})"
+
+
+__all__ = [
+    "OPTION_FIELDS",
+    "Environment",
+    "OptionsError",
+    "PartitionPolicy",
+    "Policy",
+    "Profile",
+    "ResourceRequest",
+    "check_defaults",
+    "environments_from_config",
+    "format_memory",
+    "format_runtime",
+    "parse_memory_mb",
+    "parse_runtime_minutes",
+    "partition_policies",
+    "profiles_from_config",
+    "validate_options",
+]

@@ -1,0 +1,64 @@
+"""Scheduler access behind one small interface.
+
+A driver knows how to reach Slurm; the spawner and the poller only ever call
+these four coroutines. :class:`~hpcspawner.slurm.local.LocalSlurmDriver` runs
+the Slurm commands on the hub's host; drivers for a login node over SSH and
+for slurmrestd (JWT) implement the same methods.
+"""
+
+from __future__ import annotations
+
+from traitlets import Float
+from traitlets.config import LoggingConfigurable
+
+from ..jobstate import JobInfo
+
+
+class SlurmDriver(LoggingConfigurable):
+    """Base class of scheduler drivers. One instance serves the whole hub."""
+
+    command_timeout = Float(
+        30.0,
+        config=True,
+        help="""Seconds a scheduler request may take before it is abandoned.
+
+        Slurm clients wait MessageTimeout (10 s by default) per attempt when the
+        controller is down and retry once, so keep this above 2 x MessageTimeout.
+        A timed-out status query counts as "unknown" and never stops a server.
+
+            c.LocalSlurmDriver.command_timeout = 30
+        """,
+    )
+
+    #: How many scheduler requests this driver made, by kind (for tests and benchmarks).
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.calls: dict[str, int] = {}
+
+    def _count(self, kind: str) -> None:
+        self.calls[kind] = self.calls.get(kind, 0) + 1
+
+    async def submit(self, username: str, script: str, env: dict[str, str]) -> str:
+        """Submit ``script`` as ``username`` with ``env``; return the job id.
+
+        ``env`` is the job's whole environment and may hold secrets: it must
+        never reach argv, the script, or a log.
+        """
+        raise NotImplementedError
+
+    async def query(self, job_ids: list[str]) -> dict[str, JobInfo]:
+        """Ask about many jobs at once.
+
+        Returns the records Slurm has; a job missing from the result is unknown
+        to Slurm (gone). Raises :class:`~hpcspawner.errors.SlurmError` when
+        Slurm could not be asked: callers must treat that as "unknown".
+        """
+        raise NotImplementedError
+
+    async def cancel(self, username: str, job_id: str) -> None:
+        """Cancel a job of ``username``. Cancelling a finished job is not an error."""
+        raise NotImplementedError
+
+    async def read_output(self, username: str, path: str, max_lines: int = 20) -> str:
+        """The last lines of a job's output file, read as ``username``, or "" when unreadable."""
+        return ""

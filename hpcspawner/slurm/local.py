@@ -1,0 +1,212 @@
+"""Run Slurm's commands on the hub's host, as argv lists, never through a shell."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+
+from traitlets import Integer, List, Unicode, default
+
+from ..errors import SlurmError, SlurmTimeout
+from ..jobstate import INVALID_JOB_ID_RE, SQUEUE_FORMAT, JobInfo, parse_squeue
+from . import SlurmDriver
+
+#: Variables of the hub's environment that Slurm's clients need to find the cluster.
+PASSED_SLURM_VARIABLES = ("SLURM_CONF", "SLURM_CLUSTERS")
+
+
+class LocalSlurmDriver(SlurmDriver):
+    """Reach Slurm with its command-line clients on the hub's host.
+
+    ``sbatch``, ``scancel`` and reading a job's output run as the user through
+    :attr:`user_command_prefix`; ``squeue`` runs once for all users as the hub's
+    own user.
+    """
+
+    user_command_prefix = List(
+        Unicode(),
+        config=True,
+        help="""Command that runs the rest of argv as the user, as a list.
+
+        ``{username}`` is replaced by the user's name. The default is
+        ``["runuser", "-u", "{username}", "--"]`` when the hub runs as root, else
+        ``["sudo", "-n", "-E", "-H", "-u", "{username}", "--"]`` (sudoers must then allow
+        SETENV for sbatch and scancel: the job's environment, including its API
+        token, travels in sbatch's environment). Use ``[]`` when the hub runs as
+        the user already.
+
+            c.LocalSlurmDriver.user_command_prefix = ["sudo", "-n", "-E", "-H", "-u", "{username}", "--"]
+        """,
+    )
+
+    @default("user_command_prefix")
+    def _default_prefix(self):
+        if os.geteuid() == 0:
+            return ["runuser", "-u", "{username}", "--"]
+        return ["sudo", "-n", "-E", "-H", "-u", "{username}", "--"]
+
+    query_command_prefix = List(
+        Unicode(),
+        config=True,
+        help="""Command prefix for ``squeue`` (which asks about every user's jobs at once).
+
+        Empty by default: ``squeue`` runs as the hub's user. Set it only if your
+        Slurm hides other users' jobs (``PrivateData=jobs``), e.g.
+        ``["sudo", "-n", "-u", "slurm", "--"]``.
+        """,
+    )
+
+    commands_path = Unicode(
+        config=True,
+        help="""Where to look for Slurm's commands and the prefix command (PATH syntax).
+
+        Defaults to the hub's PATH followed by the standard system directories.
+        Commands are resolved to absolute paths on the hub, so the job's own PATH
+        (``c.Spawner.environment``) does not need to contain them.
+        """,
+    )
+
+    @default("commands_path")
+    def _default_commands_path(self):
+        parts = os.environ.get("PATH", "").split(os.pathsep)
+        for extra in (
+            "/usr/local/bin",
+            "/usr/bin",
+            "/bin",
+            "/usr/local/sbin",
+            "/usr/sbin",
+            "/sbin",
+        ):
+            if extra not in parts:
+                parts.append(extra)
+        return os.pathsep.join(part for part in parts if part)
+
+    max_jobs_per_query = Integer(
+        500,
+        config=True,
+        help="""How many job ids one ``squeue --jobs`` call may carry; more are split into
+        several calls.
+        """,
+    )
+
+    def _which(self, command: str) -> str:
+        if os.path.isabs(command):
+            return command
+        found = shutil.which(command, path=self.commands_path)
+        if found is None:
+            raise SlurmError(
+                [command], None, f"{command}: command not found in {self.commands_path}"
+            )
+        return found
+
+    def _as_user(self, username: str, argv: list[str]) -> list[str]:
+        prefix = [part.format(username=username) for part in self.user_command_prefix]
+        if prefix:
+            prefix[0] = self._which(prefix[0])
+        return prefix + [self._which(argv[0])] + argv[1:]
+
+    def _base_env(self) -> dict[str, str]:
+        env = {"PATH": self.commands_path, "LANG": "C.UTF-8"}
+        for name in PASSED_SLURM_VARIABLES:
+            if name in os.environ:
+                env[name] = os.environ[name]
+        return env
+
+    async def run(
+        self,
+        argv: list[str],
+        *,
+        kind: str,
+        env: dict[str, str] | None = None,
+        stdin: str | None = None,
+    ) -> tuple[int, str, str]:
+        """Run argv; return (rc, stdout, stderr). Raise SlurmTimeout when it takes too long.
+
+        The command runs in its own session so that a timeout kills it and
+        everything it started (the prefix command's children included).
+        """
+        self._count(kind)
+        self.log.debug("Running %s", argv)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=env if env is not None else self._base_env(),
+                cwd="/",
+                start_new_session=True,
+            )
+        except OSError as e:
+            raise SlurmError(argv, None, str(e)) from e
+        try:
+            out, err = await asyncio.wait_for(
+                proc.communicate(stdin.encode() if stdin is not None else None),
+                timeout=self.command_timeout,
+            )
+        except (asyncio.TimeoutError, asyncio.CancelledError) as e:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            await proc.wait()
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            raise SlurmTimeout(argv, self.command_timeout) from None
+        return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+    async def submit(self, username, script, env):
+        argv = self._as_user(username, ["sbatch", "--parsable"])
+        run_env = self._base_env()
+        run_env.update(env)
+        rc, out, err = await self.run(argv, kind="sbatch", env=run_env, stdin=script)
+        if rc != 0:
+            raise SlurmError(argv, rc, err, out)
+        job_id = out.strip().split(";")[0]
+        if not job_id.isdigit():
+            raise SlurmError(argv, rc, f"sbatch printed no job id: {out.strip()!r} {err.strip()}")
+        return job_id
+
+    async def query(self, job_ids):
+        ids = sorted(set(job_ids), key=lambda job_id: (len(job_id), job_id))
+        found: dict[str, JobInfo] = {}
+        for start in range(0, len(ids), self.max_jobs_per_query):
+            chunk = ids[start : start + self.max_jobs_per_query]
+            found.update(await self._query_chunk(chunk))
+        return found
+
+    async def _query_chunk(self, job_ids: list[str]) -> dict[str, JobInfo]:
+        prefix = list(self.query_command_prefix)
+        if prefix:
+            prefix[0] = self._which(prefix[0])
+        argv = prefix + [
+            self._which("squeue"),
+            "--noheader",
+            "--states=all",
+            f"--jobs={','.join(job_ids)}",
+            f"--format={SQUEUE_FORMAT}",
+        ]
+        rc, out, err = await self.run(argv, kind="squeue")
+        if rc != 0:
+            if INVALID_JOB_ID_RE.search(err):
+                # Slurm has purged these ids: a positive "no such job".
+                return {}
+            raise SlurmError(argv, rc, err, out)
+        return parse_squeue(out)
+
+    async def cancel(self, username, job_id):
+        argv = self._as_user(username, ["scancel", str(job_id)])
+        rc, out, err = await self.run(argv, kind="scancel")
+        if rc != 0 and not INVALID_JOB_ID_RE.search(err):
+            raise SlurmError(argv, rc, err, out)
+
+    async def read_output(self, username, path, max_lines=20):
+        try:
+            argv = self._as_user(username, ["tail", "-n", str(int(max_lines)), "--", path])
+            rc, out, _ = await self.run(argv, kind="read_output")
+        except SlurmError as e:
+            self.log.warning("Could not read job output %s: %s", path, e)
+            return ""
+        return out if rc == 0 else ""

@@ -1,0 +1,704 @@
+"""SlurmSpawner: run each user's server as a Slurm job.
+
+The spawner orchestrates; the work is done elsewhere:
+
+- :mod:`hpcspawner.options` validates what the user asked for;
+- :mod:`hpcspawner.batchscript` renders the batch script;
+- a :class:`~hpcspawner.slurm.SlurmDriver` talks to Slurm;
+- the hub-wide :class:`~hpcspawner.poller.JobPoller` answers "is the job alive?"
+  for every server with one batched query;
+- :mod:`hpcspawner.api` receives the port the job reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pwd
+import re
+import time
+from datetime import datetime
+
+from jupyterhub.spawner import Spawner
+from traitlets import (
+    Bool,
+    Dict,
+    Float,
+    Instance,
+    Integer,
+    List,
+    Tuple,
+    Type,
+    Unicode,
+    default,
+    validate,
+)
+
+from . import api  # noqa: F401 - registers the port callback handler
+from . import batchscript
+from ._version import __version__
+from .errors import SlurmError, SpawnFailure, controller_unreachable
+from .jobstate import Liveness
+from .options import (
+    OptionsError,
+    Policy,
+    check_defaults,
+    environments_from_config,
+    partition_policies,
+    profiles_from_config,
+    validate_options,
+)
+from .poller import JobPoller, JobStatus
+from .slurm import SlurmDriver
+from .slurm.local import LocalSlurmDriver
+
+#: Version of the state this spawner stores in the hub's database.
+STATE_VERSION = 1
+
+_JOB_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.@+-]")
+
+# One driver and one poller per driver class and config, shared by every spawner of the hub.
+_shared: dict[tuple, tuple[SlurmDriver, JobPoller]] = {}
+
+
+class SlurmSpawner(Spawner):
+    """Start each user's server as a Slurm batch job submitted as that user."""
+
+    # ------------------------------------------------------------ scheduler access
+
+    driver_class = Type(
+        LocalSlurmDriver,
+        klass=SlurmDriver,
+        config=True,
+        help="""How the hub reaches Slurm.
+
+        The default runs Slurm's commands on the hub's host
+        (:class:`hpcspawner.slurm.local.LocalSlurmDriver`; configure it as
+        ``c.LocalSlurmDriver.*``). One driver instance serves the whole hub.
+        """,
+    )
+
+    startup_poll_interval = Float(
+        1.0,
+        config=True,
+        help="""Seconds between job status checks while servers are starting.
+
+        All starting servers share one ``squeue`` call per interval, so this does
+        not grow with the number of users. Running servers are checked every
+        ``poll_interval`` seconds, again with one call for the whole hub.
+
+            c.SlurmSpawner.startup_poll_interval = 1.0
+        """,
+    )
+
+    @default("poll_interval")
+    def _default_poll_interval(self):
+        return 30
+
+    stop_timeout = Float(
+        30.0,
+        config=True,
+        help="""Seconds ``stop()`` waits for Slurm to confirm that a cancelled job ended.""",
+    )
+
+    # ------------------------------------------------------------ the batch job
+
+    batch_script_template = Unicode(
+        "",
+        config=True,
+        help="""Path of a jinja2 template to use instead of the packaged batch script.
+
+        Start from ``hpcspawner/templates/batch_script.sh.j2``. The template sees
+        ``request`` (the validated resources), ``job_name``, ``comment``,
+        ``workdir``, ``output``, ``command`` (a list), ``prologue``,
+        ``environment``, ``extra_directives`` and ``requeue``; undefined names
+        are errors. Use ``| sh`` for values on shell lines and ``| directive``
+        for values in ``#SBATCH`` lines.
+
+            c.SlurmSpawner.batch_script_template = "/etc/jupyterhub/batch_script.sh.j2"
+        """,
+    )
+
+    batch_script_prologue = Unicode(
+        "",
+        config=True,
+        help="""Shell lines run in the job before the server starts (site set-up).
+
+        Written by the admin and inserted verbatim; never contains user input.
+
+            c.SlurmSpawner.batch_script_prologue = "module load jupyter"
+        """,
+    )
+
+    extra_sbatch_options = List(
+        Unicode(),
+        config=True,
+        help="""Extra ``#SBATCH`` options for every job, each a single word.
+
+            c.SlurmSpawner.extra_sbatch_options = ["--constraint=ib", "--exclusive"]
+        """,
+    )
+
+    @validate("extra_sbatch_options")
+    def _check_extra_options(self, proposal):
+        for option in proposal.value:
+            if not option.startswith("--"):
+                raise ValueError(f"extra_sbatch_options: {option!r} must start with '--'")
+            batchscript.directive(option)
+        return proposal.value
+
+    job_workdir = Unicode(
+        "{home}",
+        config=True,
+        help="""Working directory of the job (``--chdir``). ``{home}`` is the user's home
+        directory, ``{username}`` the user's name.
+
+            c.SlurmSpawner.job_workdir = "/scratch/{username}"
+        """,
+    )
+
+    job_output = Unicode(
+        "{home}/.jupyterhub-slurm-%j.log",
+        config=True,
+        help="""Where the job writes its output (``--output``); ``%j`` is the job id.
+
+        The directory must exist: Slurm does not create it. On a failed start the
+        last lines of this file are shown to the user.
+
+            c.SlurmSpawner.job_output = "/scratch/{username}/jupyter-%j.log"
+        """,
+    )
+
+    requeue = Bool(
+        False,
+        config=True,
+        help="""Let Slurm requeue the job when its node fails.
+
+        Off by default (``--no-requeue``): a requeued job would restart the server
+        later, on another node, behind the user's back. The hub notices the
+        failed node and the user starts a new server.
+        """,
+    )
+
+    launcher_command = List(
+        Unicode(),
+        ["hpcspawner-singleuser"],
+        config=True,
+        help="""Command that starts the server in the job and reports its port.
+
+        It is followed by ``cmd`` and ``args``. ``batchspawner-singleuser`` works
+        too, for user environments that already have batchspawner.
+
+            c.SlurmSpawner.launcher_command = ["/opt/jupyter/bin/hpcspawner-singleuser"]
+        """,
+    )
+
+    port_range = Tuple(
+        Integer(),
+        Integer(),
+        default_value=(0, 0),
+        config=True,
+        help="""Ports the server may listen on on the compute node, as ``(low, high)``.
+
+        ``(0, 0)`` (default) lets the operating system choose a free port.
+        Set a range your firewall opens between the hub and the compute nodes;
+        the hub rejects a reported port outside it.
+
+            c.SlurmSpawner.port_range = (40000, 49999)
+        """,
+    )
+
+    @validate("port_range")
+    def _check_port_range(self, proposal):
+        low, high = proposal.value
+        if (low, high) != (0, 0) and not (1024 <= low <= high <= 65535):
+            raise ValueError(
+                f"port_range {proposal.value} must be (0, 0) or (low, high) with 1024 <= low <= high <= 65535"
+            )
+        return proposal.value
+
+    node_address = Unicode(
+        "{node}",
+        config=True,
+        help="""How the hub reaches a compute node, from Slurm's node name ``{node}``.
+
+        The proxy sends the user's traffic to this host. Use it when node names do
+        not resolve on the hub, or a different network should carry the traffic.
+
+            c.SlurmSpawner.node_address = "{node}.ib.cluster.example.org"
+        """,
+    )
+
+    @default("ip")
+    def _default_ip(self):
+        # the server listens on the compute node; the hub reaches it via node_address
+        return "0.0.0.0"  # noqa: S104 - the server is protected by the hub's OAuth
+
+    @default("env_keep")
+    def _default_env_keep(self):
+        return ["LANG", "LC_ALL", "JUPYTERHUB_SINGLEUSER_APP"]
+
+    job_path = Unicode(
+        "/usr/local/bin:/usr/bin:/bin",
+        config=True,
+        help="""PATH in the job, unless ``c.Spawner.environment`` sets one.
+
+        JupyterHub >= 5.2 no longer passes the hub's PATH to non-local spawners; the
+        job needs one that finds ``launcher_command`` and ``cmd``.
+
+            c.SlurmSpawner.job_path = "/opt/jupyter/bin:/usr/local/bin:/usr/bin:/bin"
+        """,
+    )
+
+    # ------------------------------------------------------------ what users may ask for
+
+    default_options = Dict(
+        {"cpus": 1, "memory": "1G", "runtime": "1:00:00", "nodes": 1, "gpus": 0},
+        config=True,
+        help="""Resources used where the user asks for nothing (same keys as ``user_options``:
+        partition, account, qos, reservation, nodes, cpus, memory, gpus, runtime,
+        profile, environment).
+
+            c.SlurmSpawner.default_options = {"partition": "debug", "cpus": 2, "memory": "4G", "runtime": "2:00:00"}
+        """,
+    )
+
+    partitions = Dict(
+        config=True,
+        help="""Partitions users may choose, with optional limits; empty allows any
+        partition (Slurm then enforces its own limits).
+
+        Keys per partition: ``description``, ``max_nodes``, ``max_cpus``,
+        ``max_memory`` (e.g. ``"16G"``), ``max_gpus``, ``max_runtime`` (e.g. ``"8:00:00"``).
+
+            c.SlurmSpawner.partitions = {
+                "debug": {"max_runtime": "1:00:00", "max_cpus": 2},
+                "gpu": {"max_gpus": 2, "max_runtime": "4:00:00"},
+            }
+        """,
+    )
+
+    environments = Dict(
+        config=True,
+        help="""Named software environments users may choose for their server.
+
+        Keys per environment: ``description``, ``prefix`` (a venv/conda prefix whose
+        ``bin`` goes first on PATH), ``modules`` (a list to ``module load``),
+        ``prologue`` (admin-written shell lines).
+
+            c.SlurmSpawner.environments = {
+                "python3.11": {"description": "Python 3.11", "prefix": "/opt/py311"},
+                "pytorch": {"modules": ["cuda/12.2", "pytorch/2.3"]},
+            }
+        """,
+    )
+
+    profiles = Dict(
+        config=True,
+        help="""Named presets of option values users can pick in one go.
+
+            c.SlurmSpawner.profiles = {
+                "small": {"description": "2 CPUs, 4 GB, 2 h", "options": {"cpus": 2, "memory": "4G", "runtime": "2:00:00"}},
+            }
+        """,
+    )
+
+    allowed_accounts = List(
+        Unicode(),
+        default_value=None,
+        allow_none=True,
+        config=True,
+        help="""Slurm accounts users may charge; None allows any (Slurm checks associations).""",
+    )
+
+    allowed_qos = List(
+        Unicode(),
+        default_value=None,
+        allow_none=True,
+        config=True,
+        help="""QOS names users may choose; None allows any (Slurm checks associations).""",
+    )
+
+    allowed_reservations = List(
+        Unicode(),
+        default_value=None,
+        allow_none=True,
+        config=True,
+        help="""Reservations users may choose; None allows any.""",
+    )
+
+    max_nodes = Integer(1, config=True, help="""Most nodes one server may use (any partition).""")
+    max_cpus = Integer(64, config=True, help="""Most CPUs per node one server may use.""")
+    max_gpus = Integer(8, config=True, help="""Most GPUs per node one server may use.""")
+    max_memory = Unicode(
+        "256G", config=True, help="""Most memory per node one server may use, e.g. ``"64G"``."""
+    )
+    max_runtime = Unicode(
+        "1-00:00:00", config=True, help="""Longest walltime a server may ask for."""
+    )
+
+    policy = Instance(Policy, help="The validated policy built from the settings above.")
+
+    @default("policy")
+    def _build_policy(self):
+        from .options import parse_memory_mb, parse_runtime_minutes
+
+        try:
+            return Policy(
+                partitions=partition_policies(self.partitions),
+                accounts=_tuple_or_none(self.allowed_accounts),
+                qos=_tuple_or_none(self.allowed_qos),
+                reservations=_tuple_or_none(self.allowed_reservations),
+                environments=environments_from_config(self.environments),
+                profiles=profiles_from_config(self.profiles),
+                defaults=check_defaults(self.default_options),
+                max_nodes=self.max_nodes,
+                max_cpus=self.max_cpus,
+                max_gpus=self.max_gpus,
+                max_memory_mb=parse_memory_mb(self.max_memory),
+                max_runtime_minutes=parse_runtime_minutes(self.max_runtime),
+            )
+        except ValueError as e:
+            raise ValueError(f"Invalid SlurmSpawner configuration: {e}") from None
+
+    # ------------------------------------------------------------ runtime state
+
+    job_id = Unicode("", help="The Slurm job id of the current server (state).")
+    job_host = Unicode("", help="The node the server runs on (state).")
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._port_future: asyncio.Future | None = None
+        self._progress_events: list[dict] = []
+        self._progress_changed = asyncio.Event()
+        self._starting = False
+        self._ended_reason: str | None = None
+
+    # ------------------------------------------------------------ shared driver + poller
+
+    def _shared_key(self) -> tuple:
+        return (self.driver_class, id(self.config))
+
+    @property
+    def driver(self) -> SlurmDriver:
+        return self._shared()[0]
+
+    @property
+    def poller(self) -> JobPoller:
+        return self._shared()[1]
+
+    def _shared(self) -> tuple[SlurmDriver, JobPoller]:
+        key = self._shared_key()
+        if key not in _shared:
+            driver = self.driver_class(config=self.config, log=self.log)
+            poller = JobPoller(driver, interval=self.poll_interval, logger=self.log)
+            _shared[key] = (driver, poller)
+        return _shared[key]
+
+    # ------------------------------------------------------------ state
+
+    def get_state(self):
+        state = super().get_state()
+        if self.job_id:
+            state["hpcspawner_version"] = STATE_VERSION
+            state["job_id"] = self.job_id
+            state["job_host"] = self.job_host
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.job_id = str(state.get("job_id", "") or "")
+        self.job_host = str(state.get("job_host", "") or "")
+        if self.job_id:
+            self.poller.track(self.job_id, self._job_changed)
+
+    def clear_state(self):
+        super().clear_state()
+        if self.job_id:
+            self.poller.untrack(self.job_id)
+        self.job_id = ""
+        self.job_host = ""
+
+    # ------------------------------------------------------------ progress
+
+    def _emit(self, progress: int, message: str, **extra) -> None:
+        event = {"progress": progress, "message": message, **extra}
+        self._progress_events.append(event)
+        changed, self._progress_changed = self._progress_changed, asyncio.Event()
+        changed.set()
+
+    async def progress(self):
+        sent = 0
+        while True:
+            changed = self._progress_changed
+            while sent < len(self._progress_events):
+                yield self._progress_events[sent]
+                sent += 1
+            if not self._starting:
+                return
+            try:
+                await asyncio.wait_for(changed.wait(), timeout=5)
+            except asyncio.TimeoutError:
+                pass
+
+    # ------------------------------------------------------------ the callback
+
+    def callback_port_range(self) -> tuple[int, int] | None:
+        return None if tuple(self.port_range) == (0, 0) else tuple(self.port_range)
+
+    def accept_port(self, port: int) -> bool:
+        """Take the port the job reported; False if this server is not waiting for one."""
+        future = self._port_future
+        if not self._starting or future is None or future.done():
+            return False
+        future.set_result(port)
+        return True
+
+    # ------------------------------------------------------------ start
+
+    def _job_name(self) -> str:
+        name = f"jupyter-{self.user.name}"
+        if self.name:
+            name = f"{name}-{self.name}"
+        return _JOB_NAME_UNSAFE.sub("_", name)[:100]
+
+    def _home(self) -> str:
+        try:
+            return pwd.getpwnam(self.user.name).pw_dir
+        except KeyError:
+            raise SpawnFailure(
+                f"There is no account named {self.user.name} on the cluster.",
+                reason="no-account",
+            ) from None
+
+    def _format_path(self, template: str, home: str) -> str:
+        return template.format(home=home, username=self.user.name)
+
+    def get_env(self):
+        env = super().get_env()
+        env.setdefault("PATH", self.job_path)
+        if self.callback_port_range():
+            low, high = self.port_range
+            env["HPCSPAWNER_PORT_RANGE"] = f"{low}-{high}"
+        return env
+
+    def render_script(self, request) -> str:
+        home = self._home()
+        if self.batch_script_template:
+            with open(self.batch_script_template) as f:
+                template = f.read()
+        else:
+            template = batchscript.default_template()
+        environment = (
+            self.policy.environments.get(request.environment) if request.environment else None
+        )
+        return batchscript.render(
+            template,
+            request=request,
+            job_name=self._job_name(),
+            comment=f"hpcspawner:{self.user.name}:{self.name or '-'}",
+            workdir=self._format_path(self.job_workdir, home),
+            output=self._format_path(self.job_output, home),
+            command=[*self.launcher_command, *self.cmd, *self.get_args()],
+            prologue=self.batch_script_prologue,
+            environment=environment,
+            extra_directives=list(self.extra_sbatch_options),
+            requeue=self.requeue,
+        )
+
+    def validated_request(self):
+        try:
+            return validate_options(self.user_options or {}, self.policy)
+        except OptionsError as e:
+            raise SpawnFailure(
+                f"Invalid server options: {e.summary()}", reason="invalid-options"
+            ) from None
+
+    async def start(self):
+        self._progress_events = []
+        self._ended_reason = None
+        self._starting = True
+        self._port_future = asyncio.get_running_loop().create_future()
+        self.port = 0
+        try:
+            return await self._start()
+        except BaseException:
+            await self._cleanup_failed_start()
+            raise
+        finally:
+            self._starting = False
+            self._port_future = None
+            self._emit(100, "")  # wake progress listeners so they see the end
+            self._progress_events.pop()
+
+    async def _start(self):
+        request = self.validated_request()
+        script = self.render_script(request)
+        env = self.get_env()
+        t0 = time.monotonic()
+        try:
+            job_id = await self.driver.submit(self.user.name, script, env)
+        except SlurmError as e:
+            if controller_unreachable(e):
+                raise SpawnFailure(
+                    "The scheduler is not answering; please try again in a few minutes.",
+                    reason="scheduler-unavailable",
+                    log_message=f"sbatch for {self._log_name} failed: {e}",
+                    status_code=503,
+                ) from None
+            raise SpawnFailure(
+                f"Slurm rejected the job: {e.slurm_message}",
+                reason="job-rejected",
+                log_message=f"sbatch for {self._log_name} failed: {e}",
+            ) from None
+        self.job_id = job_id
+        self.log.info(
+            "Submitted job %s for %s (%s) in %.3f s",
+            job_id,
+            self._log_name,
+            _describe(request),
+            time.monotonic() - t0,
+        )
+        self.poller.track(job_id, self._job_changed)
+        self._emit(10, f"Submitted job {job_id} to Slurm ({_describe(request)})")
+        port, status = await self._wait_for_port(job_id)
+        host = self.node_address.format(node=status.info.batch_host)
+        self.job_host = status.info.batch_host
+        self.port = port
+        self._emit(90, f"Server of job {job_id} is listening on {status.info.batch_host}:{port}")
+        self.log.info("Job %s of %s reported port %s on %s", job_id, self._log_name, port, host)
+        proto = "https" if self.internal_ssl else "http"
+        return f"{proto}://{host}:{port}"
+
+    async def _wait_for_port(self, job_id: str) -> tuple[int, JobStatus]:
+        """Follow the job until its server reports a port; fail fast if the job ends."""
+        last_message = None
+        while True:
+            status = await self.poller.status(job_id, max_age=self.startup_poll_interval)
+            if status.liveness is Liveness.GONE:
+                raise await self._job_ended_failure(job_id, status)
+            message, progress = self._describe_start(job_id, status)
+            if message != last_message:
+                self._emit(progress, message)
+                last_message = message
+            if status.info is not None and status.info.running:
+                try:
+                    port = await asyncio.wait_for(
+                        asyncio.shield(self._port_future), timeout=self.startup_poll_interval
+                    )
+                except asyncio.TimeoutError:
+                    continue
+                if not status.info.batch_host:
+                    status = await self.poller.status(job_id, max_age=0)
+                return port, status
+            await asyncio.sleep(self.startup_poll_interval)
+
+    def _describe_start(self, job_id: str, status: JobStatus) -> tuple[str, int]:
+        info = status.info
+        if status.liveness is Liveness.UNKNOWN:
+            return (f"Job {job_id}: the scheduler is not answering, still trying", 20)
+        if info is None or info.pending:
+            text = f"Job {job_id} is queued"
+            reason = info.describe_reason() if info else None
+            if reason:
+                text += f": {reason}"
+            if info and info.start_time:
+                text += f"; expected start {_format_time(info.start_time)}"
+            return (text, 20)
+        if info.running:
+            return (f"Job {job_id} is running on {info.batch_host}; waiting for the server", 50)
+        return (f"Job {job_id} is {info.state}", 30)
+
+    async def _job_ended_failure(self, job_id: str, status: JobStatus) -> SpawnFailure:
+        why = status.info.describe_end() if status.info else "the job is no longer known to Slurm"
+        output_path = self._format_path(self.job_output, self._home()).replace("%j", job_id)
+        tail = (await self.driver.read_output(self.user.name, output_path)).strip()
+        message = f"Job {job_id} ended before the server started: {why}."
+        if tail:
+            message += f" Last lines of {output_path}:\n{tail[-2000:]}"
+        else:
+            message += f" See {output_path}."
+        self.job_id = ""
+        return SpawnFailure(message, reason="job-ended", status_code=500)
+
+    async def _cleanup_failed_start(self) -> None:
+        job_id = self.job_id
+        if not job_id:
+            return
+        self.log.info("Cancelling job %s of %s after a failed start", job_id, self._log_name)
+        try:
+            await asyncio.shield(self.driver.cancel(self.user.name, job_id))
+        except (SlurmError, asyncio.CancelledError) as e:
+            self.log.warning("Could not cancel job %s of %s: %s", job_id, self._log_name, e)
+
+    # ------------------------------------------------------------ poll / stop
+
+    def _job_changed(self, status: JobStatus) -> None:
+        """Called by the poller when a job's status changes."""
+        if status.liveness is Liveness.GONE and not self._starting and self.server is not None:
+            # tell the hub now instead of at its next poll
+            asyncio.ensure_future(self.poll_and_notify())
+
+    async def poll(self):
+        if not self.job_id:
+            return 0
+        if self._starting:
+            return None
+        status = await self.poller.status(self.job_id, max_age=self.poll_interval * 1.5)
+        if status.liveness is Liveness.GONE:
+            info = status.info
+            self._ended_reason = (
+                info.describe_end() if info else "the job is no longer known to Slurm"
+            )
+            self.log.info(
+                "Job %s of %s is gone: %s", self.job_id, self._log_name, self._ended_reason
+            )
+            return 1
+        if status.liveness is Liveness.UNKNOWN:
+            self.log.debug(
+                "Job %s of %s: status unknown (%s)", self.job_id, self._log_name, status.error
+            )
+        return None
+
+    async def stop(self, now=False):
+        job_id = self.job_id
+        if not job_id:
+            return
+        self.log.info("Cancelling job %s of %s", job_id, self._log_name)
+        await self.driver.cancel(self.user.name, job_id)
+        deadline = time.monotonic() + self.stop_timeout
+        while time.monotonic() < deadline:
+            status = await self.poller.status(job_id, max_age=0)
+            if status.liveness is Liveness.GONE:
+                self.log.info("Job %s of %s ended", job_id, self._log_name)
+                return
+            await asyncio.sleep(0.1)
+        self.log.warning(
+            "Job %s of %s still not ended %.0f s after scancel",
+            job_id,
+            self._log_name,
+            self.stop_timeout,
+        )
+
+
+def _tuple_or_none(value):
+    return None if value is None else tuple(value)
+
+
+def _describe(request) -> str:
+    parts = []
+    if request.partition:
+        parts.append(f"partition {request.partition}")
+    parts.append(f"{request.nodes} node{'s' if request.nodes > 1 else ''}")
+    parts.append(f"{request.cpus} CPU{'s' if request.cpus > 1 else ''}")
+    parts.append(request.memory)
+    if request.gpus:
+        parts.append(f"{request.gpus} GPU{'s' if request.gpus > 1 else ''}")
+    parts.append(request.runtime)
+    return ", ".join(parts)
+
+
+def _format_time(when: datetime) -> str:
+    return when.strftime("%Y-%m-%d %H:%M")
+
+
+__all__ = ["SlurmSpawner", "__version__"]
