@@ -59,7 +59,6 @@ class JobPoller:
         self._refresh_ids: frozenset[str] = frozenset()
         self._last_query_end = float("-inf")
         self._loop_task: asyncio.Task | None = None
-        self._wakeup = asyncio.Event()
         #: number of queries made (each one is one batched scheduler call)
         self.queries = 0
 
@@ -176,9 +175,10 @@ class JobPoller:
 
     async def _loop(self) -> None:
         while self._jobs:
-            await asyncio.sleep(self.interval)
-            # a refresh made on demand within the interval counts
-            if time.monotonic() - self._last_query_end < self.interval * 0.5:
+            # a refresh made on demand counts: the next one is due an interval after it
+            delay = self._last_query_end + self.interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
                 continue
             try:
                 await self.refresh()
@@ -191,5 +191,7 @@ class JobPoller:
                 task.cancel()
                 try:
                     await task
-                except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
+                except asyncio.CancelledError:
                     pass
+                except Exception:
+                    self.log.exception("Poller task failed while closing")

@@ -33,8 +33,10 @@ from traitlets import (
     validate,
 )
 
-from . import api  # noqa: F401 - registers the port callback handler
-from . import batchscript
+from . import (
+    api,  # noqa: F401 - registers the port callback handler
+    batchscript,
+)
 from ._version import __version__
 from .errors import SlurmError, SpawnFailure, controller_unreachable
 from .jobstate import Liveness
@@ -54,7 +56,7 @@ from .slurm.local import LocalSlurmDriver
 #: Version of the state this spawner stores in the hub's database.
 STATE_VERSION = 1
 
-_JOB_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.@+-]")
+_JOB_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.@+:-]")
 
 # One driver and one poller per driver class and config, shared by every spawner of the hub.
 _shared: dict[tuple, tuple[SlurmDriver, JobPoller]] = {}
@@ -144,6 +146,27 @@ class SlurmSpawner(Spawner):
             if not option.startswith("--"):
                 raise ValueError(f"extra_sbatch_options: {option!r} must start with '--'")
             batchscript.directive(option)
+        return proposal.value
+
+    job_tag = Unicode(
+        "jupyterhub",
+        config=True,
+        help="""A word naming this hub in its jobs' Slurm comment.
+
+        Every job's comment is ``hpcspawner:<job_tag>:<username>:<server name>``, so
+        ``squeue --format=%k`` tells which hub started a job. Give each hub sharing
+        a cluster its own tag.
+
+            c.SlurmSpawner.job_tag = "jupyter-prod"
+        """,
+    )
+
+    @validate("job_tag")
+    def _check_job_tag(self, proposal):
+        if not re.match(r"^[A-Za-z0-9_.-]{1,32}$", proposal.value):
+            raise ValueError(
+                f"job_tag {proposal.value!r} must be 1-32 letters, digits, '_', '.' or '-'"
+            )
         return proposal.value
 
     job_workdir = Unicode(
@@ -495,7 +518,9 @@ class SlurmSpawner(Spawner):
             template,
             request=request,
             job_name=self._job_name(),
-            comment=f"hpcspawner:{self.user.name}:{self.name or '-'}",
+            comment=_JOB_NAME_UNSAFE.sub(
+                "_", f"hpcspawner:{self.job_tag}:{self.user.name}:{self.name or '-'}"
+            ),
             workdir=self._format_path(self.job_workdir, home),
             output=self._format_path(self.job_output, home),
             command=[*self.launcher_command, *self.cmd, *self.get_args()],
@@ -668,7 +693,10 @@ class SlurmSpawner(Spawner):
         deadline = time.monotonic() + self.stop_timeout
         while time.monotonic() < deadline:
             status = await self.poller.status(job_id, max_age=0)
-            if status.liveness is Liveness.GONE:
+            # COMPLETING: Slurm is still killing the job's processes; the allocation is not free
+            if status.liveness is Liveness.GONE and not (
+                status.info and status.info.state == "COMPLETING"
+            ):
                 self.log.info("Job %s of %s ended", job_id, self._log_name)
                 return
             await asyncio.sleep(0.1)

@@ -1,0 +1,143 @@
+"""A user's server as a Slurm job, end to end: real hub, real proxy, real Slurm."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from .hub import run, squeue_fields
+
+EXTRA_CONFIG = """
+c.SlurmSpawner.environments = {
+    "broken": {
+        "description": "a site prologue that fails",
+        "prologue": "echo 'simulated site failure: /apps not mounted' >&2; exit 3",
+    },
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def hub(hub_factory):
+    return hub_factory(extra_config=EXTRA_CONFIG)
+
+
+def job_of(hub, name, server=""):
+    model = hub.server_model(name, server)
+    assert model, f"{name}/{server} has no server"
+    return model["state"]["job_id"]
+
+
+def test_two_users_spawn_reach_and_stop(hub):
+    requests_by_user = {
+        "alice": {"partition": "debug", "cpus": 1, "memory": "600M", "runtime": "0:15:00"},
+        "bob": {"partition": "debug", "cpus": "1", "memory": "0.5G", "runtime": "12"},
+    }
+    tokens = {}
+    for name, options in requests_by_user.items():
+        hub.create_user(name)
+        tokens[name] = hub.user_token(name)
+        r = hub.spawn(name, options=options)
+        assert r.status_code in (201, 202), r.text
+
+    jobs = {}
+    for name in requests_by_user:
+        hub.wait_ready(name)
+        jobs[name] = job_of(hub, name)
+    assert jobs["alice"] != jobs["bob"]
+
+    expected = {
+        "alice": ("alice", "debug", "1", "600M", "15:00", "RUNNING"),
+        "bob": ("bob", "debug", "1", "512M", "12:00", "RUNNING"),
+    }
+    for name, job_id in jobs.items():
+        fields = squeue_fields(job_id, "%u|%P|%C|%m|%l|%T")
+        assert tuple(fields) == expected[name], (name, fields)
+        # through the proxy, over HTTPS, with the user's own token
+        r = hub.session.get(
+            f"{hub.url}/user/{name}/api/status",
+            headers={"Authorization": f"token {tokens[name]}"},
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+        assert "started" in r.json()
+    # each user's token opens only their own server
+    r = hub.session.get(
+        f"{hub.url}/user/bob/api/status",
+        headers={"Authorization": f"token {tokens['alice']}"},
+        timeout=30,
+        allow_redirects=False,
+    )
+    assert r.status_code in (302, 403), r.status_code
+
+    for name in requests_by_user:
+        hub.stop_server(name)
+    for name, job_id in jobs.items():
+        # gone from the default squeue view (pending/running/completing)
+        assert squeue_fields(job_id, "%i|%T", all_states=False) is None, name
+        state = squeue_fields(job_id, "%T")
+        assert state in (None, ["CANCELLED"], ["COMPLETED"]), state
+
+
+def test_server_on_extra_node_is_reached_through_the_proxy(hub):
+    hub.create_user("carol")
+    token = hub.user_token("carol")
+    r = hub.spawn("carol", options={"partition": "remote", "memory": "512M", "runtime": "0:10:00"})
+    assert r.status_code in (201, 202), r.text
+    model = hub.wait_ready("carol")
+    node = model["state"]["job_host"]
+    assert node in ("n1", "n2"), model["state"]
+    assert squeue_fields(model["state"]["job_id"], "%B") == [node]
+    r = hub.session.get(
+        f"{hub.url}/user/carol/api/status", headers={"Authorization": f"token {token}"}, timeout=30
+    )
+    assert r.status_code == 200, r.text
+    hub.stop_server("carol")
+
+
+def test_job_that_dies_before_its_server_fails_the_spawn_fast(hub):
+    hub.create_user("alice")
+    t0 = time.monotonic()
+    r = hub.spawn("alice", "broken", options={"environment": "broken"})
+    assert r.status_code in (201, 202, 500), r.text
+    events = hub.progress_events("alice", "broken", timeout=120)
+    elapsed = time.monotonic() - t0
+    last = events[-1]
+    assert last.get("failed"), events
+    message = last["message"]
+    assert "ended before the server started" in message, message
+    assert "the job failed" in message, message
+    assert "simulated site failure: /apps not mounted" in message, message
+    # the start timeout is 180 s; the failure must come from Slurm's answer, not from it
+    assert elapsed < 60, f"spawn failure took {elapsed:.1f} s"
+    assert hub.server_model("alice", "broken") is None
+    if r.status_code == 500:  # failed within slow_spawn_timeout: the API says why, too
+        assert "simulated site failure" in r.json()["message"], r.text
+
+
+def test_invalid_options_are_rejected_before_submitting(hub):
+    hub.create_user("bob")
+    before = run(["squeue", "--noheader", "--states=all", "--user=bob", "--format=%i"]).stdout
+    cases = [
+        ({"partition": "debug", "runtime": "2-00:00:00"}, "runtime"),
+        ({"cpus": 0}, "cpus"),
+        ({"memory": "lots"}, "memory"),
+        ({"partition": "debug; rm -rf ~"}, "partition"),
+        ({"gpus": 1, "nonsense": True}, "nonsense"),
+    ]
+    for options, field in cases:
+        r = hub.spawn("bob", "bad", options=options)
+        assert r.status_code == 400, (options, r.status_code, r.text)
+        assert field in r.json()["message"], (options, r.json())
+        assert hub.server_model("bob", "bad") is None
+    after = run(["squeue", "--noheader", "--states=all", "--user=bob", "--format=%i"]).stdout
+    assert before == after, "a rejected request reached sbatch"
+
+
+def test_slurm_rejection_is_shown_in_slurms_words(hub):
+    hub.create_user("carol")
+    # the validator allows any partition name (none configured); Slurm does not know this one
+    r = hub.spawn("carol", "nosuch", options={"partition": "nosuch"})
+    assert r.status_code == 400, r.text
+    assert "Invalid partition name specified" in r.json()["message"], r.json()
