@@ -20,13 +20,17 @@ from jupyterhub.apihandlers import APIHandler, default_handlers
 from tornado import web
 
 CALLBACK_PATH = r"/api/batchspawner"
+#: ``{"port": 65535}`` is 15 bytes; anything much larger is not a port report
+MAX_BODY_BYTES = 1024
 
 
 def parse_port_body(body: bytes, port_range: tuple[int, int] | None) -> int:
     """Validate the callback body; return the port or raise ValueError with the reason."""
+    if len(body or b"") > MAX_BODY_BYTES:
+        raise ValueError(f"body is larger than {MAX_BODY_BYTES} bytes")
     try:
         data = json.loads(body or b"")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ValueError('body must be JSON: {"port": <int>}') from None
     if not isinstance(data, dict):
         raise ValueError('body must be a JSON object: {"port": <int>}')

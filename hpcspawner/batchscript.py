@@ -21,7 +21,7 @@ import jinja2
 
 #: What may appear in an ``#SBATCH`` value: no whitespace, quotes, ``$``,
 #: backticks, ``;``, ``&``, ``|``, ``<``, ``>``, ``\`` or control characters.
-DIRECTIVE_VALUE_RE = re.compile(r"^[A-Za-z0-9_.,:=+/%@\[\]-]+$")
+DIRECTIVE_VALUE_RE = re.compile(r"[A-Za-z0-9_.,:=+/%@\[\]-]+")  # used with fullmatch
 
 DEFAULT_TEMPLATE = "batch_script.sh.j2"
 
@@ -32,7 +32,7 @@ class UnsafeValueError(ValueError):
 
 def directive(value) -> str:
     text = str(value)
-    if not DIRECTIVE_VALUE_RE.match(text):
+    if not DIRECTIVE_VALUE_RE.fullmatch(text):
         raise UnsafeValueError(f"refusing to put {text[:60]!r} into an #SBATCH line")
     return text
 

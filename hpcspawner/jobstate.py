@@ -161,7 +161,11 @@ class JobInfo:
 
     def describe_end(self) -> str:
         """Why the job ended, in words."""
-        text = ENDED_EXPLANATIONS.get(self.state, f"the job is {self.state}")
+        word = self.state.split()[0] if self.state.strip() else self.state
+        text = ENDED_EXPLANATIONS.get(word, f"the job is {self.state}")
+        if word == "CANCELLED":
+            # a job cancelled while pending keeps its pending reason: not why it ended
+            return text
         if self.reason and self.reason not in ("None", "NonZeroExitCode"):
             text = f"{text} ({self.reason})"
         elif self.reason == "NonZeroExitCode":

@@ -29,7 +29,7 @@ OPTION_FIELDS = (
 )
 
 #: Slurm object names (partitions, accounts, QOS, reservations), profiles, environments.
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")  # used with fullmatch
 
 #: Sanity bounds that hold whatever the admin configures.
 MAX_NODES = 100_000
@@ -37,16 +37,21 @@ MAX_CPUS = 1_000_000
 MAX_GPUS = 10_000
 MAX_RUNTIME_MINUTES = 366 * 24 * 60
 
-_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
+#: a size as Slurm takes it: a number, optionally K/M/G/T (also written KB, KiB, ...); no suffix = MB
+_MEMORY_RE = re.compile(
+    r"\s*([0-9]{1,9}(?:\.[0-9]{1,6})?)\s*(?:([KMGT])(?:I?B)?)?\s*", re.IGNORECASE
+)
+#: Slurm time fields: at most 9 digits each (no float overflow, no huge-int conversions)
+_N = r"([0-9]{1,9})"
 _MEMORY_FACTORS = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
 _RUNTIME_RES = (
     # Slurm's --time formats (see `man sbatch`), most specific first.
-    (re.compile(r"^(\d+)-(\d+):(\d+):(\d+)$"), ("d", "h", "m", "s")),
-    (re.compile(r"^(\d+)-(\d+):(\d+)$"), ("d", "h", "m")),
-    (re.compile(r"^(\d+)-(\d+)$"), ("d", "h")),
-    (re.compile(r"^(\d+):(\d+):(\d+)$"), ("h", "m", "s")),
-    (re.compile(r"^(\d+):(\d+)$"), ("m", "s")),
-    (re.compile(r"^(\d+)$"), ("m",)),
+    (re.compile(rf"{_N}-{_N}:{_N}:{_N}"), ("d", "h", "m", "s")),
+    (re.compile(rf"{_N}-{_N}:{_N}"), ("d", "h", "m")),
+    (re.compile(rf"{_N}-{_N}"), ("d", "h")),
+    (re.compile(rf"{_N}:{_N}:{_N}"), ("h", "m", "s")),
+    (re.compile(rf"{_N}:{_N}"), ("m", "s")),
+    (re.compile(_N), ("m",)),
 )
 
 
@@ -74,12 +79,14 @@ def parse_memory_mb(value) -> int:
         raise ValueError("must be a size such as 4G or 512M")
     if isinstance(value, int):
         megabytes = value
+        if megabytes > 10**12:
+            raise ValueError(f"{value} is too large")
     else:
-        match = _MEMORY_RE.match(str(value))
+        match = _MEMORY_RE.fullmatch(str(value))
         if not match:
             raise ValueError(f"{str(value)[:40]!r} is not a size such as 4G or 512M")
         number, unit = match.groups()
-        megabytes = math.ceil(float(number) * _MEMORY_FACTORS[unit.upper()])
+        megabytes = math.ceil(float(number) * _MEMORY_FACTORS[(unit or "").upper()])
     if megabytes < 1:
         raise ValueError("must be at least 1M")
     return megabytes
@@ -100,7 +107,7 @@ def parse_runtime_minutes(value) -> int:
         raise ValueError("must be a time such as 1:00:00")
     text = str(value).strip()
     for pattern, units in _RUNTIME_RES:
-        match = pattern.match(text)
+        match = pattern.fullmatch(text)
         if match:
             parts = dict(zip(units, (int(group) for group in match.groups()), strict=True))
             seconds = (
@@ -130,7 +137,7 @@ def _parse_count(value, *, minimum: int, maximum: int) -> int:
         raise ValueError("must be a whole number")
     if isinstance(value, int):
         number = value
-    elif isinstance(value, str) and value.strip().isdigit():
+    elif isinstance(value, str) and re.fullmatch(r"[0-9]{1,9}", value.strip()):
         number = int(value.strip())
     else:
         raise ValueError(f"{str(value)[:40]!r} is not a whole number")
@@ -142,7 +149,7 @@ def _parse_count(value, *, minimum: int, maximum: int) -> int:
 
 
 def _parse_name(value, what: str) -> str:
-    if not isinstance(value, str) or not NAME_RE.match(value):
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         shown = str(value)[:40]
         raise ValueError(
             f"{shown!r} is not a valid {what} name "
@@ -330,7 +337,7 @@ def environments_from_config(config: Mapping) -> dict[str, Environment]:
             if key in spec
         }
         for module in values.get("modules", ()):
-            if not isinstance(module, str) or not re.match(r"^[A-Za-z0-9_.+/-]+$", module):
+            if not isinstance(module, str) or not re.fullmatch(r"[A-Za-z0-9_.+/-]+", module):
                 raise ValueError(f"{where}['modules']: {module!r} is not a module name")
         environments[name] = Environment(name=name, **values)
     return environments
@@ -343,9 +350,13 @@ def profiles_from_config(config: Mapping) -> dict[str, Profile]:
         _parse_name(name, "profile")
         _check_keys(where, spec, _PROFILE_KEYS)
         options = _config_value(f"{where}['options']", dict, spec.get("options", {}))
-        unknown = sorted((set(options) - set(OPTION_FIELDS)) | ({"profile"} & set(options)))
+        allowed = [name for name in OPTION_FIELDS if name != "profile"]
+        unknown = sorted(set(options) - set(allowed))
         if unknown:
-            raise ValueError(f"{where}['options'] has unknown option(s) {unknown}")
+            raise ValueError(
+                f"{where}['options'] has unknown option(s) {', '.join(map(repr, unknown))}; "
+                f"allowed: {', '.join(allowed)}"
+            )
         profiles[name] = Profile(
             name=name, description=spec.get("description", ""), options=options
         )
@@ -362,10 +373,6 @@ def check_defaults(defaults: Mapping) -> dict:
 
 
 # ---------------------------------------------------------------- the validator
-
-
-def _limit(policy_value: int | None, global_value: int) -> int:
-    return global_value if policy_value is None else min(policy_value, global_value)
 
 
 def validate_options(raw: Mapping, policy: Policy) -> ResourceRequest:
@@ -428,39 +435,47 @@ def validate_options(raw: Mapping, policy: Policy) -> ResourceRequest:
     if profile_name is not None and "profile" not in errors:
         values["profile"] = profile_name
 
-    where = f" of partition {partition.name}" if partition else ""
-    limits = {
-        "nodes": _limit(partition and partition.max_nodes, policy.max_nodes),
-        "cpus": _limit(partition and partition.max_cpus, policy.max_cpus),
-        "gpus": _limit(partition and partition.max_gpus, policy.max_gpus),
-        "memory": _limit(partition and partition.max_memory_mb, policy.max_memory_mb),
-        "runtime": _limit(partition and partition.max_runtime_minutes, policy.max_runtime_minutes),
-    }
+    # each limit: the lower of the partition's and the global one, named after whichever binds
+    limits: dict[str, tuple[int, str]] = {}
+    for name, attribute in (
+        ("nodes", "max_nodes"),
+        ("cpus", "max_cpus"),
+        ("gpus", "max_gpus"),
+        ("memory", "max_memory_mb"),
+        ("runtime", "max_runtime_minutes"),
+    ):
+        overall = getattr(policy, attribute)
+        own = getattr(partition, attribute) if partition else None
+        if own is not None and own <= overall:
+            limits[name] = (own, f" of partition {partition.name}")
+        else:
+            limits[name] = (overall, "")
     merged.setdefault("nodes", 1)
     merged.setdefault("cpus", 1)
     merged.setdefault("gpus", 0)
     for name, minimum, label in (("nodes", 1, "Nodes"), ("cpus", 1, "CPUs"), ("gpus", 0, "GPUs")):
         number = check(name, lambda v, m=minimum: _parse_count(v, minimum=m, maximum=MAX_CPUS))
-        if number is not None and number > limits[name]:
-            errors[name] = f"{label} {number} exceeds the limit of {limits[name]}{where}"
+        limit, where = limits[name]
+        if number is not None and number > limit:
+            errors[name] = f"{label} {number} exceeds the limit of {limit}{where}"
 
     if "memory" not in merged:
         errors["memory"] = "is required (the admin set no default)"
     else:
         memory = check("memory", parse_memory_mb)
-        if memory is not None and memory > limits["memory"]:
+        limit, where = limits["memory"]
+        if memory is not None and memory > limit:
             errors["memory"] = (
-                f"Memory {format_memory(memory)} exceeds the limit of "
-                f"{format_memory(limits['memory'])}{where}"
+                f"Memory {format_memory(memory)} exceeds the limit of {format_memory(limit)}{where}"
             )
     if "runtime" not in merged:
         errors["runtime"] = "is required (the admin set no default)"
     else:
         runtime = check("runtime", parse_runtime_minutes)
-        if runtime is not None and runtime > limits["runtime"]:
+        limit, where = limits["runtime"]
+        if runtime is not None and runtime > limit:
             errors["runtime"] = (
-                f"Walltime {format_runtime(runtime)} exceeds the "
-                f"{format_runtime(limits['runtime'])} limit{where}"
+                f"Walltime {format_runtime(runtime)} exceeds the {format_runtime(limit)} limit{where}"
             )
 
     if errors:

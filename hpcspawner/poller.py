@@ -56,7 +56,8 @@ class JobPoller:
         self.log = logger or log
         self._jobs: dict[str, _Entry] = {}
         self._refresh_task: asyncio.Task | None = None
-        self._refresh_ids: frozenset[str] = frozenset()
+        #: the jobs the refresh in flight asks about; None until it has chosen them
+        self._refresh_ids: frozenset[str] | None = None
         self._last_query_end = float("-inf")
         self._loop_task: asyncio.Task | None = None
         #: number of queries made (each one is one batched scheduler call)
@@ -111,10 +112,12 @@ class JobPoller:
         while True:
             task = self._refresh_task
             if task is None or task.done():
+                self._refresh_ids = None
                 task = self._refresh_task = asyncio.ensure_future(self._refresh())
                 await asyncio.shield(task)
                 return
-            covered = job_id is None or job_id in self._refresh_ids
+            # a refresh that has not chosen its jobs yet will include this one
+            covered = job_id is None or self._refresh_ids is None or job_id in self._refresh_ids
             await asyncio.shield(task)
             if covered:
                 return

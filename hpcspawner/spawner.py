@@ -112,7 +112,8 @@ class SlurmSpawner(Spawner):
         Start from ``hpcspawner/templates/batch_script.sh.j2``. The template sees
         ``request`` (the validated resources), ``job_name``, ``comment``,
         ``workdir``, ``output``, ``command`` (a list), ``prologue``,
-        ``environment``, ``extra_directives`` and ``requeue``; undefined names
+        ``environment``, ``extra_directives``, ``requeue`` and ``path`` (the job's
+        PATH); undefined names
         are errors. Use ``| sh`` for values on shell lines and ``| directive``
         for values in ``#SBATCH`` lines.
 
@@ -504,7 +505,7 @@ class SlurmSpawner(Spawner):
             env["HPCSPAWNER_PORT_RANGE"] = f"{low}-{high}"
         return env
 
-    def render_script(self, request) -> str:
+    def render_script(self, request, env: dict[str, str]) -> str:
         home = self._home()
         if self.batch_script_template:
             with open(self.batch_script_template) as f:
@@ -528,6 +529,7 @@ class SlurmSpawner(Spawner):
             environment=environment,
             extra_directives=list(self.extra_sbatch_options),
             requeue=self.requeue,
+            path=env.get("PATH", self.job_path),
         )
 
     def validated_request(self):
@@ -557,8 +559,8 @@ class SlurmSpawner(Spawner):
 
     async def _start(self):
         request = self.validated_request()
-        script = self.render_script(request)
         env = self.get_env()
+        script = self.render_script(request, env)
         t0 = time.monotonic()
         try:
             job_id = await self.driver.submit(self.user.name, script, env)

@@ -153,7 +153,8 @@ class Hub:
                 raise RuntimeError(f"hub exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
                 if self.session.get(f"{self.url}/hub/api/", timeout=2).status_code == 200:
-                    ACTIVE_HUBS.append(self)
+                    if self not in ACTIVE_HUBS:
+                        ACTIVE_HUBS.append(self)
                     return self
             except requests.RequestException:
                 pass
@@ -266,8 +267,10 @@ class Hub:
             assert time.monotonic() < deadline, f"{name}/{server} did not stop"
             time.sleep(0.2)
 
-    def progress_events(self, name: str, server: str = "", timeout: float = 150) -> list[dict]:
-        """Read the spawn's progress event stream until it ends."""
+    def progress_events(
+        self, name: str, server: str = "", timeout: float = 150, until=None
+    ) -> list[dict]:
+        """Read the spawn's progress event stream until it ends (or ``until(event)`` is true)."""
         path = (
             f"/users/{name}/servers/{server}/progress"
             if server
@@ -281,7 +284,7 @@ class Hub:
                 if line and line.startswith("data:"):
                     event = json.loads(line[len("data:") :])
                     events.append(event)
-                    if event.get("ready") or event.get("failed"):
+                    if event.get("ready") or event.get("failed") or (until and until(event)):
                         break
         return events
 

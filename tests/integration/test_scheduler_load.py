@@ -67,3 +67,37 @@ def test_one_squeue_per_poll_interval_for_five_servers(counted_hub):
 
     for name, server in SERVERS:
         hub.stop_server(name, server)
+
+
+def test_restarted_hub_readopts_running_servers_with_one_query(counted_hub):
+    hub = counted_hub
+    servers = [("alice", ""), ("bob", ""), ("carol", "")]
+    for name, server in servers:
+        hub.create_user(name)
+        r = hub.spawn(name, server, options={"partition": "compute", "memory": "512M"})
+        assert r.status_code in (201, 202), r.text
+    jobs = {name: hub.wait_ready(name, server)["state"]["job_id"] for name, server in servers}
+    tokens = {name: hub.user_token(name) for name, _ in servers}
+
+    hub.kill()  # SIGTERM; cleanup_servers = False keeps the jobs
+    restart = time.time()
+    hub.start()
+    startup_calls = squeue_calls(hub.calls_log, restart)
+    for name, server in servers:
+        model = hub.server_model(name, server)
+        assert model and model["ready"], (name, model)
+        assert model["state"]["job_id"] == jobs[name]
+        r = hub.session.get(
+            f"{hub.url}/user/{name}/api/status",
+            headers={"Authorization": f"token {tokens[name]}"},
+            timeout=30,
+        )
+        assert r.status_code == 200, (name, r.text)
+    # the hub checked all three servers with one batched query (at most one more from the
+    # background loop if it came due while the hub was starting)
+    assert 1 <= len(startup_calls) <= 2, startup_calls
+    asked = set(re.search(r"--jobs=(\S+)", startup_calls[0]).group(1).split(","))
+    assert set(jobs.values()) <= asked, startup_calls
+
+    for name, server in servers:
+        hub.stop_server(name, server)

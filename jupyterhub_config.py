@@ -1,0 +1,114 @@
+# jupyterhub_config.py: JupyterHub on a Slurm cluster with hpcspawner.
+#
+# This is the admin's starting point, and it runs the demo as is
+# (`sudo ./scripts/demo.sh`). Lines marked DEMO are what a real site changes first.
+# Every SlurmSpawner option is explained in docs/reference/configuration.md.
+import os
+from pathlib import Path
+
+c = get_config()  # noqa: F821 - provided by JupyterHub
+
+HERE = Path(__file__).resolve().parent
+
+# ----------------------------------------------------------------- the website (HTTPS)
+# Users open https://<your hub>/ ; the proxy terminates TLS with this certificate.
+c.JupyterHub.bind_url = os.environ.get("HPCSPAWNER_BIND_URL", "https://0.0.0.0:443")
+c.JupyterHub.ssl_cert = os.environ.get("HPCSPAWNER_SSL_CERT", "/etc/jupyterhub/hub.crt")
+c.JupyterHub.ssl_key = os.environ.get("HPCSPAWNER_SSL_KEY", "/etc/jupyterhub/hub.key")
+# configurable-http-proxy from npm (`npm ci` in the repo installs it under node_modules/)
+c.ConfigurableHTTPProxy.command = [
+    os.environ.get("HPCSPAWNER_CHP", str(HERE / "node_modules/.bin/configurable-http-proxy"))
+]
+
+# ----------------------------------------------------------------- where the hub listens
+# The jobs' servers call the hub's API from the compute nodes, so the hub must
+# listen on an address they reach, and tell them that address.
+c.JupyterHub.hub_ip = "0.0.0.0"  # noqa: S104 - compute nodes must reach it
+c.JupyterHub.hub_port = 8081
+# DEMO: 10.250.0.1 is the local cluster's bridge; use your hub's cluster-facing IP or name.
+c.JupyterHub.hub_connect_ip = os.environ.get("HPCSPAWNER_HUB_CONNECT_IP", "10.250.0.1")
+
+# Keep users' jobs running when the hub restarts (upgrades, crashes): the
+# restarted hub finds them again through Slurm.
+c.JupyterHub.cleanup_servers = False
+# Several servers per user (e.g. a small one for editing, a GPU one for training).
+c.JupyterHub.allow_named_servers = True
+
+# ----------------------------------------------------------------- who logs in
+# DEMO: a shared password for the local test users alice, bob and carol.
+# A real site logs users in through its identity provider (OIDC authenticator:
+# planned, see the docs); the login name must be the user's cluster account.
+c.JupyterHub.authenticator_class = "shared-password"
+c.SharedPasswordAuthenticator.user_password = os.environ.get("HPCSPAWNER_DEMO_PASSWORD", "")
+c.Authenticator.allowed_users = {"alice", "bob", "carol"}
+c.Authenticator.admin_users = {"alice"}
+
+# ----------------------------------------------------------------- the spawner
+c.JupyterHub.spawner_class = "hpcspawner.SlurmSpawner"
+
+# How the hub runs sbatch/scancel as the user. runuser when the hub runs as
+# root; with sudo, see docs/howto/install.md for the sudoers lines.
+c.LocalSlurmDriver.user_command_prefix = ["runuser", "-u", "{username}", "--"]
+
+# The software the job runs: a venv on the compute nodes with jupyterhub,
+# jupyterlab and hpcspawner (for hpcspawner-singleuser). JupyterHub >= 5.2 does
+# not pass its own PATH to the job: say here where things are.
+SINGLEUSER = os.environ.get("HPCSPAWNER_SINGLEUSER_VENV", "/opt/hpcspawner-dev/singleuser")
+c.SlurmSpawner.job_path = f"{SINGLEUSER}/bin:/usr/local/bin:/usr/bin:/bin"
+
+# Resources when the user asks for nothing; users change them through the REST
+# API's user_options (and the spawn form, planned).
+c.SlurmSpawner.default_options = {
+    "partition": "debug",
+    "cpus": 1,
+    "memory": "1G",
+    "runtime": "1:00:00",
+}
+
+# Which partitions users may pick, and the limits the hub enforces before
+# anything reaches sbatch (Slurm's own limits still apply on top).
+c.SlurmSpawner.partitions = {
+    "debug": {"description": "Quick tests on one node", "max_runtime": "1:00:00", "max_cpus": 2},
+    "compute": {"description": "All nodes", "max_runtime": "8:00:00", "max_nodes": 3},
+    "gpu": {"description": "Nodes with GPUs", "max_gpus": 2, "max_runtime": "4:00:00"},
+    "remote": {"description": "The extra nodes n1 and n2", "max_nodes": 2},
+}
+c.SlurmSpawner.max_nodes = 3
+
+# Named software environments users may choose (never a path they type).
+c.SlurmSpawner.environments = {
+    "default": {"description": "The site's Jupyter environment"},
+}
+
+# Presets for the common cases.
+c.SlurmSpawner.profiles = {
+    "small": {
+        "description": "1 CPU, 1 GB, 1 hour on debug",
+        "options": {"partition": "debug", "cpus": 1, "memory": "1G", "runtime": "1:00:00"},
+    },
+    "medium": {
+        "description": "2 CPUs, 4 GB, 4 hours on compute",
+        "options": {"partition": "compute", "cpus": 2, "memory": "4G", "runtime": "4:00:00"},
+    },
+}
+
+# Site set-up run in every job before the server starts (admin-written shell).
+# c.SlurmSpawner.batch_script_prologue = "module load jupyter"
+
+# Where the job writes its output; shown to users when a start fails.
+c.SlurmSpawner.job_output = "{home}/.jupyterhub-slurm-%j.log"
+
+# Ports the server may use on the compute node (open them from the hub to the nodes).
+c.SlurmSpawner.port_range = (40000, 49999)
+
+# Give each hub sharing a cluster its own tag: jobs' comments say which hub owns them.
+c.SlurmSpawner.job_tag = os.environ.get("HPCSPAWNER_JOB_TAG", "demo")
+
+# One squeue for all servers every poll_interval seconds; starting servers are
+# followed every startup_poll_interval seconds (again one squeue for all).
+c.SlurmSpawner.poll_interval = 30
+c.SlurmSpawner.startup_poll_interval = 1.0
+
+# Queue wait + server start-up; a job that fails fails the spawn at once.
+c.Spawner.start_timeout = 600
+c.Spawner.http_timeout = 120
