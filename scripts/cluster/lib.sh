@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # constants are used by the scripts that source this
 # Helpers shared by the scripts in scripts/cluster/. Source it; it defines functions and constants only.
 #
 # Daemons are found through their pid files ONLY, never by name (pkill/killall would also hit
@@ -10,7 +10,11 @@ SLURM_STATE=/var/lib/slurm/slurmctld
 SLURM_SPOOL=/var/lib/slurm/slurmd
 SLURM_LOG=/var/log/slurm
 SLURMCTLD_PID=/run/slurmctld.pid
-MUNGED_PID=/run/munge/munged.pid
+# munged's pid file is kept OUTSIDE /run/munge: (re)installing the munge package deletes that
+# directory while munged runs, and the pid of the now socket-less munged would be lost with it.
+MUNGED_PID_DIR=/run/hpcspawner-munge
+MUNGED_PID=$MUNGED_PID_DIR/munged.pid
+MUNGED_PID_DEFAULT=/run/munge/munged.pid # a munged started by the package's init script
 SLURMRESTD_PID=/run/slurmrestd.pid
 BRIDGE=slbr0
 BRIDGE_IP=10.250.0.1 # netns node i gets 10.250.0.(10+i); on-box only, nothing is routed out
@@ -48,22 +52,26 @@ pid_of() {
 # matters.  Never SIGKILL slurmctld: a SIGKILL shortly after a submit loses the job record (state
 # is saved asynchronously) and the next sbatch reuses the job id.  Fails if one is still alive.
 stop_pidfiles() {
-  local spec comm pf p pids=() alive=() i
+  local spec comm pf p i pids=() pidfiles=() alive
   for spec in "$@"; do
     comm=${spec%%:*}; pf=${spec#*:}
     if p=$(pid_of "$pf" "$comm"); then
       kill -TERM "$p" 2>/dev/null || true
-      pids+=("$p"); echo "stopping $comm (pid $p, $pf)"
+      pids+=("$p"); pidfiles+=("$pf"); echo "stopping $comm (pid $p, $pf)"
+    else
+      rm -f "$pf" # stale: its process is gone
     fi
-    rm -f "$pf"
   done
-  for i in $(seq 200); do
-    alive=()
-    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive+=("$p"); done
-    [ ${#alive[@]} = 0 ] && return 0
+  for _ in $(seq 200); do
+    alive=""
+    for i in "${!pids[@]}"; do
+      if kill -0 "${pids[$i]}" 2>/dev/null; then alive+=" ${pids[$i]}"; else rm -f "${pidfiles[$i]}"; fi
+    done
+    [ -z "$alive" ] && return 0
     sleep 0.1
   done
-  echo "still alive after 20 s: ${alive[*]}" >&2
+  # Pid files of survivors stay, so that the next setup.sh does not start a second daemon beside them.
+  echo "still alive after 20 s:$alive" >&2
   return 1
 }
 
@@ -87,7 +95,7 @@ dump_logs() {
   local f
   {
     echo "----- diagnostics -----"
-    for f in "$SLURM_LOG/slurmctld.log" "$SLURM_LOG"/slurmd-*.log /var/log/munge/munged.log "$@"; do
+    for f in "$SLURM_LOG/slurmctld.log" "$SLURM_LOG"/slurmd-*.log /var/log/munge/munged.log; do
       [ -f "$f" ] || continue
       echo "----- tail -n 25 $f"; tail -n 25 "$f"
     done
@@ -129,9 +137,13 @@ job_state() {
 # are COMPLETED.  A multi-node job runs `srun hostname` so that every node's slurmd takes part.
 # sinfo saying "idle" is not enough: slurmctld starts no job before its first scheduling pass,
 # ~3 s after a fresh start and ~5 s after a restart that keeps state.
+# A partition that is full of other jobs (the test job pends with reason Resources or Priority,
+# which only a scheduling pass sets, while jobs run there) counts as working: the test job is
+# cancelled with a warning instead of failing a re-run of setup.sh in the middle of a test run.
 ready_jobs() {
   local timeout=$1; shift
-  local spec part n id ids=() out deadline state pending
+  local spec part n id out deadline state running ids=() pending=() busy=()
+  local -A part_of=()
   deadline=$(( $(date +%s) + timeout ))
   for spec in "$@"; do
     part=${spec%%:*}; n=${spec#*:}
@@ -139,7 +151,7 @@ ready_jobs() {
           -N "$n" -t 1 --chdir=/home/alice -o /tmp/hpcspawner-ready-%j.out \
           --wrap "$([ "$n" -gt 1 ] && echo 'srun hostname' || echo hostname)" 2>&1) \
       || { echo "readiness sbatch on $part failed: $out" >&2; return 1; }
-    id=${out%%;*}; ids+=("$id")
+    id=${out%%;*}; ids+=("$id"); part_of[$id]=$part
     log "readiness job $id submitted (alice, partition $part, $n node(s))"
   done
   while :; do
@@ -148,11 +160,28 @@ ready_jobs() {
       state=$(job_state "$id")
       case "$state" in
         COMPLETED) rm -f "/tmp/hpcspawner-ready-$id.out" ;;
-        PENDING|CONFIGURING|RUNNING|COMPLETING|"") pending+=("$id") ;;
+        PENDING)
+          case "$(timeout 12 squeue -h -j "$id" -o %r 2>/dev/null)" in
+            Resources|Priority)
+              running=$(timeout 12 squeue -h -p "${part_of[$id]}" -t RUNNING -o %i 2>/dev/null | tr '\n' ' ')
+              if [ -n "$running" ]; then
+                echo "WARNING: partition ${part_of[$id]} is full (running: ${running% }); cancelled readiness job $id" >&2
+                scancel "$id" 2>/dev/null || true
+                busy+=("$id")
+              else
+                pending+=("$id")
+              fi ;;
+            *) pending+=("$id") ;;
+          esac ;;
+        CONFIGURING|RUNNING|COMPLETING|"") pending+=("$id") ;;
+        CANCELLED) [[ " ${busy[*]} " == *" $id "* ]] || { echo "readiness job $id was cancelled" >&2; return 1; } ;;
         *) echo "readiness job $id ended $state" >&2; _ready_diag "$id"; return 1 ;;
       esac
     done
-    [ ${#pending[@]} = 0 ] && { log "readiness jobs ${ids[*]} completed"; return 0; }
+    if [ ${#pending[@]} = 0 ]; then
+      log "readiness jobs ${ids[*]} completed${busy[*]:+ (except busy ${busy[*]})}"
+      return 0
+    fi
     if [ "$(date +%s)" -ge "$deadline" ]; then
       echo "readiness jobs ${pending[*]} did not complete within ${timeout}s" >&2
       for id in "${pending[@]}"; do _ready_diag "$id"; scancel "$id" 2>/dev/null || true; done

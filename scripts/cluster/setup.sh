@@ -47,7 +47,7 @@ done
 # 'Failed to check socket dir "/run/munge": cannot canonicalize'.  (Re)installing the munge
 # package while munged runs also deletes it: munged keeps running without a socket, and every
 # Slurm call fails with 'Munge encode failed: Failed to access "/run/munge/munge.socket.2"'.
-install -d -o munge -g munge -m 0755 /run/munge
+install -d -o munge -g munge -m 0755 /run/munge "$MUNGED_PID_DIR"
 install -d -o munge -g munge -m 0700 /etc/munge /var/log/munge
 install -d -o munge -g munge -m 0711 /var/lib/munge
 install -d -o slurm -g slurm -m 0755 "$SLURM_STATE" "$SLURM_SPOOL" "$SLURM_LOG"
@@ -60,11 +60,11 @@ chown munge:munge /etc/munge/munge.key
 chmod 0400 /etc/munge/munge.key
 munge_ok() { munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
 if ! munge_ok; then
-  # A munged from the pid file that cannot serve (e.g. its socket was deleted) is stopped first.
-  # A munged whose pid file went away with /run/munge cannot be found without a name match; it
-  # holds no socket and no lock any more, so the new one starts fine beside it.
-  stop_pidfiles "munged:$MUNGED_PID"
-  runuser -u munge -- /usr/sbin/munged # forks into the background, writes $MUNGED_PID
+  # Stop a munged that cannot serve (e.g. its socket was deleted) and WAIT until it has exited
+  # before starting the new one.  PITFALL: a munged exiting unlinks the socket path, which by
+  # then may be the new munged's socket; munge is then broken again and nothing says why.
+  stop_pidfiles "munged:$MUNGED_PID" "munged:$MUNGED_PID_DEFAULT"
+  runuser -u munge -- /usr/sbin/munged --pid-file="$MUNGED_PID" # forks into the background
   for _ in $(seq 50); do munge_ok && break; sleep 0.1; done
   munge_ok || { echo "munged did not come up" >&2; dump_logs; exit 1; }
 fi
@@ -84,6 +84,7 @@ chmod 0600 "$SLURM_STATE/jwt_hs256.key"
 HW=$(slurmd -C | head -1 | sed -e 's/^NodeName=[^ ]* //' -e 's/ UpTime=.*//')
 REALMEM=$(sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' <<<"$HW")
 REALMEM=$(( REALMEM - 256 ))
+# shellcheck disable=SC2001  # a regex, not a glob
 HW=$(sed -e "s/RealMemory=[0-9]*/RealMemory=$REALMEM/" <<<"$HW")
 SLURMD_PARAMS=""
 if [ -n "$FAKE_CPUS" ]; then

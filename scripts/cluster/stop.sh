@@ -18,6 +18,6 @@ specs=()
 [ "${STOP_SLURMRESTD:-1}" = 1 ] && specs+=("slurmrestd:$SLURMRESTD_PID")
 mapfile -t -O "${#specs[@]}" specs < <(slurmd_specs)
 specs+=("slurmctld:$SLURMCTLD_PID")
-[ -n "${STOP_MUNGE:-}" ] && specs+=("munged:$MUNGED_PID")
+[ -n "${STOP_MUNGE:-}" ] && specs+=("munged:$MUNGED_PID" "munged:$MUNGED_PID_DEFAULT")
 stop_pidfiles "${specs[@]}"
 log "stopped"
