@@ -41,7 +41,6 @@ c.JupyterHub.allow_named_servers = True
 c.JupyterHub.authenticator_class = "shared-password"
 c.SharedPasswordAuthenticator.user_password = os.environ.get("HPCSPAWNER_DEMO_PASSWORD", "")
 c.Authenticator.allowed_users = {"alice", "bob", "carol"}
-c.Authenticator.admin_users = {"alice"}
 
 # ----------------------------------------------------------------- the spawner
 c.JupyterHub.spawner_class = "hpcspawner.SlurmSpawner"

@@ -213,6 +213,12 @@ class Policy:
     max_memory_mb: int = 256 * 1024
     max_gpus: int = 8
     max_runtime_minutes: int = 24 * 60
+    #: False: users may only pick a profile (and an environment), not their own values
+    allow_custom: bool = True
+
+
+#: What a user may still choose when custom values are disabled.
+CHOICES_WITHOUT_CUSTOM = frozenset({"profile", "environment"})
 
 
 @dataclass(frozen=True)
@@ -393,6 +399,15 @@ def validate_options(raw: Mapping, policy: Policy) -> ResourceRequest:
 
     # drop empty values (an empty form field means "the default")
     given = {k: v for k, v in raw.items() if k in OPTION_FIELDS and v not in (None, "")}
+
+    if not policy.allow_custom:
+        custom = sorted(set(given) - CHOICES_WITHOUT_CUSTOM)
+        if custom:
+            errors["options"] = (
+                f"custom values ({', '.join(custom)}) are disabled on this hub; "
+                "choose a profile instead"
+            )
+            given = {k: v for k, v in given.items() if k in CHOICES_WITHOUT_CUSTOM}
 
     merged = dict(policy.defaults)
     profile_name = given.get("profile", merged.get("profile"))

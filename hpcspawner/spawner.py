@@ -13,6 +13,7 @@ The spawner orchestrates; the work is done elsewhere:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import pwd
 import re
 import time
@@ -52,6 +53,9 @@ from .options import (
 from .poller import JobPoller, JobStatus
 from .slurm import SlurmDriver
 from .slurm.local import LocalSlurmDriver
+
+#: Key of hpcspawner's part of ``auth_state`` (written by hpcspawner.auth).
+AUTH_STATE_KEY = "hpcspawner"
 
 #: Version of the state this spawner stores in the hub's database.
 STATE_VERSION = 1
@@ -485,6 +489,32 @@ class SlurmSpawner(Spawner):
             name = f"{name}-{self.name}"
         return _JOB_NAME_UNSAFE.sub("_", name)[:100]
 
+    # ------------------------------------------------------------ identity from the login
+
+    #: Slurm accounts the login says the user may charge (None: not known from the login)
+    auth_accounts = List(Unicode(), default_value=None, allow_none=True)
+
+    async def run_auth_state_hook(self, auth_state):
+        """Take what :class:`hpcspawner.auth.ClusterOAuthenticator` learned at login.
+
+        ``auth_state["hpcspawner"]["accounts"]`` limits the accounts this user may
+        charge; then the admin's own ``auth_state_hook`` runs.
+        """
+        cluster = (auth_state or {}).get(AUTH_STATE_KEY) or {}
+        accounts = cluster.get("accounts")
+        self.auth_accounts = None if accounts is None else [str(a) for a in accounts]
+        return await super().run_auth_state_hook(auth_state)
+
+    def user_policy(self) -> Policy:
+        """The admin's policy, narrowed to what this user's login allows."""
+        policy = self.policy
+        if self.auth_accounts is None:
+            return policy
+        allowed = tuple(self.auth_accounts)
+        if policy.accounts is not None:
+            allowed = tuple(a for a in allowed if a in policy.accounts)
+        return dataclasses.replace(policy, accounts=allowed)
+
     def _home(self) -> str:
         try:
             return pwd.getpwnam(self.user.name).pw_dir
@@ -534,7 +564,7 @@ class SlurmSpawner(Spawner):
 
     def validated_request(self):
         try:
-            return validate_options(self.user_options or {}, self.policy)
+            return validate_options(self.user_options or {}, self.user_policy())
         except OptionsError as e:
             raise SpawnFailure(
                 f"Invalid server options: {e.summary()}", reason="invalid-options"
