@@ -403,9 +403,12 @@ def validate_options(raw: Mapping, policy: Policy) -> ResourceRequest:
     if not policy.allow_custom:
         custom = sorted(set(given) - CHOICES_WITHOUT_CUSTOM)
         if custom:
-            errors["options"] = (
+            message = (
                 f"custom values ({', '.join(custom)}) are disabled on this hub; "
                 "choose a profile instead"
+            )
+            errors["options"] = (
+                f"{errors['options']}; {message}" if "options" in errors else message
             )
             given = {k: v for k, v in given.items() if k in CHOICES_WITHOUT_CUSTOM}
 

@@ -37,8 +37,10 @@ from traitlets import (
 from . import (
     api,  # noqa: F401 - registers the port callback handler
     batchscript,
+    form,
 )
 from ._version import __version__
+from .clusterinfo import ClusterInfo, ClusterView, association_choices, narrow_policy
 from .errors import SlurmError, SpawnFailure, controller_unreachable
 from .jobstate import Liveness
 from .options import (
@@ -62,8 +64,12 @@ STATE_VERSION = 1
 
 _JOB_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.@+:-]")
 
-# One driver and one poller per driver class and config, shared by every spawner of the hub.
-_shared: dict[tuple, tuple[SlurmDriver, JobPoller]] = {}
+# One driver, poller and cluster view per driver class and config, shared by every spawner.
+_shared: dict[tuple, tuple[SlurmDriver, JobPoller, ClusterInfo]] = {}
+
+# What a failed form submission showed, per user, for the next render of the form:
+# JupyterHub re-renders the form of the user's default spawner after a failed spawn.
+_form_feedback: dict[str, tuple[dict, dict]] = {}
 
 
 class SlurmSpawner(Spawner):
@@ -354,6 +360,45 @@ class SlurmSpawner(Spawner):
         help="""Reservations users may choose; None allows any.""",
     )
 
+    allow_custom_options = Bool(
+        True,
+        config=True,
+        help="""Let users set their own resources; False offers only the profiles
+        (and the environments).
+
+            c.SlurmSpawner.allow_custom_options = False
+        """,
+    )
+
+    cluster_info_ttl = Float(
+        60.0,
+        config=True,
+        help="""Seconds the spawn page may show the same cluster information.
+
+        One ``scontrol`` refresh serves every user's page; within this time a page
+        view costs no scheduler call. When Slurm does not answer, the page shows
+        the last known data and says it is stale.
+
+            c.SlurmSpawner.cluster_info_ttl = 60
+        """,
+    )
+
+    options_form_template = Unicode(
+        "",
+        config=True,
+        help="""Path of a jinja2 template to use instead of the packaged spawn form.
+
+        Start from ``hpcspawner/templates/options_form.html.j2``; it is rendered
+        with autoescaping inside JupyterHub's own form.
+
+            c.SlurmSpawner.options_form_template = "/etc/jupyterhub/options_form.html.j2"
+        """,
+    )
+
+    @default("options_form")
+    def _default_options_form(self):
+        return _render_options_form
+
     max_nodes = Integer(1, config=True, help="""Most nodes one server may use (any partition).""")
     max_cpus = Integer(64, config=True, help="""Most CPUs per node one server may use.""")
     max_gpus = Integer(8, config=True, help="""Most GPUs per node one server may use.""")
@@ -384,6 +429,7 @@ class SlurmSpawner(Spawner):
                 max_gpus=self.max_gpus,
                 max_memory_mb=parse_memory_mb(self.max_memory),
                 max_runtime_minutes=parse_runtime_minutes(self.max_runtime),
+                allow_custom=self.allow_custom_options,
             )
         except ValueError as e:
             raise ValueError(f"Invalid SlurmSpawner configuration: {e}") from None
@@ -399,7 +445,12 @@ class SlurmSpawner(Spawner):
         self._progress_events: list[dict] = []
         self._progress_changed = asyncio.Event()
         self._starting = False
+        self._stopping = False
         self._ended_reason: str | None = None
+        try:
+            self.policy  # noqa: B018 - build it now: a config mistake is reported at once
+        except ValueError as e:
+            self.log.critical("%s", e)
 
     # ------------------------------------------------------------ shared driver + poller
 
@@ -414,12 +465,17 @@ class SlurmSpawner(Spawner):
     def poller(self) -> JobPoller:
         return self._shared()[1]
 
-    def _shared(self) -> tuple[SlurmDriver, JobPoller]:
+    @property
+    def cluster_info(self) -> ClusterInfo:
+        return self._shared()[2]
+
+    def _shared(self) -> tuple[SlurmDriver, JobPoller, ClusterInfo]:
         key = self._shared_key()
         if key not in _shared:
             driver = self.driver_class(config=self.config, log=self.log)
             poller = JobPoller(driver, interval=self.poll_interval, logger=self.log)
-            _shared[key] = (driver, poller)
+            info = ClusterInfo(driver, ttl=self.cluster_info_ttl, logger=self.log)
+            _shared[key] = (driver, poller, info)
         return _shared[key]
 
     # ------------------------------------------------------------ state
@@ -562,13 +618,70 @@ class SlurmSpawner(Spawner):
             path=env.get("PATH", self.job_path),
         )
 
-    def validated_request(self):
+    async def effective_policy(self) -> tuple[Policy, ClusterView, list | None]:
+        """The policy for this user now: the admin's, within the cluster's facts and
+        the user's own Slurm associations (accounts, QOS), plus what it was built from."""
         try:
-            return validate_options(self.user_options or {}, self.user_policy())
+            own = self.user_policy()
+        except ValueError as e:
+            raise SpawnFailure(
+                "The hub's server settings are invalid; please tell the administrators.",
+                reason="invalid-config",
+                log_message=str(e),
+                status_code=500,
+            ) from None
+        view = await self.cluster_info.snapshot()
+        policy = narrow_policy(own, view.snapshot)
+        associations = await self.cluster_info.associations(self.user.name)
+        if associations is not None:
+            accounts, qos = association_choices(associations)
+            policy = dataclasses.replace(
+                policy,
+                accounts=_intersect(policy.accounts, accounts),
+                qos=_intersect(policy.qos, qos),
+            )
+        return policy, view, associations
+
+    async def validated_request(self):
+        policy, _, _ = await self.effective_policy()
+        raw = self.user_options or {}
+        try:
+            return validate_options(raw, policy)
         except OptionsError as e:
+            _form_feedback[self.user.name] = (dict(raw), e.errors)
             raise SpawnFailure(
                 f"Invalid server options: {e.summary()}", reason="invalid-options"
             ) from None
+
+    def options_from_form(self, formdata):
+        return form.options_from_form(formdata)
+
+    async def render_options_form(self) -> str:
+        policy, view, associations = await self.effective_policy()
+        values, errors = _form_feedback.pop(self.user.name, (None, {}))
+        if values is None:
+            values = dict(getattr(self.orm_spawner, "user_options", None) or {})
+        accounts = qos = None
+        if associations is not None:
+            accounts, qos = association_choices(associations)
+        if self.options_form_template:
+            with open(self.options_form_template) as f:
+                template = f.read()
+        else:
+            template = form.default_template()
+        context = form.form_context(
+            policy=policy,
+            partitions=form.partition_rows(policy, view.snapshot),
+            values=values,
+            errors=errors,
+            accounts=accounts,
+            qos=qos,
+            cluster_error=view.error,
+            stale=view.stale,
+            cluster_age=_format_age(view.age_s),
+            cluster_taken_at=_format_timestamp(view.snapshot.taken_at) if view.snapshot else None,
+        )
+        return form.render(template, context)
 
     async def start(self):
         self._progress_events = []
@@ -588,7 +701,7 @@ class SlurmSpawner(Spawner):
             self._progress_events.pop()
 
     async def _start(self):
-        request = self.validated_request()
+        request = await self.validated_request()
         env = self.get_env()
         script = self.render_script(request, env)
         t0 = time.monotonic()
@@ -691,7 +804,13 @@ class SlurmSpawner(Spawner):
 
     def _job_changed(self, status: JobStatus) -> None:
         """Called by the poller when a job's status changes."""
-        if status.liveness is Liveness.GONE and not self._starting and self.server is not None:
+        if (
+            status.liveness is Liveness.GONE
+            and not self._starting
+            and not self._stopping
+            and not self._stop_pending  # JupyterHub is stopping it already
+            and self.server is not None
+        ):
             # tell the hub now instead of at its next poll
             asyncio.ensure_future(self.poll_and_notify())
 
@@ -720,6 +839,13 @@ class SlurmSpawner(Spawner):
         job_id = self.job_id
         if not job_id:
             return
+        self._stopping = True
+        try:
+            await self._cancel_and_wait(job_id)
+        finally:
+            self._stopping = False
+
+    async def _cancel_and_wait(self, job_id: str) -> None:
         self.log.info("Cancelling job %s of %s", job_id, self._log_name)
         await self.driver.cancel(self.user.name, job_id)
         deadline = time.monotonic() + self.stop_timeout
@@ -740,8 +866,32 @@ class SlurmSpawner(Spawner):
         )
 
 
+async def _render_options_form(spawner) -> str:
+    """``c.SlurmSpawner.options_form`` default: the packaged form (JupyterHub calls it)."""
+    return await spawner.render_options_form()
+
+
 def _tuple_or_none(value):
     return None if value is None else tuple(value)
+
+
+def _intersect(allowed, discovered):
+    """The admin's allow-list (None: anything) within what Slurm says the user has."""
+    if allowed is None:
+        return tuple(discovered)
+    return tuple(name for name in discovered if name in allowed)
+
+
+def _format_age(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    if seconds < 120:
+        return f"{seconds:.0f} seconds"
+    return f"{seconds / 60:.0f} minutes"
+
+
+def _format_timestamp(when: float) -> str:
+    return datetime.fromtimestamp(when).strftime("%H:%M:%S")
 
 
 def _describe(request) -> str:
@@ -762,3 +912,19 @@ def _format_time(when: datetime) -> str:
 
 
 __all__ = ["SlurmSpawner", "__version__"]
+
+
+def check_config(config) -> Policy:
+    """Build the policy from ``config`` (a traitlets Config); raise ValueError naming the fix.
+
+    Used by ``hpcspawner-check-config``. The defaults alone must make a valid request.
+    """
+    policy = SlurmSpawner(config=config).policy
+    try:
+        validate_options({}, policy)
+    except OptionsError as e:
+        raise ValueError(
+            f"Invalid SlurmSpawner configuration: default_options do not satisfy the limits: "
+            f"{e.summary()}"
+        ) from None
+    return policy

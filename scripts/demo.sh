@@ -68,6 +68,9 @@ else
   MULTINODE=2 "$CLUSTER/setup.sh"
 fi
 
+say "checking the SlurmSpawner settings in jupyterhub_config.py"
+"$REPO/.venv/jh6/bin/hpcspawner-check-config" "$REPO/jupyterhub_config.py"
+
 say "hub state in $DEMO"
 install -d -m 0700 "$DEMO"
 if [ ! -s "$DEMO/hub.crt" ]; then

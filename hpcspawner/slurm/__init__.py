@@ -11,7 +11,9 @@ from __future__ import annotations
 from traitlets import Float
 from traitlets.config import LoggingConfigurable
 
+from ..clusterinfo import ClusterSnapshot
 from ..jobstate import JobInfo
+from ..slurmrecords import Association
 
 
 class SlurmDriver(LoggingConfigurable):
@@ -62,3 +64,23 @@ class SlurmDriver(LoggingConfigurable):
     async def read_output(self, username: str, path: str, max_lines: int = 20) -> str:
         """The last lines of a job's output file, read as ``username``, or "" when unreadable."""
         return ""
+
+    async def cluster_snapshot(self) -> ClusterSnapshot:
+        """Partitions, nodes, limits and free resources, from one look at the cluster.
+
+        Asks as the hub (not as a user). Raises :class:`~hpcspawner.errors.SlurmError`
+        when Slurm could not be asked and :class:`~hpcspawner.slurmrecords.ParseError`
+        when its answer is not understood. :class:`~hpcspawner.clusterinfo.ClusterInfo`
+        caches the result for the whole hub; call that, not this, from request handlers.
+        """
+        raise NotImplementedError
+
+    async def user_associations(self, username: str) -> list[Association] | None:
+        """``username``'s Slurm associations (account, QOS, partition).
+
+        Returns None when the cluster has no accounting database (no slurmdbd):
+        accounts and QOS then come from the admin's config. Raises
+        :class:`~hpcspawner.errors.SlurmError` when accounting exists but could not
+        be asked, :class:`ValueError` for a user name that is not a plain name.
+        """
+        raise NotImplementedError

@@ -9,8 +9,18 @@ import signal
 
 from traitlets import Integer, List, Unicode, default
 
+from ..clusterinfo import summarize
 from ..errors import SlurmError, SlurmTimeout
 from ..jobstate import INVALID_JOB_ID_RE, SQUEUE_FORMAT, JobInfo, parse_squeue
+from ..slurmrecords import (
+    NO_ACCOUNTING_RE,
+    SCONTROL_NODES_ARGS,
+    SCONTROL_PARTITIONS_ARGS,
+    parse_associations,
+    parse_nodes,
+    parse_partitions,
+    sacctmgr_args,
+)
 from . import SlurmDriver
 
 #: Variables of the hub's environment that Slurm's clients need to find the cluster.
@@ -210,3 +220,35 @@ class LocalSlurmDriver(SlurmDriver):
             self.log.warning("Could not read job output %s: %s", path, e)
             return ""
         return out if rc == 0 else ""
+
+    async def cluster_snapshot(self):
+        prefix = list(self.query_command_prefix)
+        if prefix:
+            prefix[0] = self._which(prefix[0])
+        outputs = []
+        for args in (SCONTROL_PARTITIONS_ARGS, SCONTROL_NODES_ARGS):
+            argv = prefix + [self._which("scontrol"), *args]
+            rc, out, err = await self.run(argv, kind="scontrol")
+            if rc != 0:
+                raise SlurmError(argv, rc, err, out)
+            outputs.append(out)
+        return summarize(parse_partitions(outputs[0]), parse_nodes(outputs[1]))
+
+    async def user_associations(self, username):
+        args = sacctmgr_args(username)
+        prefix = list(self.query_command_prefix)
+        if prefix:
+            prefix[0] = self._which(prefix[0])
+        try:
+            argv = prefix + [self._which("sacctmgr"), *args]
+        except SlurmError as e:
+            self.log.warning("No sacctmgr on the hub, so no Slurm accounting: %s", e)
+            return None
+        rc, out, err = await self.run(argv, kind="sacctmgr")
+        if rc != 0:
+            if NO_ACCOUNTING_RE.search(err) or NO_ACCOUNTING_RE.search(out):
+                # AccountingStorageType is not slurmdbd: a positive "no accounting"
+                self.log.debug("Slurm has no accounting database: %s", err.strip())
+                return None
+            raise SlurmError(argv, rc, err, out)
+        return parse_associations(out, username)

@@ -9,7 +9,7 @@
 #   NO_START=1 scripts/cluster/setup.sh    # only write the config
 #   RESTART=1 scripts/cluster/setup.sh     # restart the Slurm daemons even if the config is unchanged
 #
-# Other knobs (slurm.conf): SCHED_PARAMS (default batch_sched_delay=0; "" = Slurm's default),
+# Other knobs (slurm.conf): SCHED_PARAMS (default batch_sched_delay=0,bf_interval=5; "" = Slurm's default),
 # MIN_JOB_AGE (300), MESSAGE_TIMEOUT (10), SLURMD_TIMEOUT (30), FAKE_CPUS (e.g. 8: node vm
 # advertises 8 CPUs on the 2-core machine), READY_TIMEOUT (30 s for nodes + test jobs).
 #
@@ -26,7 +26,7 @@ need_root
 SLURMD_TIMEOUT=${SLURMD_TIMEOUT:-30}   # Slurm's default 300: a dead node would take 5+ min to go DOWN
 MIN_JOB_AGE=${MIN_JOB_AGE:-300}        # finished jobs stay visible in squeue -t all this long
 MESSAGE_TIMEOUT=${MESSAGE_TIMEOUT:-10} # clients give up on a dead controller after ~9-18 s
-SCHED_PARAMS=${SCHED_PARAMS-batch_sched_delay=0} # Slurm default (3) => sbatch->RUNNING ~2.2 s; 0 => ~0.6 s
+SCHED_PARAMS=${SCHED_PARAMS-batch_sched_delay=0,bf_interval=5} # batch_sched_delay: Slurm default (3) => sbatch->RUNNING ~2.2 s; 0 => ~0.6 s. bf_interval=5 (default 30): queued jobs get an expected start time within seconds
 FAKE_CPUS=${FAKE_CPUS:-}
 MULTINODE=${MULTINODE:-0}
 READY_TIMEOUT=${READY_TIMEOUT:-30}

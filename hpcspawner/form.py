@@ -1,0 +1,236 @@
+"""The spawn options form: from policy + cluster view to HTML, and back to user_options.
+
+Pure: :func:`form_context` builds what the template shows, :func:`render`
+renders it (autoescaped HTML), :func:`options_from_form` reshapes the posted
+form into ``user_options``. Validation is not done here: the one validator in
+:mod:`hpcspawner.options` checks form and REST requests alike, in ``start()``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+
+import jinja2
+
+from .options import OPTION_FIELDS, Policy, format_memory, format_runtime
+
+DEFAULT_TEMPLATE = "options_form.html.j2"
+
+#: the numeric/size fields of the form, in order
+NUMBER_FIELDS = (
+    ("nodes", "Nodes", "numeric"),
+    ("cpus", "CPUs per node", "numeric"),
+    ("memory", "Memory per node", "text"),
+    ("gpus", "GPUs per node", "numeric"),
+    ("runtime", "Walltime", "text"),
+)
+
+
+@dataclass(frozen=True)
+class PartitionRow:
+    """One partition as the form shows it."""
+
+    name: str
+    description: str = ""
+    max_runtime: str | None = None
+    max_nodes: int | None = None
+    cpus_per_node: int | None = None
+    memory_per_node: str | None = None
+    gpus_per_node: str | None = None
+    free: str | None = None
+    available: bool = True
+
+
+def partition_rows(policy: Policy, snapshot) -> list[PartitionRow]:
+    """The partitions the user may choose (``policy``), with what Slurm says is free."""
+    rows = []
+    summaries = snapshot.partitions if snapshot is not None else {}
+    for name, allowed in policy.partitions.items():
+        summary = summaries.get(name)
+        gpus = None
+        free = None
+        if summary is not None:
+            if summary.gpus_per_node:
+                gpus = ", ".join(f"{count} {kind}" for kind, count in summary.gpus_per_node.items())
+            free = _free_text(summary)
+        rows.append(
+            PartitionRow(
+                name=name,
+                description=allowed.description,
+                max_runtime=format_runtime(allowed.max_runtime_minutes)
+                if allowed.max_runtime_minutes
+                else None,
+                max_nodes=allowed.max_nodes,
+                cpus_per_node=allowed.max_cpus,
+                memory_per_node=human_memory(allowed.max_memory_mb)
+                if allowed.max_memory_mb
+                else None,
+                gpus_per_node=gpus if allowed.max_gpus != 0 else None,
+                free=free,
+                available=summary.available if summary is not None else True,
+            )
+        )
+    return rows
+
+
+def human_memory(megabytes: int) -> str:
+    """23849 -> ``"23.3G"``, 4000 -> ``"3.9G"``, 512 -> ``"512M"`` (rounded down: a limit)."""
+    if megabytes < 1024:
+        return f"{megabytes}M"
+    gigabytes = int(megabytes * 10 / 1024) / 10
+    return f"{gigabytes:g}G"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _free_text(summary) -> str:
+    parts = [_plural(summary.idle_nodes, "idle node"), _plural(summary.idle_cpus, "CPU")]
+    if summary.free_gpus:
+        parts.append(_plural(sum(summary.free_gpus.values()), "GPU"))
+    return ", ".join(parts)
+
+
+def options_from_form(formdata: Mapping[str, list]) -> dict:
+    """Reshape posted form data (each value a list of strings) into ``user_options``.
+
+    Keeps only the known fields, takes the first value of each, drops empty
+    ones ("use the default"). No validation, no side effects.
+    """
+    options = {}
+    for name in OPTION_FIELDS:
+        values = formdata.get(name) or []
+        if not isinstance(values, list | tuple):
+            values = [values]
+        value = values[0] if values else ""
+        if isinstance(value, bytes):
+            value = value.decode(errors="replace")
+        if isinstance(value, str):
+            value = value.strip()
+        if value not in ("", None):
+            options[name] = value
+    return options
+
+
+def _limit_text(policy: Policy, name: str, value) -> str:
+    if name == "memory":
+        return format_memory(value)
+    if name == "runtime":
+        return format_runtime(value)
+    return str(value)
+
+
+def form_context(
+    *,
+    policy: Policy,
+    partitions: list[PartitionRow],
+    values: Mapping,
+    errors: Mapping[str, str] | None = None,
+    accounts: list[str] | None = None,
+    qos: list[str] | None = None,
+    cluster_error: str | None = None,
+    stale: bool = False,
+    cluster_age: str | None = None,
+    cluster_taken_at: str | None = None,
+) -> dict:
+    """Everything the template needs, as plain data."""
+    defaults = dict(policy.defaults)
+    limits = {
+        "nodes": policy.max_nodes,
+        "cpus": policy.max_cpus,
+        "memory": policy.max_memory_mb,
+        "gpus": policy.max_gpus,
+        "runtime": policy.max_runtime_minutes,
+    }
+    help_texts = {
+        "nodes": "More than 1: the server runs on the first node; srun uses them all.",
+        "cpus": "Cores for your server on each node.",
+        "memory": "e.g. 4G or 512M.",
+        "gpus": "0 for none.",
+        "runtime": "HH:MM:SS, D-HH:MM:SS or minutes. The job ends then.",
+    }
+    number_fields = []
+    for name, label, inputmode in NUMBER_FIELDS:
+        default = defaults.get(name)
+        placeholder = f"default {default}" if default not in (None, "") else ""
+        help_text = f"{help_texts[name]} At most {_limit_text(policy, name, limits[name])} overall."
+        number_fields.append(
+            {
+                "name": name,
+                "label": label,
+                "inputmode": inputmode,
+                "placeholder": placeholder,
+                "help": help_text,
+            }
+        )
+
+    def choices(allowed, discovered):
+        if discovered is not None and allowed is not None:
+            return [c for c in discovered if c in allowed]
+        if discovered is not None:
+            return list(discovered)
+        if allowed is not None:
+            return list(allowed)
+        return None
+
+    choice_fields = [
+        {
+            "name": "account",
+            "label": "Account",
+            "choices": choices(policy.accounts, accounts),
+            "empty_label": "your default account",
+        },
+        {
+            "name": "qos",
+            "label": "QOS",
+            "choices": choices(policy.qos, qos),
+            "empty_label": "the default QOS",
+        },
+    ]
+    if policy.reservations is None or policy.reservations:
+        choice_fields.append(
+            {
+                "name": "reservation",
+                "label": "Reservation",
+                "choices": None if policy.reservations is None else list(policy.reservations),
+                "empty_label": "none",
+            }
+        )
+    shown_values = {name: None for name in OPTION_FIELDS}
+    shown_values.update({k: v for k, v in values.items() if k in OPTION_FIELDS})
+    if not shown_values.get("partition"):
+        shown_values["partition"] = defaults.get("partition")
+    if not shown_values.get("environment") and policy.environments:
+        shown_values["environment"] = defaults.get("environment") or next(iter(policy.environments))
+    return {
+        # missing keys read as "" (the template asks about every field)
+        "errors": defaultdict(str, errors or {}),
+        "values": shown_values,
+        "allow_custom": policy.allow_custom,
+        "profiles": [
+            {"name": p.name, "description": p.description} for p in policy.profiles.values()
+        ],
+        "partitions": partitions,
+        "number_fields": number_fields,
+        "choice_fields": choice_fields,
+        "environments": [
+            {"name": e.name, "description": e.description} for e in policy.environments.values()
+        ],
+        "cluster_error": cluster_error,
+        "stale": stale,
+        "cluster_age": cluster_age,
+        "cluster_taken_at": cluster_taken_at,
+    }
+
+
+def default_template() -> str:
+    return resources.files("hpcspawner").joinpath("templates", DEFAULT_TEMPLATE).read_text()
+
+
+def render(template: str, context: Mapping) -> str:
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    return env.from_string(template).render(**context)

@@ -1,0 +1,274 @@
+"""The spawn options page, used as a person would: Chromium (Playwright) against a real
+hub + proxy + the real local Slurm cluster.
+
+Screenshots of what the user sees go to docs/_static/screenshots/ for the user guide.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from .hub import REPO, run, squeue_fields
+
+SCREENSHOTS = REPO / "docs" / "_static" / "screenshots"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+EXTRA_CONFIG = """
+c.SlurmSpawner.partitions = {
+    "debug": {"description": "Quick tests on node vm", "max_runtime": "1:00:00"},
+    "remote": {"description": "The extra nodes n1 and n2", "max_runtime": "2:00:00"},
+    "gpu": {"description": "Node vm with its two GPUs", "max_runtime": "1:00:00"},
+}
+c.SlurmSpawner.max_nodes = 2
+c.SlurmSpawner.environments = {
+    "jupyter": {"description": "JupyterLab (site default)"},
+    "jupyter-debug": {"description": "JupyterLab, verbose start-up", "prologue": "set -x"},
+}
+c.SlurmSpawner.profiles = {
+    "small": {"description": "1 CPU, 512 MB, 20 minutes on debug",
+              "options": {"partition": "debug", "cpus": 1, "memory": "512M", "runtime": "0:20:00"}},
+}
+c.SlurmSpawner.cluster_info_ttl = 5
+"""
+
+
+@pytest.fixture(scope="module")
+def hub(hub_factory):
+    return hub_factory(extra_config=EXTRA_CONFIG)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page_for(browser, hub):
+    """A logged-in browser page for a user (the test hub's DummyAuthenticator)."""
+    contexts = []
+
+    def login(name: str) -> Page:
+        hub.create_user(name)
+        # the test hub's certificate is self-signed
+        context = browser.new_context(
+            ignore_https_errors=True, viewport={"width": 1280, "height": 900}
+        )
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(f"{hub.url}/hub/login")
+        page.fill("#username_input", name)
+        page.fill("#password_input", "any")
+        page.click("#login_submit")
+        page.wait_for_url(re.compile(r".*/hub/.*"))
+        page.goto(f"{hub.url}/hub/spawn")
+        return page
+
+    yield login
+    for context in contexts:
+        context.close()
+
+
+def shot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def run_cell(page: Page, code: str, timeout: float = 60_000) -> str:
+    """In JupyterLab, open a new notebook from the launcher, run ``code``, return its output."""
+    # start from a clean workspace: notebooks left open by earlier sessions would be restored
+    page.goto(page.url.split("/lab")[0] + "/lab?reset")
+    expect(page.locator("#jp-main-dock-panel")).to_be_visible(timeout=timeout)
+    card = page.locator('.jp-LauncherCard[data-category="Notebook"]').first
+    if not card.is_visible():
+        page.locator('[data-command="launcher:create"]').first.click()
+    card.click()
+    kernel_dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+    cell = page.locator(".jp-NotebookPanel .jp-Cell .cm-content >> visible=true").first
+    expect(cell.or_(kernel_dialog).first).to_be_visible(timeout=timeout)
+    if kernel_dialog.is_visible():
+        kernel_dialog.get_by_role("button", name="Select").click()
+    # code sent before the kernel is connected is lost: wait until it is idle
+    expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=timeout)
+    cell.click()
+    page.keyboard.type(code)
+    page.keyboard.press("Shift+Enter")
+    output = page.locator(".jp-NotebookPanel .jp-OutputArea-output >> visible=true").first
+    try:
+        expect(output).not_to_be_empty(timeout=timeout)
+    except AssertionError:
+        shot(page, "debug-cell")
+        raise
+    return output.inner_text()
+
+
+def alice_jobs() -> str:
+    return run(["squeue", "--noheader", "--states=all", "--user=alice", "--format=%i"]).stdout
+
+
+def test_pick_resources_start_use_and_stop(hub, page_for):
+    page = page_for("alice")
+    expect(page.locator("#hpc-partitions")).to_be_visible()
+    rows = page.locator("#hpc-partitions tbody tr")
+    assert sorted(rows.evaluate_all("rows => rows.map(r => r.dataset.partition)")) == [
+        "debug",
+        "gpu",
+        "remote",
+    ]
+    debug = page.locator('#hpc-partitions tr[data-partition="debug"]')
+    # limits: the admin's walltime, Slurm's node size; free resources from Slurm
+    expect(debug).to_contain_text("1:00:00")
+    expect(debug.locator("td").nth(4)).to_have_text("2")
+    expect(debug.locator(".hpc-free")).to_contain_text("idle node")
+    expect(page.locator('#hpc-partitions tr[data-partition="gpu"]')).to_contain_text("2 fake")
+    shot(page, "spawn-page")
+
+    page.check("#partition-debug")
+    page.fill("#field-cpus", "2")
+    page.fill("#field-memory", "1G")
+    page.fill("#field-runtime", "0:25:00")
+    page.select_option("#field-environment", "jupyter-debug")
+    page.get_by_role("button", name="Start").click()
+
+    page.wait_for_url(re.compile(r".*/user/alice/lab.*"), timeout=120_000)
+    expect(page.locator("#jp-main-dock-panel")).to_be_visible(timeout=60_000)
+    shot(page, "jupyterlab")
+    model = hub.server_model("alice")
+    job_id = model["state"]["job_id"]
+    assert squeue_fields(job_id, "%u|%P|%C|%m|%l|%T") == [
+        "alice",
+        "debug",
+        "2",
+        "1G",
+        "25:00",
+        "RUNNING",
+    ]
+    output = run_cell(
+        page,
+        "import os; print(os.environ['SLURM_JOB_ID'], os.environ['SLURM_CPUS_ON_NODE'],"
+        " os.environ['SLURM_MEM_PER_NODE'])",
+    )
+    assert output.split() == [job_id, "2", "1024"], output
+
+    page.goto(f"{hub.url}/hub/home")
+    page.click("#stop")
+    # the hub page hides Stop once the hub says the server has stopped
+    expect(page.locator("#stop")).to_be_hidden(timeout=60_000)
+    expect(page.locator("#start")).to_contain_text("Start My Server")
+    assert squeue_fields(job_id, "%i", all_states=False) is None
+
+
+def test_form_errors_are_shown_next_to_the_fields(hub, page_for):
+    page = page_for("alice")
+    before = alice_jobs()
+    page.check("#partition-debug")
+    page.fill("#field-runtime", "2:00:00")
+    page.fill("#field-memory", "lots")
+    page.get_by_role("button", name="Start").click()
+    expect(page.locator("#error-runtime")).to_have_text(
+        "Walltime 2:00:00 exceeds the 1:00:00 limit of partition debug"
+    )
+    expect(page.locator("#error-memory")).to_contain_text("is not a size such as 4G")
+    expect(page.locator("#field-runtime")).to_have_value("2:00:00")
+    shot(page, "spawn-page-errors")
+
+    # a partition the page does not offer, posted from the form anyway
+    page.locator("#partition-debug").evaluate("radio => { radio.value = 'nosuch'; }")
+    page.check("#partition-debug")
+    page.fill("#field-runtime", "0:10:00")
+    page.fill("#field-memory", "512M")
+    page.get_by_role("button", name="Start").click()
+    expect(page.locator("#error-partition")).to_contain_text(
+        "'nosuch' is not an available partition"
+    )
+    assert "Traceback" not in page.content()
+    assert alice_jobs() == before, "a rejected form reached sbatch"
+
+
+def test_two_node_server_spans_the_extra_nodes(hub, page_for):
+    page = page_for("bob")
+    page.check("#partition-remote")
+    page.fill("#field-nodes", "2")
+    page.fill("#field-memory", "512M")
+    page.fill("#field-runtime", "0:15:00")
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_url(re.compile(r".*/user/bob/lab.*"), timeout=120_000)
+    expect(page.locator("#jp-main-dock-panel")).to_be_visible(timeout=60_000)
+    output = run_cell(page, "!srun hostname | sort")
+    assert output.split() == ["n1", "n2"], output
+    hub.stop_server("bob")
+
+
+def test_queued_server_shows_reason_and_expected_start_and_stop_cancels(hub, page_for):
+    blocker = run(
+        [
+            "runuser", "-u", "carol", "--", "sbatch", "--parsable", "--chdir=/tmp",
+            "--partition=debug", "--cpus-per-task=2", "--mem=100M", "--time=10",
+            f"--comment=hpcspawner:{hub.job_tag}:carol:blocker", "--output=/dev/null",
+            "--wrap=sleep 600",
+        ]
+    )  # fmt: skip
+    assert blocker.returncode == 0, blocker.stderr
+    try:
+        page = page_for("alice")
+        page.check("#profile-small")
+        page.get_by_role("button", name="Start").click()
+        page.wait_for_url(re.compile(r".*/hub/spawn-pending/alice.*"))
+        message = page.locator("#progress-message")
+        expect(message).to_contain_text("is queued", timeout=30_000)
+        expect(message).to_contain_text("waiting for resources")
+        # the backfill scheduler estimates a start time (bf_interval=5 on the test cluster)
+        expect(message).to_contain_text("expected start", timeout=60_000)
+        shot(page, "pending-queued")
+        job_id = re.search(r"Job (\d+) is queued", message.inner_text()).group(1)
+        assert squeue_fields(job_id, "%T") == ["PENDING"]
+
+        page.click("#stop-server-btn")
+        deadline = time.monotonic() + 60
+        while squeue_fields(job_id, "%T") not in (None, ["CANCELLED"]) or hub.server_model("alice"):
+            assert time.monotonic() < deadline, (
+                squeue_fields(job_id, "%T"),
+                hub.server_model("alice"),
+            )
+            time.sleep(0.5)
+    finally:
+        run(["scancel", blocker.stdout.strip()])
+
+
+def test_spawn_page_views_within_the_ttl_cost_no_scheduler_call(hub, page_for):
+    """Page views share one cached cluster view: at most one refresh per TTL."""
+    page = page_for("carol")
+    scontrol_runs = lambda: sum(  # noqa: E731
+        1
+        for line in hub.log_path.read_text().splitlines()
+        if "Running [" in line and "/scontrol'" in line
+    )
+    before = scontrol_runs()
+    t0 = time.monotonic()
+    views = 10
+    for _ in range(views):
+        page.goto(f"{hub.url}/hub/spawn")
+        expect(page.locator("#hpc-partitions")).to_be_visible()
+    elapsed = time.monotonic() - t0
+    # one refresh = 2 scontrol calls (partitions, nodes); cluster_info_ttl is 5 s here
+    refreshes_allowed = 1 + int(elapsed // 5)
+    made = scontrol_runs() - before
+    assert made <= 2 * refreshes_allowed, (made, elapsed)
+    assert made < 2 * views

@@ -1,0 +1,71 @@
+"""``hpcspawner-check-config``: the admin's settings are checked before users meet them."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from hpcspawner.checkconfig import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path, body: str) -> str:
+    path = tmp_path / "jupyterhub_config.py"
+    path.write_text("c = get_config()\n" + textwrap.dedent(body))
+    return str(path)
+
+
+def test_the_sample_config_is_valid(capsys):
+    assert main([str(REPO / "jupyterhub_config.py")]) == 0
+    out = capsys.readouterr().out
+    assert "settings are valid" in out
+    assert "partition debug: max_cpus 2, max_runtime 1:00:00" in out
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        pytest.param(
+            'c.SlurmSpawner.partitions = {"debug": {"max_runtim": "1:00:00"}}',
+            "partitions['debug'] has unknown key(s) 'max_runtim'; allowed: description,",
+            id="typo-in-partition-key",
+        ),
+        pytest.param(
+            'c.SlurmSpawner.partitions = {"debug": {"max_memory": "lots"}}',
+            "partitions['debug']['max_memory']: 'lots' is not a size",
+            id="bad-size",
+        ),
+        pytest.param(
+            'c.SlurmSpawner.environments = {"py": {"path": "/opt/py"}}',
+            "environments['py'] has unknown key(s) 'path'; allowed: description, modules,",
+            id="typo-in-environment-key",
+        ),
+        pytest.param(
+            'c.SlurmSpawner.profiles = {"big": {"options": {"cpu": 64}}}',
+            "profiles['big']['options'] has unknown option(s) 'cpu'",
+            id="typo-in-profile-option",
+        ),
+        pytest.param(
+            'c.SlurmSpawner.default_options = {"partition": "debug", "memory": "1G", "runtime": "9:00:00"}\n'
+            'c.SlurmSpawner.partitions = {"debug": {"max_runtime": "1:00:00"}}',
+            "default_options do not satisfy the limits: runtime: Walltime 9:00:00 exceeds",
+            id="defaults-over-the-limit",
+        ),
+        pytest.param(
+            'c.SlurmSpawner.default_options = {"cpus": 1, "memory": "1G", "runtime": "1:00:00", "gpu": 1}',
+            "default_options has unknown key(s) ['gpu']",
+            id="typo-in-defaults",
+        ),
+    ],
+)
+def test_mistakes_are_named(tmp_path, capsys, body, message):
+    assert main([write(tmp_path, body)]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_missing_file(tmp_path, capsys):
+    assert main([str(tmp_path / "nope.py")]) == 2
+    assert "no such config file" in capsys.readouterr().err
