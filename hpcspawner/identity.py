@@ -1,0 +1,307 @@
+"""Who a login is on the cluster: identity provider claims -> POSIX account (pure).
+
+The identity provider says who logged in (``preferred_username``, ``eppn``,
+``email``, ...); the cluster knows POSIX accounts. :func:`username_from_claims`
+maps one to the other in fixed steps, each optional except the first:
+
+1. take the configured claim;
+2. lower-case it;
+3. strip one of the allowed e-mail domains (any other domain is refused);
+4. rewrite it with a regular expression and a template;
+5. look the result up in the admin's map;
+6. check that it is a valid POSIX user name.
+
+Every refusal is a :class:`MappingError` with a short fixed ``reason`` label and
+a ``detail`` for the log. Looking the name up in the system's user database
+(:func:`lookup_posix_account`) and asking Slurm for the user's accounts happen
+in :mod:`hpcspawner.auth`; the parsers for their answers are here.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import re
+import string
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from .options import NAME_RE
+
+#: POSIX user names accepted (what ``useradd`` accepts by default, at most 32 characters).
+POSIX_NAME_RE = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
+#: The same, when the admin turned lower-casing off.
+POSIX_NAME_MIXED_CASE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+#: Names a login may never map to, whatever the user database says.
+RESERVED_NAMES = frozenset({"root", "nobody"})
+
+#: Reasons that mean "the claim itself is missing or unusable": the page does not blame the user.
+CLAIM_REASONS = frozenset({"missing-claim", "invalid-claim"})
+
+
+class MappingError(ValueError):
+    """A login that maps to no usable cluster account.
+
+    ``reason`` is a short fixed label (logs, metrics, the page's wording);
+    ``detail`` says what exactly went wrong, for the log.
+    """
+
+    def __init__(self, reason: str, detail: str):
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
+@dataclass(frozen=True)
+class MappingRules:
+    """How a login's claims become a cluster user name (built from the authenticator's config)."""
+
+    #: Claim name, or a callable taking the claims and returning the value.
+    claim: str | Callable[[Mapping], object] = "preferred_username"
+    lowercase: bool = True
+    #: E-mail style domains that are stripped (``alice@uni.example`` -> ``alice``).
+    strip_domains: tuple[str, ...] = ()
+    #: Regular expression the value must match in full, or None.
+    pattern: re.Pattern | None = None
+    #: ``str.format`` template over the match: ``{0}`` whole match, ``{1}``... groups, ``{name}``.
+    template: str = "{0}"
+
+    def __post_init__(self):
+        check_template(self.template, self.pattern)
+
+
+@dataclass(frozen=True)
+class PosixAccount:
+    """A user of the cluster as the system's user database knows it."""
+
+    username: str
+    uid: int | None = None
+    gid: int | None = None
+    groups: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------- config checks
+
+
+def compile_pattern(pattern: str) -> re.Pattern | None:
+    """Compile the admin's rewrite pattern; raise ValueError naming the problem."""
+    if not pattern:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise ValueError(
+            f"username_rewrite_pattern {pattern!r} is not a regular expression: {e}"
+        ) from None
+
+
+def check_template(template: str, pattern: re.Pattern | None) -> None:
+    """Check that ``template`` only uses the groups ``pattern`` has; raise ValueError."""
+    groups = pattern.groups if pattern is not None else 0
+    names = set(pattern.groupindex) if pattern is not None else set()
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as e:
+        raise ValueError(f"username_rewrite_template {template!r}: {e}") from None
+    if not fields:
+        raise ValueError(
+            f"username_rewrite_template {template!r} uses no group; use e.g. '{{0}}' or '{{user}}'"
+        )
+    for name in fields:
+        if name.isdigit():
+            if int(name) > groups:
+                raise ValueError(
+                    f"username_rewrite_template {template!r} uses group {name}, "
+                    f"but the pattern has {groups} group(s)"
+                )
+        elif name not in names:
+            raise ValueError(
+                f"username_rewrite_template {template!r} uses {{{name}}}, which is not "
+                "'{0}', a group number or a named group of username_rewrite_pattern"
+            )
+
+
+# ---------------------------------------------------------------- claims -> user name
+
+
+def claim_identity(claims: Mapping, claim: str | Callable[[Mapping], object]) -> str:
+    """The login's identity: the value of the configured claim, as sent."""
+    what = "the username_claim callable" if callable(claim) else f"claim {claim!r}"
+    value = claim(claims) if callable(claim) else claims.get(claim)
+    if value is None or value == "":
+        raise MappingError("missing-claim", f"the identity provider sent no {what}")
+    if not isinstance(value, str):
+        raise MappingError(
+            "invalid-claim", f"{what} is a {type(value).__name__}, not a string: {value!r:.60}"
+        )
+    return value
+
+
+def transform(identity: str, rules: MappingRules) -> str:
+    """Steps 2-4: lower-case, strip an allowed domain, rewrite."""
+    value = identity.lower() if rules.lowercase else identity
+    if rules.strip_domains and "@" in value:
+        local, _, domain = value.rpartition("@")
+        allowed = {d.lower() for d in rules.strip_domains}
+        if domain.lower() not in allowed:
+            raise MappingError(
+                "foreign-domain",
+                f"{identity!r} is not from {' or '.join(sorted(allowed))}",
+            )
+        value = local
+    if rules.pattern is not None:
+        match = rules.pattern.fullmatch(value)
+        if match is None:
+            raise MappingError("no-match", f"{value!r} does not match username_rewrite_pattern")
+        value = rules.template.format(
+            match.group(0), *match.groups(default=""), **match.groupdict(default="")
+        )
+    return value
+
+
+def check_username(name: object, *, lowercase: bool = True) -> str:
+    """Step 6: ``name`` must be a valid POSIX user name that a login may use."""
+    regex = POSIX_NAME_RE if lowercase else POSIX_NAME_MIXED_CASE_RE
+    if not isinstance(name, str) or not regex.fullmatch(name):
+        shown = repr(name)[:66]
+        raise MappingError(
+            "invalid-username",
+            f"{shown} is not a valid cluster user name (letters, digits, '_', '.', '-'; "
+            "not starting with a digit, '.' or '-'; at most 32 characters)",
+        )
+    if name in RESERVED_NAMES:
+        raise MappingError("reserved-username", f"logins may not map to {name!r}")
+    return name
+
+
+def username_from_claims(
+    claims: Mapping, rules: MappingRules, username_map: Mapping[str, str] | None = None
+) -> tuple[str, str]:
+    """Map a login's claims to ``(identity, cluster user name)``; raise :class:`MappingError`.
+
+    ``username_map`` (identity after the transforms -> user name), when given,
+    must contain the login: a login missing from it has no account.
+    """
+    identity = claim_identity(claims, rules.claim)
+    name = transform(identity, rules)
+    if username_map is not None:
+        if name not in username_map:
+            raise MappingError("unmapped", f"{name!r} is not in the username map")
+        name = username_map[name]
+    return identity, check_username(name, lowercase=rules.lowercase)
+
+
+# ---------------------------------------------------------------- the username map file
+
+
+def parse_username_map(text: str, *, lowercase: bool = True) -> dict[str, str]:
+    """Parse a username map: a JSON object, or lines ``identity username``.
+
+    In the line format, ``#`` starts a comment and blank lines are ignored. With
+    ``lowercase`` the identities are lower-cased, as the transformed claims are.
+    Raises ValueError naming the bad entry.
+    """
+    entries: list[tuple[str, object, str]] = []
+    if text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise ValueError(f"not valid JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise ValueError("the JSON must be an object of identity -> username")
+        entries = [(key, value, f"key {key!r}") for key, value in data.items()]
+    else:
+        for number, line in enumerate(text.splitlines(), 1):
+            words = line.split("#", 1)[0].split()
+            if not words:
+                continue
+            if len(words) != 2:
+                raise ValueError(
+                    f"line {number}: expected 'identity username', got {line.strip()!r}"
+                )
+            entries.append((words[0], words[1], f"line {number}"))
+    mapping: dict[str, str] = {}
+    for identity, username, where in entries:
+        try:
+            check_username(username, lowercase=lowercase)
+        except MappingError as e:
+            raise ValueError(f"{where}: {e.detail}") from None
+        key = identity.lower() if lowercase else identity
+        if key in mapping and mapping[key] != username:
+            raise ValueError(f"{where}: {identity!r} is mapped twice")
+        mapping[key] = username
+    return mapping
+
+
+# ---------------------------------------------------------------- the system's user database
+
+
+def lookup_posix_account(name: str) -> PosixAccount | None:
+    """The user ``name`` in the system's user database (files, LDAP/SSSD via NSS), or None.
+
+    Blocks while NSS answers: call it in an executor.
+    """
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return None
+    groups = []
+    for gid in os.getgrouplist(entry.pw_name, entry.pw_gid):
+        try:
+            groups.append(grp.getgrgid(gid).gr_name)
+        except KeyError:
+            continue  # a gid without a name: nothing a policy could refer to
+    return PosixAccount(entry.pw_name, entry.pw_uid, entry.pw_gid, tuple(groups))
+
+
+# ---------------------------------------------------------------- Slurm accounts
+
+
+def check_account_map(value: Mapping) -> dict[str, tuple[str, ...]]:
+    """Validate ``{username: [account, ...]}``; raise ValueError naming the bad entry."""
+    checked = {}
+    for username, accounts in value.items():
+        if not isinstance(username, str):
+            raise ValueError(f"slurm_accounts: key {username!r} is not a user name")
+        if isinstance(accounts, str) or not isinstance(accounts, list | tuple):
+            raise ValueError(f"slurm_accounts[{username!r}] must be a list of account names")
+        checked[username] = check_account_names(accounts, f"slurm_accounts[{username!r}]")
+    return checked
+
+
+def check_account_names(accounts, where: str) -> tuple[str, ...]:
+    for account in accounts:
+        if not isinstance(account, str) or not NAME_RE.fullmatch(account):
+            raise ValueError(f"{where}: {account!r} is not a Slurm account name")
+    return tuple(dict.fromkeys(accounts))
+
+
+def parse_sacctmgr_accounts(stdout: str) -> tuple[str, ...]:
+    """Accounts from ``sacctmgr --noheader --parsable2 show associations user=U format=Account``.
+
+    One account per association line; a user has one association per account
+    and partition, so names repeat. Lines that are not account names are skipped.
+    """
+    accounts = (line.strip() for line in stdout.splitlines())
+    return tuple(dict.fromkeys(a for a in accounts if a and NAME_RE.fullmatch(a)))
+
+
+__all__ = [
+    "CLAIM_REASONS",
+    "MappingError",
+    "MappingRules",
+    "PosixAccount",
+    "check_account_map",
+    "check_account_names",
+    "check_template",
+    "check_username",
+    "claim_identity",
+    "compile_pattern",
+    "lookup_posix_account",
+    "parse_sacctmgr_accounts",
+    "parse_username_map",
+    "transform",
+    "username_from_claims",
+]

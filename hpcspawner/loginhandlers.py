@@ -1,0 +1,106 @@
+"""The login pages of :class:`hpcspawner.auth.ClusterOAuthenticator`.
+
+- :class:`ClusterLoginHandler` sends the browser to the provider once its
+  endpoints are known (OIDC discovery), or shows a 503 page when it cannot be
+  reached;
+- :class:`ClusterCallbackHandler` finishes the login, and renders the packaged
+  ``no_cluster_account.html`` (403) for a login without a cluster account;
+- :class:`NoClusterAccount` is that refusal, as an HTTP error.
+"""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader
+from oauthenticator.oauth2 import OAuthCallbackHandler, OAuthLoginHandler
+from tornado import web
+
+from .identity import MappingError
+
+NO_ACCOUNT_TEMPLATE = "no_cluster_account.html"
+_TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+class NoClusterAccount(web.HTTPError):
+    """403: the login maps to no usable cluster account.
+
+    The callback handler renders it as the "No cluster account" page; anywhere
+    else JupyterHub's error page shows :attr:`jupyterhub_message`.
+    """
+
+    def __init__(self, error: MappingError, *, identity: str, message: str, subject: str = ""):
+        super().__init__(
+            403,
+            "login of %s (sub %s) refused (%s): %s",
+            identity or "?",
+            subject or "?",
+            error.reason,
+            error.detail,
+        )
+        self.error = error
+        self.identity = identity
+        self.jupyterhub_message = message
+
+
+def unavailable(message: str) -> web.HTTPError:
+    """503 with a message for the user (the provider cannot be reached)."""
+    error = web.HTTPError(503, "%s", message)
+    error.jupyterhub_message = message
+    return error
+
+
+class ClusterLoginHandler(OAuthLoginHandler):
+    """Redirect to the provider, once its endpoints are known."""
+
+    async def get(self):
+        await self.authenticator.require_discovery()
+        super().get()
+
+
+_overlays: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _with_package_templates(env: Environment) -> Environment:
+    """The hub's template environment, falling back to hpcspawner's templates.
+
+    Admins' ``c.JupyterHub.template_paths`` come first, so they can override ours.
+    """
+    overlay = _overlays.get(env)
+    if overlay is None:
+        loader = ChoiceLoader([env.loader, FileSystemLoader(str(_TEMPLATES))])
+        overlay = _overlays[env] = env.overlay(loader=loader)
+    return overlay
+
+
+class ClusterCallbackHandler(OAuthCallbackHandler):
+    """The OAuth callback; a login without a cluster account gets a page that says what to do."""
+
+    async def get(self):
+        try:
+            await super().get()
+        except NoClusterAccount as e:
+            self.log.warning("%s", e.log_message % e.args)
+            self.set_status(403)
+            html = await self.render_template(
+                NO_ACCOUNT_TEMPLATE,
+                message=e.jupyterhub_message,
+                identity=e.identity,
+                reason=e.error.reason,
+                account_request_url=self.authenticator.no_account_url,
+            )
+            self.finish(html)
+
+    def get_template(self, name, sync=False):
+        env = self.settings["jinja2_env_sync" if sync else "jinja2_env"]
+        return _with_package_templates(env).get_template(name)
+
+
+__all__ = [
+    "NO_ACCOUNT_TEMPLATE",
+    "ClusterCallbackHandler",
+    "ClusterLoginHandler",
+    "NoClusterAccount",
+    "unavailable",
+]

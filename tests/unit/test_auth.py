@@ -1,0 +1,422 @@
+"""hpcspawner.auth.ClusterOAuthenticator without a hub: config checks, mapping, accounts, discovery.
+
+The end-to-end flows (browser, provider, hub, Slurm) are in tests/integration/test_login.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tornado import web
+from tornado.httpserver import HTTPServer
+from tornado.testing import bind_unused_port
+from traitlets import TraitError
+from traitlets.config import Config
+
+from hpcspawner.auth import ClusterOAuthenticator, NoClusterAccount, _expired
+from hpcspawner.oidc import DiscoveryError
+
+ISSUER = "https://idp.uni.example/realms/hpc"
+#: What sacctmgr says (rc 1) on this test cluster, which has no slurmdbd.
+NO_DBD_STDERR = (
+    "You are not running a supported accounting_storage plugin\n"
+    "Only 'accounting_storage/slurmdbd' is supported.\n"
+)
+
+
+def make(**settings) -> ClusterOAuthenticator:
+    config = Config()
+    settings.setdefault("issuer", ISSUER)
+    for name, value in settings.items():
+        config.ClusterOAuthenticator[name] = value
+    return ClusterOAuthenticator(config=config)
+
+
+def bounded(awaitable, timeout: float = 10):
+    return asyncio.wait_for(awaitable, timeout)
+
+
+# ---------------------------------------------------------------- defaults and config checks
+
+
+def test_secure_defaults():
+    authenticator = make()
+    assert authenticator.enable_pkce
+    assert authenticator.enable_auth_state
+    assert authenticator.refresh_pre_spawn
+    assert authenticator.validate_server_cert
+    assert authenticator.basic_auth
+    assert not authenticator.allow_all
+    assert authenticator.scope == ["openid", "profile", "email"]
+    assert authenticator.username_claim == "preferred_username"
+    assert authenticator.slurm_accounts == "none"
+    assert authenticator.require_posix_account and authenticator.min_uid == 1000
+
+
+@pytest.mark.parametrize(
+    ("settings", "error", "message"),
+    [
+        pytest.param(
+            {"issuer": ""}, ValueError, "needs c.ClusterOAuthenticator.issuer", id="no-provider"
+        ),
+        pytest.param({"issuer": "http://idp.uni.example"}, ValueError, "https", id="http-issuer"),
+        pytest.param(
+            {"oauth_callback_url": "http://hub.uni.example/hub/oauth_callback"},
+            ValueError,
+            "must use https",
+            id="http-callback",
+        ),
+        pytest.param(
+            {"username_rewrite_pattern": "(unclosed"},
+            ValueError,
+            "not a regular expression",
+            id="bad-pattern",
+        ),
+        pytest.param(
+            {"username_rewrite_pattern": "([a-z]+)", "username_rewrite_template": "{2}"},
+            ValueError,
+            "uses group 2",
+            id="template-needs-missing-group",
+        ),
+        pytest.param(
+            {"no_account_message": "No account for {user}"},
+            ValueError,
+            "only {identity}",
+            id="message-placeholder",
+        ),
+        pytest.param(
+            {"no_account_url": "javascript:alert(1)"}, ValueError, "http(s) URL", id="url-scheme"
+        ),
+        pytest.param(
+            {"slurm_accounts": "sacct"}, TraitError, "slurm_accounts", id="unknown-source"
+        ),
+        pytest.param(
+            {"slurm_accounts": {"alice": "projA"}},
+            ValueError,
+            "must be a list",
+            id="account-map-value",
+        ),
+        pytest.param(
+            {"username_map_file": "/nonexistent/usernames.map"},
+            ValueError,
+            "username_map_file /nonexistent/usernames.map",
+            id="missing-map-file",
+        ),
+        pytest.param(
+            {
+                "username_map_file": "/etc/jupyterhub/usernames.map",
+                "username_lookup_hook": lambda authenticator, login, claims: login,
+            },
+            ValueError,
+            "not both",
+            id="map-and-hook",
+        ),
+    ],
+)
+def test_config_errors_name_the_fix(settings, error, message):
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
+        make(**settings)
+
+
+def test_explicit_urls_need_no_issuer():
+    authenticator = make(
+        issuer="",
+        authorize_url="https://idp.uni.example/authorize",
+        token_url="https://idp.uni.example/token",
+        userdata_url="https://idp.uni.example/userinfo",
+    )
+    assert asyncio.run(authenticator.discover()) is None
+
+
+def test_invalid_map_file_stops_the_hub_but_a_broken_update_keeps_the_old_one(tmp_path):
+    path = tmp_path / "usernames.map"
+    path.write_text("alice@uni.example al ice\n")
+    with pytest.raises(ValueError, match="line 1"):
+        make(username_map_file=str(path), username_claim="eppn")
+    path.write_text("alice@uni.example alice\n")
+    authenticator = make(username_map_file=str(path), username_claim="eppn")
+    assert authenticator._username_map() == {"alice@uni.example": "alice"}
+    path.write_text("alice@uni.example alice\nbob@uni.example bob\n")
+    assert authenticator._username_map() == {
+        "alice@uni.example": "alice",
+        "bob@uni.example": "bob",
+    }
+    path.write_text("broken\n")
+    assert authenticator._username_map() == {
+        "alice@uni.example": "alice",
+        "bob@uni.example": "bob",
+    }
+
+
+# ---------------------------------------------------------------- login -> cluster account
+
+
+async def test_cluster_account_from_the_user_database():
+    authenticator = make(username_claim="eppn", username_strip_domains=["uni.example"], min_uid=0)
+    identity, account = await bounded(authenticator.cluster_account({"eppn": "daemon@uni.example"}))
+    assert identity == "daemon@uni.example"
+    assert (account.username, account.uid, account.gid) == ("daemon", 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("claims", "reason", "message"),
+    [
+        pytest.param(
+            {"preferred_username": "no-such-user"},
+            "no-account",
+            "No cluster account for no-such-user. Apply at https://hpc.uni.example/apply",
+            id="no-account",
+        ),
+        pytest.param(
+            {"preferred_username": "daemon"},
+            "system-account",
+            "No cluster account for daemon. Apply at https://hpc.uni.example/apply",
+            id="system-account",
+        ),
+        pytest.param(
+            {"preferred_username": "nobody"},
+            "reserved-username",
+            "No cluster account for nobody. Apply at https://hpc.uni.example/apply",
+            id="nobody",
+        ),
+        pytest.param(
+            {"email": "alice@uni.example"},
+            "missing-claim",
+            "The identity provider did not tell this hub who you are.",
+            id="missing-claim",
+        ),
+    ],
+)
+async def test_no_cluster_account(claims, reason, message):
+    authenticator = make(
+        no_account_message="No cluster account for {identity}. Apply at https://hpc.uni.example/apply"
+    )
+    with pytest.raises(NoClusterAccount) as info:
+        await bounded(authenticator.cluster_account(claims))
+    error = info.value
+    assert error.status_code == 403
+    assert error.error.reason == reason
+    assert error.jupyterhub_message.startswith(message)
+
+
+async def test_lookup_hook_and_no_posix_check():
+    seen = []
+
+    async def lookup(authenticator, login, claims):
+        seen.append((login, claims["sub"]))
+        return {"u-1": "ap123"}.get(claims["sub"])
+
+    authenticator = make(
+        username_claim="email", username_lookup_hook=lookup, require_posix_account=False
+    )
+    identity, account = await bounded(
+        authenticator.cluster_account({"sub": "u-1", "email": "A.Person@Uni.Example"})
+    )
+    assert (identity, account.username, account.uid) == ("A.Person@Uni.Example", "ap123", None)
+    assert seen == [("a.person@uni.example", "u-1")]
+    with pytest.raises(NoClusterAccount) as info:
+        await bounded(authenticator.cluster_account({"sub": "u-2", "email": "x@uni.example"}))
+    assert info.value.error.reason == "unmapped"
+
+
+async def test_update_auth_model_fills_the_spawners_part_of_auth_state():
+    authenticator = make(
+        min_uid=0,
+        slurm_accounts={"daemon": ["projA"]},
+        admin_users={"daemon"},
+    )
+    claims = {"sub": "u-d", "preferred_username": "Daemon"}
+    model = await bounded(
+        authenticator.update_auth_model(
+            {"name": "daemon", "admin": None, "auth_state": {"oauth_user": claims}}
+        )
+    )
+    assert model["name"] == "daemon"
+    assert model["admin"] is True
+    assert model["auth_state"]["hpcspawner"] == {
+        "username": "daemon",
+        "uid": 1,
+        "gid": 1,
+        "groups": model["auth_state"]["hpcspawner"]["groups"],
+        "accounts": ["projA"],
+    }
+    assert "daemon" in model["auth_state"]["hpcspawner"]["groups"]
+
+
+async def test_accounts_from_a_map_and_a_callable():
+    authenticator = make(slurm_accounts={"alice": ["projA"]})
+    assert await bounded(authenticator.slurm_accounts_of("alice", {})) == ["projA"]
+    assert await bounded(authenticator.slurm_accounts_of("bob", {})) == []
+
+    async def from_claims(authenticator, username, claims):
+        return claims.get("projects")
+
+    authenticator = make(slurm_accounts=from_claims)
+    assert await bounded(authenticator.slurm_accounts_of("a", {"projects": ["p1", "p1"]})) == ["p1"]
+    assert await bounded(authenticator.slurm_accounts_of("a", {})) is None
+    with pytest.raises(ValueError, match="not a Slurm account name"):
+        await bounded(authenticator.slurm_accounts_of("a", {"projects": ["a b"]}))
+
+
+# ---------------------------------------------------------------- sacctmgr (a stand-in command)
+
+
+def fake_sacctmgr(tmp_path: Path, body: str) -> list[str]:
+    """A stand-in for sacctmgr that logs its argv to calls.log, then runs ``body``."""
+    script = tmp_path / "sacctmgr.py"
+    script.write_text(
+        "import json, sys, time\n"
+        f"open({str(tmp_path / 'calls.log')!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        + body
+    )
+    return [sys.executable, str(script)]
+
+
+def calls(tmp_path: Path) -> list[list[str]]:
+    log = tmp_path / "calls.log"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+async def test_sacctmgr_accounts_are_parsed_and_cached(tmp_path):
+    command = fake_sacctmgr(tmp_path, "print('proja\\nprojb\\nproja')\n")
+    authenticator = make(slurm_accounts="sacctmgr", sacctmgr_command=command)
+    assert await bounded(authenticator.slurm_accounts_of("alice", {})) == ["proja", "projb"]
+    assert await bounded(authenticator.slurm_accounts_of("alice", {})) == ["proja", "projb"]
+    assert calls(tmp_path) == [
+        ["--noheader", "--parsable2", "show", "associations", "user=alice", "format=Account"]
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "timeout"),
+    [
+        pytest.param(
+            f"sys.stderr.write({NO_DBD_STDERR!r})\nsys.exit(1)\n",
+            10,
+            id="no-slurmdbd",
+        ),
+        pytest.param("time.sleep(30)\n", 0.5, id="timeout"),
+    ],
+)
+async def test_sacctmgr_failure_means_not_known_and_is_not_cached(tmp_path, body, timeout):
+    command = fake_sacctmgr(tmp_path, body)
+    authenticator = make(
+        slurm_accounts="sacctmgr", sacctmgr_command=command, sacctmgr_timeout=timeout
+    )
+    started = time.monotonic()
+    assert await bounded(authenticator.slurm_accounts_of("alice", {})) is None
+    assert await bounded(authenticator.slurm_accounts_of("alice", {})) is None
+    assert time.monotonic() - started < 5
+    assert len(calls(tmp_path)) == 2
+
+
+async def test_sacctmgr_missing_means_not_known():
+    authenticator = make(slurm_accounts="sacctmgr", sacctmgr_command=["/nonexistent/sacctmgr"])
+    assert await bounded(authenticator.slurm_accounts_of("alice", {})) is None
+
+
+# ---------------------------------------------------------------- discovery
+
+
+class DiscoveryHandler(web.RequestHandler):
+    def initialize(self, served):
+        self.served = served
+
+    async def get(self):
+        self.served["requests"] += 1
+        await asyncio.sleep(0.05)  # let concurrent callers pile up
+        if self.served["failures"]:
+            self.served["failures"] -= 1
+            raise web.HTTPError(500)
+        self.write(json.dumps(self.served["document"]))
+
+
+@pytest.fixture
+async def provider():
+    """An issuer on loopback serving a discovery document (``failures`` first answer 500)."""
+    sock, port = bind_unused_port()
+    issuer = f"http://127.0.0.1:{port}/realms/hpc"
+    served = {
+        "requests": 0,
+        "failures": 0,
+        "document": {
+            "issuer": issuer,
+            "authorization_endpoint": f"{issuer}/auth",
+            "token_endpoint": f"{issuer}/token",
+            "userinfo_endpoint": f"{issuer}/userinfo",
+        },
+    }
+    app = web.Application(
+        [(r"/realms/hpc/\.well-known/openid-configuration", DiscoveryHandler, {"served": served})]
+    )
+    server = HTTPServer(app)
+    server.add_sockets([sock])
+    served["issuer"] = issuer
+    yield served
+    server.stop()
+    await bounded(server.close_all_connections())
+
+
+async def test_discovery_fills_the_urls_once(provider):
+    issuer = provider["issuer"]
+    authenticator = make(issuer=issuer, token_url="https://override.example/token")
+    results = await bounded(asyncio.gather(*(authenticator.discover() for _ in range(5))))
+    assert provider["requests"] == 1, "concurrent logins share one discovery request"
+    assert all(result is results[0] for result in results)
+    assert authenticator.authorize_url == f"{issuer}/auth"
+    assert authenticator.token_url == "https://override.example/token", "explicit URLs win"
+    assert authenticator.userdata_url == f"{issuer}/userinfo"
+    await bounded(authenticator.discover())
+    assert provider["requests"] == 1, "the document is cached"
+
+
+async def test_failed_discovery_is_retried_and_shown_as_503(provider):
+    provider["failures"] = 1
+    authenticator = make(issuer=provider["issuer"])
+    with pytest.raises(web.HTTPError) as info:
+        await bounded(authenticator.require_discovery())
+    assert info.value.status_code == 503
+    assert "cannot be reached" in info.value.jupyterhub_message
+    assert not authenticator.authorize_url
+    await bounded(authenticator.discover())
+    assert provider["requests"] == 2
+    assert authenticator.authorize_url.endswith("/auth")
+
+
+async def test_discovery_of_the_wrong_issuer_is_refused(provider):
+    provider["document"]["issuer"] = "https://evil.example"
+    authenticator = make(issuer=provider["issuer"])
+    with pytest.raises(DiscoveryError, match="says its issuer is 'https://evil.example'"):
+        await bounded(authenticator.discover())
+    assert not authenticator.token_url
+
+
+async def test_unreachable_issuer():
+    sock, port = bind_unused_port()
+    sock.close()  # nothing listens there
+    authenticator = make(issuer=f"http://127.0.0.1:{port}")
+    with pytest.raises(DiscoveryError, match="could not fetch"):
+        await bounded(authenticator.discover())
+
+
+# ---------------------------------------------------------------- token expiry
+
+
+async def test_expiry_is_recorded_in_auth_state():
+    authenticator = make()
+    state = await bounded(
+        authenticator.build_auth_state_dict(
+            {"access_token": "a", "refresh_token": "r", "expires_in": 300}, {"sub": "x"}
+        )
+    )
+    assert 299 < state["expires_at"] - time.time() <= 300
+    assert not _expired(state)
+    assert _expired({"expires_at": time.time() - 1})
+    assert not _expired({}) and not _expired(None)
+    no_expiry = await bounded(authenticator.build_auth_state_dict({"access_token": "a"}, {}))
+    assert "expires_at" not in no_expiry
