@@ -186,6 +186,8 @@ class Environment:
     modules: tuple[str, ...] = ()
     #: Extra shell lines, written by the admin, run before the server starts.
     prologue: str = ""
+    #: An Apptainer/Singularity image the server runs in (``container_exec`` + image + command).
+    container: str | None = None
 
 
 @dataclass(frozen=True)
@@ -275,7 +277,13 @@ _PARTITION_KEYS = {
     "max_gpus": ("max_gpus", int),
     "max_runtime": ("max_runtime_minutes", "runtime"),
 }
-_ENVIRONMENT_KEYS = {"description": str, "prefix": str, "modules": list, "prologue": str}
+_ENVIRONMENT_KEYS = {
+    "description": str,
+    "prefix": str,
+    "modules": list,
+    "prologue": str,
+    "container": str,
+}
 _PROFILE_KEYS = {"description": str, "options": dict}
 
 

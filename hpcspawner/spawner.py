@@ -226,6 +226,20 @@ class SlurmSpawner(Spawner):
         """,
     )
 
+    container_exec = List(
+        Unicode(),
+        ["apptainer", "exec"],
+        config=True,
+        help="""How to run the server in an environment's ``container`` image.
+
+        The job runs ``container_exec [--nv] IMAGE launcher_command cmd args``;
+        ``--nv`` is added when the user asked for GPUs. The image must contain
+        jupyterhub (and hpcspawner for its launcher).
+
+            c.SlurmSpawner.container_exec = ["singularity", "exec", "--bind", "/scratch"]
+        """,
+    )
+
     port_range = Tuple(
         Integer(),
         Integer(),
@@ -610,7 +624,7 @@ class SlurmSpawner(Spawner):
             ),
             workdir=self._format_path(self.job_workdir, home),
             output=self._format_path(self.job_output, home),
-            command=[*self.launcher_command, *self.cmd, *self.get_args()],
+            command=self.job_command(request, environment),
             prologue=self.batch_script_prologue,
             environment=environment,
             extra_directives=list(self.extra_sbatch_options),
@@ -641,6 +655,14 @@ class SlurmSpawner(Spawner):
                 qos=_intersect(policy.qos, qos),
             )
         return policy, view, associations
+
+    def job_command(self, request, environment) -> list[str]:
+        """What the job runs: the launcher, the server, its arguments (in a container if any)."""
+        command = [*self.launcher_command, *self.cmd, *self.get_args()]
+        if environment is not None and environment.container:
+            gpu_flag = ["--nv"] if request.gpus else []
+            command = [*self.container_exec, *gpu_flag, environment.container, *command]
+        return command
 
     async def validated_request(self):
         policy, _, _ = await self.effective_policy()

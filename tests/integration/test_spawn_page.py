@@ -174,6 +174,14 @@ def test_pick_resources_start_use_and_stop(hub, page_for):
     expect(page.locator("#start")).to_contain_text("Start My Server")
     assert squeue_fields(job_id, "%i", all_states=False) is None
 
+    # the next visit offers the last choice again
+    page.goto(f"{hub.url}/hub/spawn")
+    expect(page.locator("#partition-debug")).to_be_checked()
+    expect(page.locator("#field-cpus")).to_have_value("2")
+    expect(page.locator("#field-memory")).to_have_value("1G")
+    expect(page.locator("#field-runtime")).to_have_value("0:25:00")
+    expect(page.locator("#field-environment")).to_have_value("jupyter-debug")
+
 
 def test_form_errors_are_shown_next_to_the_fields(hub, page_for):
     page = page_for("alice")
@@ -272,3 +280,15 @@ def test_spawn_page_views_within_the_ttl_cost_no_scheduler_call(hub, page_for):
     made = scontrol_runs() - before
     assert made <= 2 * refreshes_allowed, (made, elapsed)
     assert made < 2 * views
+
+
+def test_spawn_url_with_opt_parameters_starts_a_named_server(hub, page_for):
+    page = page_for("carol")
+    page.goto(
+        f"{hub.url}/hub/spawn/carol/fromlink?opt-partition=remote&opt-runtime=0:12:00"
+        "&opt-memory=512M&opt-environment=jupyter"
+    )
+    page.wait_for_url(re.compile(r".*/user/carol/fromlink/lab.*"), timeout=120_000)
+    model = hub.server_model("carol", "fromlink")
+    assert squeue_fields(model["state"]["job_id"], "%P|%l|%m") == ["remote", "12:00", "512M"]
+    hub.stop_server("carol", "fromlink")

@@ -40,7 +40,7 @@ def test_the_sample_config_is_valid(capsys):
         ),
         pytest.param(
             'c.SlurmSpawner.environments = {"py": {"path": "/opt/py"}}',
-            "environments['py'] has unknown key(s) 'path'; allowed: description, modules,",
+            "environments['py'] has unknown key(s) 'path'; allowed: container, description, modules,",
             id="typo-in-environment-key",
         ),
         pytest.param(

@@ -697,7 +697,7 @@ def test_check_defaults():
             environments_from_config,
             {"py": {"module": ["gcc"]}},
             "environments['py'] has unknown key(s) 'module'; "
-            "allowed: description, modules, prefix, prologue",
+            "allowed: container, description, modules, prefix, prologue",
             id="environment-unknown-key",
         ),
         pytest.param(
