@@ -11,7 +11,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import sync_playwright
 
+from .browser import launch
 from .hub import ACTIVE_HUBS, CHP, Hub, dump_cluster_state, run
 
 SINGLEUSER_VENV = Path(
@@ -56,6 +58,15 @@ def singleuser_venv():
                 "(or set HPCSPAWNER_SINGLEUSER_VENV)"
             )
     return SINGLEUSER_VENV
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, driven by Playwright."""
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        yield browser
+        browser.close()
 
 
 @pytest.fixture(scope="session")

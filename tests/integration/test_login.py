@@ -28,23 +28,10 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 import requests
-from playwright.sync_api import sync_playwright
 
-from .conftest import ARTIFACTS
-from .hub import REPO, free_port, squeue_fields
+from .browser import ARTIFACTS, screenshot
+from .hub import free_port, squeue_fields
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-#: Set HPCSPAWNER_UPDATE_SCREENSHOTS=1 to refresh the docs' screenshots from this run.
-SCREENSHOTS = REPO / "docs" / "_static" / "screenshots"
 #: A fixed key: auth_state is encrypted, and these hubs live for one module.
 CRYPT_KEY = "0123456789abcdef" * 4
 
@@ -199,16 +186,6 @@ c.ClusterOAuthenticator.slurm_accounts = {"alice": ["projA"], "bob": ["projA", "
     return hub_factory(extra_config=config, env={"JUPYTERHUB_CRYPT_KEY": CRYPT_KEY})
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
 def page(browser):
     context = browser.new_context(ignore_https_errors=True)
@@ -265,14 +242,6 @@ def log_since(hub, mark: int) -> str:
 
 def log_mark(hub) -> int:
     return hub.log_path.stat().st_size
-
-
-def screenshot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
-    if os.environ.get("HPCSPAWNER_UPDATE_SCREENSHOTS") == "1":
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ARTIFACTS / name, SCREENSHOTS / name)
 
 
 # ---------------------------------------------------------------- (1) login lands on the account

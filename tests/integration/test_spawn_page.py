@@ -10,20 +10,10 @@ import re
 import time
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from .hub import REPO, run, squeue_fields
-
-SCREENSHOTS = REPO / "docs" / "_static" / "screenshots"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from .browser import screenshot
+from .hub import run, squeue_fields
 
 EXTRA_CONFIG = """
 c.SlurmSpawner.partitions = {
@@ -47,16 +37,6 @@ c.SlurmSpawner.cluster_info_ttl = 5
 @pytest.fixture(scope="module")
 def hub(hub_factory):
     return hub_factory(extra_config=EXTRA_CONFIG)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -87,8 +67,7 @@ def page_for(browser, hub):
 
 
 def shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    screenshot(page, f"{name}.png")
 
 
 def run_cell(page: Page, code: str, timeout: float = 60_000) -> str:
