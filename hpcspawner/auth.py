@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import time
 from inspect import isawaitable
 
@@ -38,8 +37,10 @@ from traitlets import (
     validate,
 )
 
-from .errors import SlurmError, SlurmTimeout
+from .commands import run_argv
+from .errors import SlurmError
 from .identity import (
+    AUTH_STATE_KEY,
     CLAIM_REASONS,
     MappingError,
     MappingRules,
@@ -69,7 +70,6 @@ from .oidc import (
     discovery_url,
     parse_discovery,
 )
-from .spawner import AUTH_STATE_KEY
 
 #: What the page says when the provider sent no usable identity (not the user's fault).
 CLAIM_PROBLEM_MESSAGE = (
@@ -731,30 +731,10 @@ def _expired(auth_state) -> bool:
 
 async def _run(argv: list[str], timeout: float) -> str:
     """Run argv (no shell) with a timeout; return stdout or raise SlurmError."""
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
-    except OSError as e:
-        raise SlurmError(argv, None, str(e)) from e
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)
-    except (asyncio.TimeoutError, asyncio.CancelledError) as e:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        await proc.wait()
-        if isinstance(e, asyncio.CancelledError):
-            raise
-        raise SlurmTimeout(argv, timeout) from None
-    if proc.returncode != 0:
-        raise SlurmError(argv, proc.returncode, err.decode(errors="replace"), out.decode())
-    return out.decode(errors="replace")
+    returncode, out, err = await run_argv(argv, timeout=timeout, cwd=None)
+    if returncode != 0:
+        raise SlurmError(argv, returncode, err, out)
+    return out
 
 
 __all__ = ["ClusterOAuthenticator", "NoClusterAccount"]

@@ -30,6 +30,10 @@ from dataclasses import dataclass
 
 from .options import NAME_RE
 
+#: Key of hpcspawner's part of ``auth_state``: ``username``, ``uid``, ``gid``, ``groups``,
+#: ``accounts`` (read by the spawner, written by the authenticator).
+AUTH_STATE_KEY = "hpcspawner"
+
 #: POSIX user names accepted (what ``useradd`` accepts by default, at most 32 characters).
 POSIX_NAME_RE = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
 #: The same, when the admin turned lower-casing off.
