@@ -35,12 +35,57 @@ c.JupyterHub.cleanup_servers = False
 c.JupyterHub.allow_named_servers = True
 
 # ----------------------------------------------------------------- who logs in
-# DEMO: a shared password for the local test users alice, bob and carol.
-# A real site logs users in through its identity provider (OIDC authenticator:
-# planned, see the docs); the login name must be the user's cluster account.
-c.JupyterHub.authenticator_class = "shared-password"
-c.SharedPasswordAuthenticator.user_password = os.environ.get("HPCSPAWNER_DEMO_PASSWORD", "")
-c.Authenticator.allowed_users = {"alice", "bob", "carol"}
+# Users sign in with the site's OpenID Connect provider (Keycloak, CILogon,
+# Entra ID, ...), and the login is mapped to their account on the cluster. The
+# provider's side (registering the hub as a client) and every mapping option are
+# in docs/howto/login.md. uni.example stands for your site throughout.
+c.JupyterHub.authenticator_class = "hpc"  # hpcspawner.auth.ClusterOAuthenticator
+
+# The provider, found through OpenID Connect discovery (<issuer>/.well-known/openid-configuration).
+# DEMO: demo.sh sets HPCSPAWNER_OIDC_ISSUER to its provider on loopback,
+# http://127.0.0.1:9400. A real site writes its issuer, e.g. a Keycloak realm:
+#   c.ClusterOAuthenticator.issuer = "https://keycloak.uni.example/realms/hpc"
+c.ClusterOAuthenticator.issuer = os.environ.get(
+    "HPCSPAWNER_OIDC_ISSUER", "https://keycloak.uni.example/realms/hpc"
+)
+# The client registered for this hub at the provider. The secret stays out of
+# this file: oauthenticator reads it from $OAUTH_CLIENT_SECRET in the hub's
+# environment. DEMO: demo.sh registers the hub at its provider and sets both.
+c.ClusterOAuthenticator.client_id = os.environ.get("OAUTH_CLIENT_ID", "jupyterhub")
+# Where the provider sends users back: the hub's public https address, registered
+# with the provider as the client's redirect URI.
+# DEMO: demo.sh sets OAUTH_CALLBACK_URL to https://localhost[:DEMO_PORT]/hub/oauth_callback.
+c.ClusterOAuthenticator.oauth_callback_url = os.environ.get(
+    "OAUTH_CALLBACK_URL", "https://jupyter.uni.example/hub/oauth_callback"
+)
+c.ClusterOAuthenticator.login_service = "Uni Example SSO"  # the button: "Sign in with ..."
+
+# Login -> cluster account: the eppn claim (alice@uni.example) minus the site's
+# domain is the cluster user name (alice); a login from another domain, or one
+# whose name has no account on this host (getent passwd), is refused with a page
+# that says what to do. With Keycloak federating your LDAP, use instead
+#   c.ClusterOAuthenticator.username_claim = "preferred_username"  # and no domains
+c.ClusterOAuthenticator.username_claim = "eppn"
+c.ClusterOAuthenticator.username_strip_domains = ["uni.example"]
+c.ClusterOAuthenticator.no_account_message = (
+    "No cluster account for {identity}. Apply at https://hpc.uni.example/apply"
+)
+c.ClusterOAuthenticator.no_account_url = "https://hpc.uni.example/apply"
+
+# Who may log in, and who is an admin: groups from the provider's "groups"
+# claim (the hub's groups mirror them). manage_groups must come first.
+c.ClusterOAuthenticator.manage_groups = True
+c.ClusterOAuthenticator.allowed_groups = {"hpc-users"}
+c.ClusterOAuthenticator.admin_groups = {"hpc-admins"}
+
+# The Slurm accounts a user may charge, looked up at login; the spawn form offers
+# only these (the demo cluster has no accounting database: left unset there).
+# c.ClusterOAuthenticator.slurm_accounts = "sacctmgr"
+
+# auth_state (tokens, cluster identity, Slurm accounts) is stored encrypted: the
+# hub needs JUPYTERHUB_CRYPT_KEY in its environment (`openssl rand -hex 32`).
+# DEMO: demo.sh keeps one in .demo/crypt_key.
+c.ClusterOAuthenticator.enable_auth_state = True  # the default; the spawner reads it
 
 # ----------------------------------------------------------------- the spawner
 c.JupyterHub.spawner_class = "hpcspawner.SlurmSpawner"
@@ -55,8 +100,8 @@ c.LocalSlurmDriver.user_command_prefix = ["runuser", "-u", "{username}", "--"]
 SINGLEUSER = os.environ.get("HPCSPAWNER_SINGLEUSER_VENV", "/opt/hpcspawner-dev/singleuser")
 c.SlurmSpawner.job_path = f"{SINGLEUSER}/bin:/usr/local/bin:/usr/bin:/bin"
 
-# Resources when the user asks for nothing; users change them through the REST
-# API's user_options (and the spawn form, planned).
+# Resources when the user asks for nothing; users change them on the spawn page
+# or through the REST API's user_options.
 c.SlurmSpawner.default_options = {
     "partition": "debug",
     "cpus": 1,

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# The demo: a real local Slurm cluster and the hub on https://localhost, as the main job.
+# The demo: a real local Slurm cluster, a real OpenID Connect provider on loopback with demo
+# users, and the hub on https://localhost, as the main job.
 #
-#   sudo ./scripts/demo.sh            # Ctrl-C stops the hub, cancels the demo's jobs, and stops
-#                                     # the cluster again if this script started it
-#   DEMO_PORT=8443 sudo ./scripts/demo.sh   # another port than 443
+#   sudo ./scripts/demo.sh            # Ctrl-C stops the hub and the provider, cancels the demo's
+#                                     # jobs, and stops the cluster again if this script started it
+#   DEMO_PORT=8443 sudo ./scripts/demo.sh        # another port than 443
+#   DEMO_OIDC_PORT=9500 sudo ./scripts/demo.sh   # the provider on another port than 9400
 #
-# Uses the sample jupyterhub_config.py as is. The hub's database, cookie secret, certificate and
-# the demo password live in .demo/ (kept between runs; delete it to start afresh).
+# Uses the sample jupyterhub_config.py as is: the provider's address, the hub's client
+# registration and the auth_state key reach it through environment variables. The hub's
+# database, cookie secret, certificate and auth_state key live in .demo/ (kept between runs;
+# delete it to start afresh), with the provider's log. The provider
+# (scripts/demo_oidc_provider.py) keeps nothing: after a restart of the demo, users sign in again.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
@@ -15,6 +20,8 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 PORT=${DEMO_PORT:-443}
+OIDC_PORT=${DEMO_OIDC_PORT:-9400}
+PY=$REPO/.venv/jh6/bin/python
 DEMO=$REPO/.demo
 CLUSTER=scripts/cluster
 say() { printf '\n=== [demo] %s\n' "$*"; }
@@ -28,6 +35,20 @@ STARTED_CLUSTER=""
 STOP_MUNGE=""
 HAD_NETNS=""
 HUB_PID=""
+PROVIDER_PID=""
+# stop_pid PID NAME: SIGTERM, then SIGKILL after 10 s (PID is a child of this script)
+stop_pid() {
+  local pid=$1 i
+  kill -0 "$pid" 2>/dev/null || return 0
+  say "stopping the $2"
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
 # shellcheck disable=SC2329  # invoked by the EXIT trap
 cleanup() {
   local rc=$?
@@ -37,6 +58,7 @@ cleanup() {
     kill -TERM "$HUB_PID" 2>/dev/null || true
     wait "$HUB_PID" 2>/dev/null || true
   fi
+  [ -z "$PROVIDER_PID" ] || stop_pid "$PROVIDER_PID" "identity provider"
   # the proxy runs in its own session; the hub stops it, unless the hub died first
   if p=$(pid_of "$DEMO/proxy.pid" node); then kill -TERM "$p" 2>/dev/null || true; fi
   # the demo's jobs carry the comment hpcspawner:demo:<user>:<server>
@@ -78,27 +100,68 @@ if [ ! -s "$DEMO/hub.crt" ]; then
     -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
     -keyout "$DEMO/hub.key" -out "$DEMO/hub.crt" 2>/dev/null
 fi
-if [ ! -s "$DEMO/password" ]; then
-  (umask 077 && openssl rand -hex 8 >"$DEMO/password")
+# the key that encrypts auth_state in the hub's database (kept with the database)
+if [ ! -s "$DEMO/crypt_key" ]; then
+  (umask 077 && openssl rand -hex 32 >"$DEMO/crypt_key")
 fi
+rm -f "$DEMO/password" # the shared password of earlier versions of the demo
 
+URL="https://localhost$([ "$PORT" = 443 ] || echo ":$PORT")/"
+ISSUER="http://127.0.0.1:$OIDC_PORT"
+
+say "identity provider on $ISSUER (oidc-provider-mock with PKCE enforced; log: $DEMO/oidc-provider.log)"
+if ss -Hltn "sport = :$OIDC_PORT" | grep -q .; then
+  echo "port $OIDC_PORT is in use (see ss -ltnp); choose another with DEMO_OIDC_PORT=..." >&2
+  exit 1
+fi
+# in its own session and process group: Ctrl-C reaches it only through cleanup, in order
+setsid "$PY" scripts/demo_oidc_provider.py --port "$OIDC_PORT" \
+  </dev/null >>"$DEMO/oidc-provider.log" 2>&1 &
+PROVIDER_PID=$!
+for ((i = 0; ; i++)); do
+  curl -fsS -o /dev/null "$ISSUER/.well-known/openid-configuration" 2>/dev/null && break
+  if ! kill -0 "$PROVIDER_PID" 2>/dev/null || [ "$i" -ge 150 ]; then
+    echo "the identity provider did not answer within 30 s:" >&2
+    tail -n 30 "$DEMO/oidc-provider.log" >&2
+    exit 1
+  fi
+  sleep 0.2
+done
+# Register the hub as a client with its callback URL, as an admin does at the site's provider
+# (dynamic client registration); the provider accepts no other client and no other redirect URI.
+CALLBACK=${URL}hub/oauth_callback
+client=$(curl -fsS -H 'Content-Type: application/json' \
+  -d "$(jq -cn --arg uri "$CALLBACK" '{redirect_uris: [$uri]}')" "$ISSUER/oauth2/clients")
+echo "registered the hub as a client with redirect URI $CALLBACK"
+
+# what the sample config reads from the environment (secrets reach the hub there, never in argv)
+export HPCSPAWNER_OIDC_ISSUER=$ISSUER OAUTH_CALLBACK_URL=$CALLBACK
+export OAUTH_CLIENT_ID OAUTH_CLIENT_SECRET JUPYTERHUB_CRYPT_KEY
+OAUTH_CLIENT_ID=$(jq -r .client_id <<<"$client")
+OAUTH_CLIENT_SECRET=$(jq -r .client_secret <<<"$client")
+JUPYTERHUB_CRYPT_KEY=$(cat "$DEMO/crypt_key")
+unset client
 export HPCSPAWNER_BIND_URL="https://0.0.0.0:$PORT"
 export HPCSPAWNER_SSL_CERT=$DEMO/hub.crt HPCSPAWNER_SSL_KEY=$DEMO/hub.key
-export HPCSPAWNER_DEMO_PASSWORD
-HPCSPAWNER_DEMO_PASSWORD=$(cat "$DEMO/password")
 export HPCSPAWNER_SINGLEUSER_VENV=/opt/hpcspawner-dev/singleuser
 export HPCSPAWNER_JOB_TAG=demo
 [ -d .venv/node-bin ] && export PATH=$REPO/.venv/node-bin:$PATH # Node.js from PyPI, if installed so
 
-URL="https://localhost$([ "$PORT" = 443 ] || echo ":$PORT")/"
 cat <<EOF
 
   hpcspawner demo
   ---------------
   Open      $URL   (self-signed certificate: accept it, or trust $DEMO/hub.crt)
-  Log in as alice, bob or carol, password: $HPCSPAWNER_DEMO_PASSWORD
+            in a browser on this machine: the sign-in page is served on $ISSUER
+  Click     "Sign in with Uni Example SSO". The demo's provider has no passwords: type one
+            of these names into its "sub" field and press Authorize (or click the name
+            under "Authenticate predefined users"):
+              alice     cluster account; groups hpc-users and hpc-admins (a hub admin)
+              bob       cluster account; group hpc-users
+              carol     cluster account; group hpc-users
+              mallory   group hpc-users, but no cluster account: gets the "No cluster account" page
   Each server is a Slurm job of that user: watch them with  squeue --states=all
-  Ctrl-C stops the hub and cancels the demo's jobs.
+  Ctrl-C stops the hub and the provider, and cancels the demo's jobs.
 
 EOF
 cd "$DEMO"
