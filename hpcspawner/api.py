@@ -3,7 +3,8 @@
 Wire-compatible with batchspawner (``POST {hub_api}/batchspawner``, body
 ``{"port": N}``, ``Authorization: token <the server's API token>``), but strict:
 
-- the token must be the API token of one of the user's servers (403);
+- the token must be the API token of one of the user's servers (403); after a
+  hub restart, the server's stored SHA-256 of it identifies the server;
 - that server must be starting and waiting for its port (409);
 - the body must be exactly ``{"port": <int>}`` with a port in the allowed
   range (400, naming the problem);
@@ -13,6 +14,7 @@ Wire-compatible with batchspawner (``POST {hub_api}/batchspawner``, body
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 
@@ -46,6 +48,21 @@ def parse_port_body(body: bytes, port_range: tuple[int, int] | None) -> int:
     return port
 
 
+def token_matches(spawner, token: str) -> bool:
+    """Is ``token`` the API token of ``spawner``'s server?
+
+    While the hub runs, the spawner holds the token. After a restart it only
+    has the token's SHA-256 in its state (the token itself is never stored).
+    """
+    if not token:
+        return False
+    own = getattr(spawner, "api_token", None) or ""
+    if own:
+        return hmac.compare_digest(own, token)
+    digest = getattr(spawner, "token_sha256", "") or ""
+    return bool(digest) and hmac.compare_digest(digest, hashlib.sha256(token.encode()).hexdigest())
+
+
 class PortCallbackHandler(APIHandler):
     """``POST /hub/api/batchspawner``: a starting job reports its port."""
 
@@ -55,11 +72,15 @@ class PortCallbackHandler(APIHandler):
         token = self.get_auth_token() or ""
         spawner = None
         for candidate in getattr(user, "spawners", {}).values():
-            candidate_token = getattr(candidate, "api_token", None) or ""
-            if candidate_token and hmac.compare_digest(candidate_token, token):
+            if token_matches(candidate, token):
                 spawner = candidate
                 break
-        if spawner is None or not hasattr(spawner, "accept_port"):
+        if spawner is not None and not hasattr(spawner, "accept_port"):
+            # Installing hpcspawner puts this handler in every hub of the environment (its
+            # entry points are imported at start-up), batchspawner's hubs included.
+            self._batchspawner_port(spawner)
+            return
+        if spawner is None:
             self.log.warning(
                 "Port callback with a token that belongs to no server of %s", user.name
             )
@@ -76,6 +97,28 @@ class PortCallbackHandler(APIHandler):
             raise web.HTTPError(409, "This server is not waiting for its port")
         self.set_status(201)
         self.finish(json.dumps({"message": "port accepted"}))
+
+    def _batchspawner_port(self, spawner) -> None:
+        """The same strict rules for a batchspawner spawner, which waits for ``port != 0``.
+
+        Its own handler would set every attribute posted; this one sets the port only,
+        and only while the server waits for it.
+        """
+        if not _is_batchspawner(spawner):
+            raise web.HTTPError(403, "This token does not belong to a batch spawner's server")
+        try:
+            port = parse_port_body(self.request.body, None)
+        except ValueError as e:
+            raise web.HTTPError(400, str(e)) from None
+        if getattr(spawner, "port", None) != 0 or not spawner.pending:
+            raise web.HTTPError(409, "This server is not waiting for its port")
+        spawner.port = port
+        self.set_status(201)
+        self.finish(json.dumps({"message": "BatchSpawner data configured"}))
+
+
+def _is_batchspawner(spawner) -> bool:
+    return any(cls.__name__ == "BatchSpawnerBase" for cls in type(spawner).__mro__)
 
 
 def register() -> None:

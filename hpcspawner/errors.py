@@ -55,10 +55,24 @@ CONTROLLER_UNREACHABLE = (
 )
 
 
+#: Of those, the ones after which a request may still have reached the controller
+#: (it was sent; the answer was lost). "connect failure" means nothing was sent.
+ANSWER_LOST = (
+    "Socket timed out on send/recv operation",
+    "Zero Bytes were transmitted or received",
+)
+
+
 def controller_unreachable(error: SlurmError) -> bool:
     return isinstance(error, SlurmTimeout) or any(
         text in error.stderr for text in CONTROLLER_UNREACHABLE
     )
+
+
+def submission_uncertain(error: SlurmError) -> bool:
+    """True when a failed request may still take effect: a hung controller can
+    process it from its socket backlog after the client gave up."""
+    return isinstance(error, SlurmTimeout) or any(text in error.stderr for text in ANSWER_LOST)
 
 
 if _SpawnBase is not None:

@@ -82,7 +82,7 @@ ENDED_EXPLANATIONS = {
     "BOOT_FAIL": "the node failed to boot",
     "CANCELLED": "the job was cancelled",
     "COMPLETED": "the job finished",
-    "COMPLETING": "the job is finishing",
+    "COMPLETING": "the job ended (Slurm is still cleaning up)",
     "DEADLINE": "the job reached its deadline",
     "FAILED": "the job failed",
     "NODE_FAIL": "the node running the job failed",
@@ -260,3 +260,13 @@ def liveness_of(job_id: str, answer: dict[str, JobInfo]) -> Liveness:
     if info is None:
         return Liveness.GONE
     return info.liveness
+
+
+def parse_comment_matches(output: str, comment: str) -> list[str]:
+    """Job ids from ``squeue --noheader --format=%i|%k`` output whose comment is ``comment``."""
+    ids = []
+    for line in output.splitlines():
+        job_id, sep, job_comment = line.strip().partition(FIELD_SEPARATOR)
+        if sep and job_comment == comment and job_id.strip():
+            ids.append(job_id.strip())
+    return ids

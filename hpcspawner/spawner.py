@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import html
 import pwd
 import re
+import secrets
 import time
 from datetime import datetime
 
 from jupyterhub.spawner import Spawner
+from sqlalchemy.orm import object_session
 from traitlets import (
     Bool,
     Dict,
@@ -38,10 +41,12 @@ from . import (
     api,  # noqa: F401 - registers the port callback handler
     batchscript,
     form,
+    recovery,
 )
 from ._version import __version__
 from .clusterinfo import ClusterInfo, ClusterView, association_choices, narrow_policy
-from .errors import SlurmError, SpawnFailure, controller_unreachable
+from .errors import SlurmError, SpawnFailure, controller_unreachable, submission_uncertain
+from .identity import AUTH_STATE_KEY
 from .jobstate import Liveness
 from .options import (
     OptionsError,
@@ -55,9 +60,6 @@ from .options import (
 from .poller import JobPoller, JobStatus
 from .slurm import SlurmDriver
 from .slurm.local import LocalSlurmDriver
-
-#: Key of hpcspawner's part of ``auth_state`` (written by hpcspawner.auth).
-AUTH_STATE_KEY = "hpcspawner"
 
 #: Version of the state this spawner stores in the hub's database.
 STATE_VERSION = 1
@@ -112,6 +114,40 @@ class SlurmSpawner(Spawner):
         help="""Seconds ``stop()`` waits for Slurm to confirm that a cancelled job ended.""",
     )
 
+    queue_timeout = Float(
+        0.0,
+        config=True,
+        help="""Seconds a server's job may wait in Slurm's queue before the spawn gives up.
+
+        Separate from the server's boot: the clock stops when the job starts
+        running. When it runs out, the job is cancelled and the user is told it
+        waited too long (reason ``queue-timeout``). 0 (default) sets no limit of
+        its own. JupyterHub's ``c.Spawner.start_timeout`` still bounds the whole
+        start (queue wait + boot); keep it above ``queue_timeout`` plus the boot
+        time, or it ends the spawn first.
+
+            c.SlurmSpawner.queue_timeout = 600
+            c.Spawner.start_timeout = 900
+        """,
+    )
+
+    submit_recovery_timeout = Float(
+        120.0,
+        config=True,
+        help="""Seconds to look for the job of a submission whose answer was lost.
+
+        When ``sbatch`` times out (a hung or overloaded controller), Slurm may still
+        create the job later. The spawner never submits twice: it looks for the job
+        by its comment (which carries a per-spawn id) until the controller answers.
+        Found, the spawn goes on with that job; positively absent, the spawn fails
+        with "the scheduler is not answering". If the controller stays silent this
+        long, the spawn fails too, and the hub keeps looking in the background to
+        cancel the job should it appear.
+
+            c.SlurmSpawner.submit_recovery_timeout = 120
+        """,
+    )
+
     # ------------------------------------------------------------ the batch job
 
     batch_script_template = Unicode(
@@ -164,9 +200,11 @@ class SlurmSpawner(Spawner):
         config=True,
         help="""A word naming this hub in its jobs' Slurm comment.
 
-        Every job's comment is ``hpcspawner:<job_tag>:<username>:<server name>``, so
-        ``squeue --format=%k`` tells which hub started a job. Give each hub sharing
-        a cluster its own tag.
+        Every job's comment is
+        ``hpcspawner:<job_tag>:<username>:<server name>:<spawn id>``, so
+        ``squeue --format=%k`` tells which hub started a job (the spawn id, new for
+        every start, lets the hub find a job whose submission timed out). Give each
+        hub sharing a cluster its own tag.
 
             c.SlurmSpawner.job_tag = "jupyter-prod"
         """,
@@ -275,6 +313,26 @@ class SlurmSpawner(Spawner):
             c.SlurmSpawner.node_address = "{node}.ib.cluster.example.org"
         """,
     )
+
+    internal_certs_dir = Unicode(
+        "{home}/.jupyterhub-certs/{server}",
+        config=True,
+        help="""Where the server's TLS key and certificates go with ``c.JupyterHub.internal_ssl``.
+
+        The hub writes them as the user (through the driver's privilege wrapper),
+        the directory mode 0700 and the files 0600, so only the user (and root) can
+        read them; the job must see the same path (a shared home or scratch).
+        ``{home}`` is the user's home, ``{username}`` the name, ``{server}`` the
+        server's name (``default`` for the default server).
+
+            c.SlurmSpawner.internal_certs_dir = "/scratch/{username}/.jupyterhub-certs/{server}"
+        """,
+    )
+
+    @default("ssl_alt_names")
+    def _default_ssl_alt_names(self):
+        # the hub connects to https://<node_address>:<port>: the certificate must name every node
+        return recovery.node_alt_names
 
     @default("ip")
     def _default_ip(self):
@@ -452,6 +510,10 @@ class SlurmSpawner(Spawner):
 
     job_id = Unicode("", help="The Slurm job id of the current server (state).")
     job_host = Unicode("", help="The node the server runs on (state).")
+    spawn_id = Unicode("", help="Random id of the current start, in the job's comment (state).")
+    token_sha256 = Unicode(
+        "", help="SHA-256 of the server's API token (state): recognises its job after a restart."
+    )
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -460,7 +522,18 @@ class SlurmSpawner(Spawner):
         self._progress_changed = asyncio.Event()
         self._starting = False
         self._stopping = False
-        self._ended_reason: str | None = None
+        self._recovering = False
+        self._interrupted_start = False
+        self._resume_task: asyncio.Future | None = None
+        #: why the last server ended underneath the user (job, reason); shown at the next start
+        self._last_end: dict | None = None
+        if self.queue_timeout and self.start_timeout < self.queue_timeout + 30:
+            self.log.warning(
+                "c.Spawner.start_timeout (%s s) is not above c.SlurmSpawner.queue_timeout (%s s)"
+                " plus the boot time: it will end queued spawns first",
+                self.start_timeout,
+                self.queue_timeout,
+            )
         try:
             self.policy  # noqa: B018 - build it now: a config mistake is reported at once
         except ValueError as e:
@@ -500,12 +573,41 @@ class SlurmSpawner(Spawner):
             state["hpcspawner_version"] = STATE_VERSION
             state["job_id"] = self.job_id
             state["job_host"] = self.job_host
+            state["spawn_id"] = self.spawn_id
+            if self.token_sha256:
+                state["token_sha256"] = self.token_sha256
+        elif self.spawn_id:
+            # submitting: a hub that dies before sbatch returns knows what to look for
+            state["hpcspawner_version"] = STATE_VERSION
+            state["spawn_id"] = self.spawn_id
+        if self._last_end:
+            # kept across clear_state: the next start (and the form) tell the user
+            state["last_end"] = dict(self._last_end)
         return state
 
     def load_state(self, state):
         super().load_state(state)
         self.job_id = str(state.get("job_id", "") or "")
         self.job_host = str(state.get("job_host", "") or "")
+        self.spawn_id = str(state.get("spawn_id", "") or "")
+        self.token_sha256 = str(state.get("token_sha256", "") or "")
+        # a job without a node: the hub stopped while this server was starting
+        self._interrupted_start = bool(self.job_id and not self.job_host)
+        if self.spawn_id and not self.job_id and state.get("spawn_id"):
+            # the hub stopped while sbatch ran: its job may exist; cancel it if it shows up
+            self.log.warning(
+                "%s was being submitted when the hub stopped; looking for job %s",
+                self._log_name,
+                self._job_comment(),
+            )
+            self._reap(self._job_comment())
+            self.spawn_id = ""
+        last_end = state.get("last_end")
+        if isinstance(last_end, dict) and last_end.get("reason"):
+            self._last_end = {
+                "job_id": str(last_end.get("job_id", "")),
+                "reason": str(last_end["reason"]),
+            }
         if self.job_id:
             self.poller.track(self.job_id, self._job_changed)
 
@@ -515,6 +617,25 @@ class SlurmSpawner(Spawner):
             self.poller.untrack(self.job_id)
         self.job_id = ""
         self.job_host = ""
+        self.spawn_id = ""
+        self.token_sha256 = ""
+        self._interrupted_start = False
+
+    @property
+    def last_end(self) -> dict | None:
+        """Why this user's last server ended underneath them ({"job_id", "reason"}), or None."""
+        return dict(self._last_end) if self._last_end else None
+
+    def _save_state(self) -> None:
+        """Write the state to the hub's database now (JupyterHub only does it after start)."""
+        orm_spawner = self.orm_spawner
+        if orm_spawner is None:
+            return
+        session = object_session(orm_spawner)
+        if session is None:
+            return
+        orm_spawner.state = self.get_state()
+        session.commit()
 
     # ------------------------------------------------------------ progress
 
@@ -552,6 +673,12 @@ class SlurmSpawner(Spawner):
         return True
 
     # ------------------------------------------------------------ start
+
+    def _job_comment(self) -> str:
+        """``hpcspawner:<job_tag>:<user>:<server>:<spawn id>``: finds this start's job again."""
+        return _JOB_NAME_UNSAFE.sub(
+            "_", f"hpcspawner:{self.job_tag}:{self.user.name}:{self.name or '-'}:{self.spawn_id}"
+        )
 
     def _job_name(self) -> str:
         name = f"jupyter-{self.user.name}"
@@ -597,6 +724,30 @@ class SlurmSpawner(Spawner):
     def _format_path(self, template: str, home: str) -> str:
         return template.format(home=home, username=self.user.name)
 
+    async def move_certs(self, paths):
+        """Copy the server's key and certificates to where only the user can read them."""
+        home = self._home()
+        directory = self.internal_certs_dir.format(
+            home=home, username=self.user.name, server=self.name or "default"
+        )
+        names = {"keyfile": "server.key", "certfile": "server.crt", "cafile": "ca.crt"}
+        files = {}
+        for key, filename in names.items():
+            with open(paths[key], "rb") as f:
+                files[filename] = f.read()
+        try:
+            await self.driver.install_files(self.user.name, directory, files)
+        except SlurmError as e:
+            raise SpawnFailure(
+                "Could not put the server's TLS certificates into your directory; "
+                "please tell the administrators.",
+                reason="certificates",
+                log_message=f"installing certificates for {self._log_name} failed: {e}",
+                status_code=500,
+            ) from None
+        self.log.info("Installed TLS certificates of %s in %s", self._log_name, directory)
+        return {key: f"{directory}/{filename}" for key, filename in names.items()}
+
     def get_env(self):
         env = super().get_env()
         env.setdefault("PATH", self.job_path)
@@ -619,9 +770,7 @@ class SlurmSpawner(Spawner):
             template,
             request=request,
             job_name=self._job_name(),
-            comment=_JOB_NAME_UNSAFE.sub(
-                "_", f"hpcspawner:{self.job_tag}:{self.user.name}:{self.name or '-'}"
-            ),
+            comment=self._job_comment(),
             workdir=self._format_path(self.job_workdir, home),
             output=self._format_path(self.job_output, home),
             command=self.job_command(request, environment),
@@ -703,16 +852,32 @@ class SlurmSpawner(Spawner):
             cluster_age=_format_age(view.age_s),
             cluster_taken_at=_format_timestamp(view.snapshot.taken_at) if view.snapshot else None,
         )
-        return form.render(template, context)
+        rendered = form.render(template, context)
+        if self._last_end:
+            rendered = _last_end_notice(self._last_end) + rendered
+        return rendered
 
     async def start(self):
+        previous, self._last_end = self._last_end, None
+        self.spawn_id = secrets.token_hex(6)
+        self.token_sha256 = recovery.sha256(self.api_token or "")
+        first = None
+        if previous:
+            first = (
+                f"Your previous server (job {previous['job_id']}) stopped: {previous['reason']}."
+            )
+        return await self._starting_frame(self._start(), first)
+
+    async def _starting_frame(self, coro, first_message: str | None = None):
+        """Run ``coro`` as this server's start: progress, the port future, cleanup."""
         self._progress_events = []
-        self._ended_reason = None
+        if first_message:
+            self._emit(0, first_message)
         self._starting = True
         self._port_future = asyncio.get_running_loop().create_future()
         self.port = 0
         try:
-            return await self._start()
+            return await coro
         except BaseException:
             await self._cleanup_failed_start()
             raise
@@ -726,22 +891,9 @@ class SlurmSpawner(Spawner):
         request = await self.validated_request()
         env = self.get_env()
         script = self.render_script(request, env)
+        self._save_state()  # the spawn id, before sbatch
         t0 = time.monotonic()
-        try:
-            job_id = await self.driver.submit(self.user.name, script, env)
-        except SlurmError as e:
-            if controller_unreachable(e):
-                raise SpawnFailure(
-                    "The scheduler is not answering; please try again in a few minutes.",
-                    reason="scheduler-unavailable",
-                    log_message=f"sbatch for {self._log_name} failed: {e}",
-                    status_code=503,
-                ) from None
-            raise SpawnFailure(
-                f"Slurm rejected the job: {e.slurm_message}",
-                reason="job-rejected",
-                log_message=f"sbatch for {self._log_name} failed: {e}",
-            ) from None
+        job_id = await self._submit(script, env)
         self.job_id = job_id
         self.log.info(
             "Submitted job %s for %s (%s) in %.3f s",
@@ -751,7 +903,12 @@ class SlurmSpawner(Spawner):
             time.monotonic() - t0,
         )
         self.poller.track(job_id, self._job_changed)
+        # a hub that dies from here on finds the job in its database (see _resume_start)
+        self._save_state()
         self._emit(10, f"Submitted job {job_id} to Slurm ({_describe(request)})")
+        return await self._server_url(job_id)
+
+    async def _server_url(self, job_id: str) -> str:
         port, status = await self._wait_for_port(job_id)
         host = self.node_address.format(node=status.info.batch_host)
         self.job_host = status.info.batch_host
@@ -761,13 +918,98 @@ class SlurmSpawner(Spawner):
         proto = "https" if self.internal_ssl else "http"
         return f"{proto}://{host}:{port}"
 
+    # ------------------------------------------------------------ a start the hub lost
+
+    async def _resume_start(self) -> str:
+        """Finish a start that a hub crash interrupted: the job is in the state, the
+        port not yet. The job's launcher reports it with the old token (matched by
+        ``token_sha256``); the new hub takes it like the old one would have."""
+        job_id = self.job_id
+        self.log.info("Resuming the start of %s: following job %s again", self._log_name, job_id)
+        self._emit(10, f"The hub restarted; following job {job_id} again")
+        url = await asyncio.wait_for(self._server_url(job_id), timeout=self.start_timeout)
+        self._save_state()
+        return url
+
+    async def get_url(self):
+        """JupyterHub asks this after a restart, for servers whose ``poll()`` says running.
+
+        For a start that the restart interrupted, wait for it to finish here: the
+        hub then checks the server at the URL it reports. If it fails, the old URL
+        goes back, the hub does not reach it and stops the server (after
+        ``http_timeout``); the job was cancelled already.
+        """
+        task = self._resume_task
+        if task is None:
+            return await super().get_url()
+        try:
+            return await asyncio.shield(task)
+        except Exception as e:  # noqa: BLE001 - whatever failed, the hub check must go on
+            self.log.warning("Could not resume the start of %s: %s", self._log_name, e)
+            return self.server.url
+
+    async def _submit(self, script: str, env: dict[str, str]) -> str:
+        """Submit once; if the answer was lost, find the job by its comment instead."""
+        try:
+            return await self.driver.submit(self.user.name, script, env)
+        except SlurmError as e:
+            if not controller_unreachable(e):
+                raise SpawnFailure(
+                    f"Slurm rejected the job: {e.slurm_message}",
+                    reason="job-rejected",
+                    log_message=f"sbatch for {self._log_name} failed: {e}",
+                ) from None
+            if not submission_uncertain(e):
+                raise recovery.scheduler_unavailable(
+                    f"sbatch for {self._log_name} failed: {e}"
+                ) from None
+            self.log.warning(
+                "sbatch for %s got no answer (%s); looking for job %s instead of submitting again",
+                self._log_name,
+                e,
+                self._job_comment(),
+            )
+        self._emit(15, "The scheduler did not answer the submission; checking whether it arrived")
+        return await self._recover_submission()
+
+    async def _recover_submission(self) -> str:
+        self._recovering = True
+        try:
+            return await self._find_lost_job()
+        finally:
+            self._recovering = False
+
+    async def _find_lost_job(self) -> str:
+        return await recovery.find_lost_job(
+            self.driver,
+            self.user.name,
+            self._job_comment(),
+            timeout=self.submit_recovery_timeout,
+            pause=min(5.0, max(0.5, self.startup_poll_interval)),
+            reap_interval=self.poll_interval,
+            log=self.log,
+        )
+
+    def _reap(self, comment: str) -> None:
+        recovery.start_reaper(self.driver, self.user.name, comment, self.poll_interval, self.log)
+
     async def _wait_for_port(self, job_id: str) -> tuple[int, JobStatus]:
         """Follow the job until its server reports a port; fail fast if the job ends."""
         last_message = None
+        queued_since = time.monotonic()
         while True:
             status = await self.poller.status(job_id, max_age=self.startup_poll_interval)
             if status.liveness is Liveness.GONE:
                 raise await self._job_ended_failure(job_id, status)
+            queued = status.info is None or status.info.pending
+            if not queued:
+                queued_since = None
+            elif (
+                self.queue_timeout
+                and queued_since is not None
+                and time.monotonic() - queued_since > self.queue_timeout
+            ):
+                raise self._queue_timeout_failure(job_id, status)
             message, progress = self._describe_start(job_id, status)
             if message != last_message:
                 self._emit(progress, message)
@@ -783,6 +1025,15 @@ class SlurmSpawner(Spawner):
                     status = await self.poller.status(job_id, max_age=0)
                 return port, status
             await asyncio.sleep(self.startup_poll_interval)
+
+    def _queue_timeout_failure(self, job_id: str, status: JobStatus) -> SpawnFailure:
+        reason = status.info.describe_reason() if status.info else None
+        message = (
+            f"Job {job_id} waited in the queue for more than {_format_duration(self.queue_timeout)}"
+            + (f" ({reason})" if reason else "")
+            + " and was cancelled. Try fewer resources, a shorter runtime or another partition."
+        )
+        return SpawnFailure(message, reason="queue-timeout", status_code=503)
 
     def _describe_start(self, job_id: str, status: JobStatus) -> tuple[str, int]:
         info = status.info
@@ -815,6 +1066,9 @@ class SlurmSpawner(Spawner):
     async def _cleanup_failed_start(self) -> None:
         job_id = self.job_id
         if not job_id:
+            if self._recovering:
+                # stopped while looking for a lost submission: keep looking, cancel it if found
+                self._reap(self._job_comment())
             return
         self.log.info("Cancelling job %s of %s after a failed start", job_id, self._log_name)
         try:
@@ -842,14 +1096,17 @@ class SlurmSpawner(Spawner):
         if self._starting:
             return None
         status = await self.poller.status(self.job_id, max_age=self.poll_interval * 1.5)
+        if self._interrupted_start and status.liveness is not Liveness.GONE:
+            self._interrupted_start = False
+            self._resume_task = asyncio.ensure_future(self._starting_frame(self._resume_start()))
+            return None
         if status.liveness is Liveness.GONE:
+            status = await self._final_status(status)
             info = status.info
-            self._ended_reason = (
-                info.describe_end() if info else "the job is no longer known to Slurm"
-            )
-            self.log.info(
-                "Job %s of %s is gone: %s", self.job_id, self._log_name, self._ended_reason
-            )
+            reason = info.describe_end() if info else "the job is no longer known to Slurm"
+            if not self._stopping and not self._stop_pending:
+                self._last_end = {"job_id": self.job_id, "reason": reason}
+            self.log.info("Job %s of %s is gone: %s", self.job_id, self._log_name, reason)
             return 1
         if status.liveness is Liveness.UNKNOWN:
             self.log.debug(
@@ -857,9 +1114,29 @@ class SlurmSpawner(Spawner):
             )
         return None
 
+    async def _final_status(self, status: JobStatus, wait: float = 3.0) -> JobStatus:
+        """squeue shows an ending job as COMPLETING, hiding why it ended: ask again
+        for a few seconds for the final state (FAILED, TIMEOUT, NODE_FAIL, ...)."""
+        deadline = time.monotonic() + wait
+        while (
+            status.info is not None
+            and status.info.state.split()[0] == "COMPLETING"
+            and time.monotonic() < deadline
+        ):
+            await asyncio.sleep(0.5)
+            newer = await self.poller.status(status.job_id, max_age=0)
+            if newer.liveness is not Liveness.GONE:
+                break
+            status = newer
+        return status
+
     async def stop(self, now=False):
         job_id = self.job_id
         if not job_id:
+            return
+        if not self._starting and self.poller.cached(job_id).liveness is Liveness.GONE:
+            # it ended by itself (poll() said so): nothing to cancel, nothing to wait for
+            self.log.info("Job %s of %s already ended", job_id, self._log_name)
             return
         self._stopping = True
         try:
@@ -888,6 +1165,11 @@ class SlurmSpawner(Spawner):
         )
 
 
+def _last_end_notice(last_end: dict) -> str:
+    text = f"Your last server (job {last_end['job_id']}) stopped: {last_end['reason']}."
+    return f'<div class="alert alert-warning hpcspawner-last-end">{html.escape(text)}</div>\n'
+
+
 async def _render_options_form(spawner) -> str:
     """``c.SlurmSpawner.options_form`` default: the packaged form (JupyterHub calls it)."""
     return await spawner.render_options_form()
@@ -902,6 +1184,12 @@ def _intersect(allowed, discovered):
     if allowed is None:
         return tuple(discovered)
     return tuple(name for name in discovered if name in allowed)
+
+
+def _format_duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} seconds"
+    return f"{seconds / 60:.0f} minutes"
 
 
 def _format_age(seconds: float | None) -> str | None:

@@ -61,6 +61,18 @@ class SlurmDriver(LoggingConfigurable):
         """Cancel a job of ``username``. Cancelling a finished job is not an error."""
         raise NotImplementedError
 
+    async def find_jobs(self, username: str, comment: str) -> list[str]:
+        """Ids of ``username``'s jobs (in any state Slurm still remembers) whose comment
+        is exactly ``comment``. Raises :class:`~hpcspawner.errors.SlurmError` when
+        Slurm could not be asked."""
+        raise NotImplementedError
+
+    async def install_files(self, username: str, directory: str, files: dict[str, bytes]) -> None:
+        """Write ``files`` (name -> content) into ``directory`` as ``username``: the
+        directory mode 0700, each file 0600. Content never reaches argv. Raises
+        :class:`~hpcspawner.errors.SlurmError` on failure."""
+        raise NotImplementedError
+
     async def read_output(self, username: str, path: str, max_lines: int = 20) -> str:
         """The last lines of a job's output file, read as ``username``, or "" when unreadable."""
         return ""

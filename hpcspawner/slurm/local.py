@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
-import signal
 
 from traitlets import Integer, List, Unicode, default
 
 from ..clusterinfo import summarize
-from ..errors import SlurmError, SlurmTimeout
-from ..jobstate import INVALID_JOB_ID_RE, SQUEUE_FORMAT, JobInfo, parse_squeue
+from ..commands import run_argv
+from ..errors import SlurmError
+from ..jobstate import (
+    INVALID_JOB_ID_RE,
+    SQUEUE_FORMAT,
+    JobInfo,
+    parse_comment_matches,
+    parse_squeue,
+)
 from ..slurmrecords import (
     NO_ACCOUNTING_RE,
     SCONTROL_NODES_ARGS,
@@ -139,33 +144,12 @@ class LocalSlurmDriver(SlurmDriver):
         """
         self._count(kind)
         self.log.debug("Running %s", argv)
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=env if env is not None else self._base_env(),
-                cwd="/",
-                start_new_session=True,
-            )
-        except OSError as e:
-            raise SlurmError(argv, None, str(e)) from e
-        try:
-            out, err = await asyncio.wait_for(
-                proc.communicate(stdin.encode() if stdin is not None else None),
-                timeout=self.command_timeout,
-            )
-        except (asyncio.TimeoutError, asyncio.CancelledError) as e:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            await proc.wait()
-            if isinstance(e, asyncio.CancelledError):
-                raise
-            raise SlurmTimeout(argv, self.command_timeout) from None
-        return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+        return await run_argv(
+            argv,
+            timeout=self.command_timeout,
+            env=env if env is not None else self._base_env(),
+            stdin=stdin,
+        )
 
     async def submit(self, username, script, env):
         argv = self._as_user(username, ["sbatch", "--parsable"])
@@ -206,11 +190,46 @@ class LocalSlurmDriver(SlurmDriver):
             raise SlurmError(argv, rc, err, out)
         return parse_squeue(out)
 
+    async def find_jobs(self, username, comment):
+        prefix = list(self.query_command_prefix)
+        if prefix:
+            prefix[0] = self._which(prefix[0])
+        argv = prefix + [
+            self._which("squeue"),
+            "--noheader",
+            "--states=all",
+            f"--users={username}",
+            "--format=%i|%k",
+        ]
+        rc, out, err = await self.run(argv, kind="squeue")
+        if rc != 0:
+            raise SlurmError(argv, rc, err, out)
+        return parse_comment_matches(out, comment)
+
     async def cancel(self, username, job_id):
         argv = self._as_user(username, ["scancel", str(job_id)])
         rc, out, err = await self.run(argv, kind="scancel")
         if rc != 0 and not INVALID_JOB_ID_RE.search(err):
             raise SlurmError(argv, rc, err, out)
+
+    async def install_files(self, username, directory, files):
+        steps = [(["install", "-d", "-m", "0700", "--", directory], None)]
+        for name, content in files.items():
+            if "/" in name or name in ("", ".", ".."):
+                raise ValueError(f"not a plain file name: {name!r}")
+            path = f"{directory}/{name}"
+            # create it 0600 first; dd then fills it from stdin (never argv) keeping the mode
+            steps.append((["install", "-m", "0600", "/dev/null", path], None))
+            steps.append((["dd", f"of={path}", "conv=notrunc", "status=none"], content))
+        for argv, content in steps:
+            full = self._as_user(username, argv)
+            rc, out, err = await self.run(
+                full,
+                kind="install_files",
+                stdin=content.decode() if content is not None else None,
+            )
+            if rc != 0:
+                raise SlurmError(full, rc, err, out)
 
     async def read_output(self, username, path, max_lines=20):
         try:

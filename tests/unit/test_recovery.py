@@ -1,0 +1,258 @@
+"""Failure handling that the drills show end to end, here as behaviour tables:
+lost sbatch answers, the comment lookup, the token digest, the end reasons."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from types import SimpleNamespace
+
+import pytest
+from traitlets.config import Config
+
+from hpcspawner import recovery
+from hpcspawner import spawner as spawner_module
+from hpcspawner.api import token_matches
+from hpcspawner.errors import SlurmError, SlurmTimeout, SpawnFailure, submission_uncertain
+from hpcspawner.jobstate import JobInfo, parse_comment_matches
+from hpcspawner.slurm import SlurmDriver
+from hpcspawner.spawner import SlurmSpawner
+
+CONNECT = "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"
+TIMED_OUT = "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation"
+
+
+@pytest.mark.parametrize(
+    ("error", "uncertain"),
+    [
+        pytest.param(SlurmError(["sbatch"], 1, CONNECT), False, id="connect-failure"),
+        pytest.param(SlurmError(["sbatch"], 1, TIMED_OUT), True, id="socket-timeout"),
+        pytest.param(SlurmTimeout(["sbatch"], 30), True, id="killed-after-timeout"),
+        pytest.param(
+            SlurmError(["sbatch"], 1, "error: Zero Bytes were transmitted or received"),
+            True,
+            id="zero-bytes",
+        ),
+        pytest.param(
+            SlurmError(["sbatch"], 1, "error: Invalid partition name specified"),
+            False,
+            id="rejected",
+        ),
+    ],
+)
+def test_submission_uncertain(error, uncertain):
+    assert submission_uncertain(error) is uncertain
+
+
+def test_parse_comment_matches_exact_only():
+    out = (
+        "12|hpcspawner:hub:alice:-:abc\n"
+        "13|hpcspawner:hub:alice:-:abcd\n"
+        "14|hpcspawner:hub:alice:-:abc|x\n"
+        "\n"
+        "15|hpcspawner:hub:alice:-:abc\n"
+    )
+    assert parse_comment_matches(out, "hpcspawner:hub:alice:-:abc") == ["12", "15"]
+    assert parse_comment_matches("", "x") == []
+
+
+def test_token_matches_live_token_or_stored_digest():
+    token = "secret-token-value"
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    table = [
+        (SimpleNamespace(api_token=token, token_sha256=""), token, True),
+        (SimpleNamespace(api_token=token, token_sha256=""), "other", False),
+        (SimpleNamespace(api_token="", token_sha256=digest), token, True),
+        (SimpleNamespace(api_token="", token_sha256=digest), "other", False),
+        (SimpleNamespace(api_token="", token_sha256=""), token, False),
+        (SimpleNamespace(api_token="", token_sha256=""), "", False),
+        (SimpleNamespace(api_token=None), token, False),
+    ]
+    for spawner, offered, expected in table:
+        assert token_matches(spawner, offered) is expected, (spawner, offered)
+
+
+class ScriptedDriver(SlurmDriver):
+    """sbatch and the comment lookup answer from scripts (lists of results or exceptions)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.submit_results: list = []
+        self.find_results: list = []
+        self.submitted = 0
+        self.cancelled: list[str] = []
+
+    async def submit(self, username, script, env):
+        self.submitted += 1
+        result = self.submit_results.pop(0)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def find_jobs(self, username, comment):
+        self._count("find")
+        result = self.find_results.pop(0) if self.find_results else []
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def cancel(self, username, job_id):
+        self.cancelled.append(job_id)
+
+
+def make_spawner(**settings):
+    config = Config()
+    config.SlurmSpawner.driver_class = ScriptedDriver
+    config.SlurmSpawner.startup_poll_interval = 0.01
+    for name, value in settings.items():
+        setattr(config.SlurmSpawner, name, value)
+    spawner = SlurmSpawner(config=config, user=SimpleNamespace(name="alice"))
+    spawner.spawn_id = "abc"
+    return spawner
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_connect_failure_fails_at_once_without_lookup():
+    spawner = make_spawner()
+    spawner.driver.submit_results = [SlurmError(["sbatch"], 1, CONNECT)]
+    with pytest.raises(SpawnFailure) as info:
+        run(spawner._submit("#!/bin/bash\n", {}))
+    assert "scheduler is not answering" in str(info.value.jupyterhub_message)
+    assert info.value.status_code == 503
+    assert spawner.driver.calls.get("find") is None
+
+
+def test_lost_answer_finds_the_job_and_never_submits_again():
+    spawner = make_spawner()
+    timeout = SlurmError(["squeue"], 1, "Socket timed out on send/recv operation")
+    spawner.driver.submit_results = [SlurmError(["sbatch"], 1, TIMED_OUT)]
+    spawner.driver.find_results = [timeout, timeout, ["42"]]
+    assert run(spawner._submit("#!/bin/bash\n", {})) == "42"
+    assert spawner.driver.submitted == 1
+    assert spawner.driver.calls["find"] == 3
+
+
+def test_lost_answer_and_no_job_twice_means_not_submitted(monkeypatch):
+    spawner = make_spawner()
+    spawner.driver.submit_results = [SlurmTimeout(["sbatch"], 30)]
+    spawner.driver.find_results = [[], []]
+    started = []
+    monkeypatch.setattr(recovery, "start_reaper", lambda *args: started.append(args[2]))
+    monkeypatch.setattr(recovery.asyncio, "sleep", _no_sleep)
+    with pytest.raises(SpawnFailure) as info:
+        run(spawner._submit("#!/bin/bash\n", {}))
+    assert "not answering" in info.value.jupyterhub_message
+    assert spawner.driver.submitted == 1
+    assert spawner.driver.calls["find"] == 2
+    # a late job (from the controller's backlog) is still looked for and cancelled
+    assert started == [spawner._job_comment()]
+
+
+def test_a_first_empty_answer_after_the_hang_is_not_trusted(monkeypatch):
+    spawner = make_spawner()
+    spawner.driver.submit_results = [SlurmTimeout(["sbatch"], 30)]
+    # the backlog's lookup is served before the backlog's sbatch
+    spawner.driver.find_results = [[], ["43"]]
+    monkeypatch.setattr(recovery.asyncio, "sleep", _no_sleep)
+    assert run(spawner._submit("#!/bin/bash\n", {})) == "43"
+
+
+async def _no_sleep(_seconds):
+    return None
+
+
+def test_duplicates_found_are_cancelled_keeping_the_first():
+    spawner = make_spawner()
+    spawner.driver.submit_results = [SlurmTimeout(["sbatch"], 30)]
+    spawner.driver.find_results = [["100", "99"]]
+    assert run(spawner._submit("#!/bin/bash\n", {})) == "99"
+    assert spawner.driver.cancelled == ["100"]
+
+
+def test_silent_controller_gives_up_and_leaves_a_reaper(monkeypatch):
+    spawner = make_spawner(submit_recovery_timeout=0.05, poll_interval=1)
+    silent = SlurmError(["squeue"], 1, "Socket timed out on send/recv operation")
+    spawner.driver.submit_results = [SlurmTimeout(["sbatch"], 30)]
+    spawner.driver.find_results = [silent] * 50
+    started = []
+    monkeypatch.setattr(recovery, "start_reaper", lambda *args: started.append(args[2]))
+    with pytest.raises(SpawnFailure) as info:
+        run(spawner._submit("#!/bin/bash\n", {}))
+    assert "not answering" in info.value.jupyterhub_message
+    assert started == [spawner._job_comment()]
+    assert spawner._job_comment().endswith(":alice:-:abc")
+
+
+def test_reaper_cancels_the_job_when_it_appears():
+    driver = ScriptedDriver()
+    silent = SlurmError(["squeue"], 1, "Socket timed out on send/recv operation")
+    driver.find_results = [silent, [], ["77"]]
+
+    async def scenario():
+        recovery.start_reaper(driver, "alice", "c", 0.01, logging.getLogger("test"))
+        task = recovery._reapers["c"]
+        await asyncio.wait_for(task, 5)
+
+    run(scenario())
+    assert driver.cancelled == ["77"]
+    assert "c" not in recovery._reapers
+
+
+@pytest.mark.parametrize(
+    ("state", "reason", "text"),
+    [
+        pytest.param("CANCELLED", "None", "the job was cancelled", id="scancel"),
+        pytest.param(
+            "TIMEOUT", "TimeLimit", "the job reached its time limit (TimeLimit)", id="walltime"
+        ),
+        pytest.param(
+            "NODE_FAIL", "NodeDown", "the node running the job failed (NodeDown)", id="node"
+        ),
+        pytest.param("FAILED", "NonZeroExitCode", "the job failed (non-zero exit code)", id="died"),
+    ],
+)
+def test_end_reasons(state, reason, text):
+    assert JobInfo("1", state, reason=reason).describe_end() == text
+
+
+def test_last_end_survives_clear_state_and_is_shown_once():
+    spawner = make_spawner()
+    spawner._last_end = {"job_id": "5", "reason": "the job was cancelled"}
+    spawner.job_id = "5"
+    spawner.clear_state()
+    state = spawner.get_state()
+    assert state == {"last_end": {"job_id": "5", "reason": "the job was cancelled"}}
+    fresh = make_spawner()
+    fresh.load_state(state)
+    assert fresh.last_end == {"job_id": "5", "reason": "the job was cancelled"}
+    notice = spawner_module._last_end_notice({"job_id": "5", "reason": "<b>x</b>"})
+    assert "&lt;b&gt;" in notice and "<b>" not in notice
+
+
+async def test_state_marks_an_interrupted_start():
+    spawner = make_spawner()
+    spawner.load_state({"job_id": "7", "job_host": "", "token_sha256": "ab"})
+    assert spawner._interrupted_start and spawner.token_sha256 == "ab"
+    spawner.load_state({"job_id": "7", "job_host": "n1"})
+    assert not spawner._interrupted_start
+
+
+async def test_a_hub_stopped_during_sbatch_leaves_a_reaper_behind():
+    spawner = make_spawner()
+    state = {"hpcspawner_version": 1, "spawn_id": "feed"}
+    comment = "hpcspawner:jupyterhub:alice:-:feed"
+    spawner.load_state(state)
+    try:
+        assert comment in recovery._reapers
+        assert spawner.spawn_id == "" and spawner.job_id == ""
+    finally:
+        recovery._reapers[comment].cancel()
+
+
+def test_state_while_submitting_holds_the_spawn_id_only():
+    spawner = make_spawner()
+    assert spawner.get_state() == {"hpcspawner_version": 1, "spawn_id": "abc"}
