@@ -1,0 +1,476 @@
+"""SlurmSpawner's settings: every option an admin sets, with its help, its checks, and the
+policy built from them. The lifecycle (start, poll, stop, state) is in :mod:`hpcspawner.spawner`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from traitlets import (
+    Bool,
+    Dict,
+    Float,
+    Instance,
+    Integer,
+    List,
+    Tuple,
+    Type,
+    Unicode,
+    default,
+    validate,
+)
+from traitlets.config import Configurable
+
+from . import batchscript, recovery
+from .options import (
+    Policy,
+    check_defaults,
+    environments_from_config,
+    partition_policies,
+    profiles_from_config,
+)
+from .slurm import SlurmDriver
+from .slurm.local import LocalSlurmDriver
+
+
+class SlurmSpawnerSettings(Configurable):
+    """The configuration of :class:`hpcspawner.spawner.SlurmSpawner`, mixed in before
+    JupyterHub's ``Spawner`` (set it as ``c.SlurmSpawner.<option>``)."""
+
+    # ------------------------------------------------------------ scheduler access
+
+    driver_class = Type(
+        LocalSlurmDriver,
+        klass=SlurmDriver,
+        config=True,
+        help="""How the hub reaches Slurm.
+
+        The default runs Slurm's commands on the hub's host
+        (:class:`hpcspawner.slurm.local.LocalSlurmDriver`; configure it as
+        ``c.LocalSlurmDriver.*``). One driver instance serves the whole hub.
+        """,
+    )
+
+    startup_poll_interval = Float(
+        1.0,
+        config=True,
+        help="""Seconds between job status checks while servers are starting.
+
+        All starting servers share one ``squeue`` call per interval, so this does
+        not grow with the number of users. Running servers are checked every
+        ``poll_interval`` seconds, again with one call for the whole hub.
+
+            c.SlurmSpawner.startup_poll_interval = 1.0
+        """,
+    )
+
+    @default("poll_interval")
+    def _default_poll_interval(self):
+        return 30
+
+    stop_timeout = Float(
+        30.0,
+        config=True,
+        help="""Seconds ``stop()`` waits for Slurm to confirm that a cancelled job ended.""",
+    )
+
+    queue_timeout = Float(
+        0.0,
+        config=True,
+        help="""Seconds a server's job may wait in Slurm's queue before the spawn gives up.
+
+        Separate from the server's boot: the clock stops when the job starts
+        running. When it runs out, the job is cancelled and the user is told it
+        waited too long (reason ``queue-timeout``). 0 (default) sets no limit of
+        its own. JupyterHub's ``c.Spawner.start_timeout`` still bounds the whole
+        start (queue wait + boot); keep it above ``queue_timeout`` plus the boot
+        time, or it ends the spawn first.
+
+            c.SlurmSpawner.queue_timeout = 600
+            c.Spawner.start_timeout = 900
+        """,
+    )
+
+    submit_recovery_timeout = Float(
+        120.0,
+        config=True,
+        help="""Seconds to look for the job of a submission whose answer was lost.
+
+        When ``sbatch`` times out (a hung or overloaded controller), Slurm may still
+        create the job later. The spawner never submits twice: it looks for the job
+        by its comment (which carries a per-spawn id) until the controller answers.
+        Found, the spawn goes on with that job; positively absent, the spawn fails
+        with "the scheduler is not answering". If the controller stays silent this
+        long, the spawn fails too, and the hub keeps looking in the background to
+        cancel the job should it appear.
+
+            c.SlurmSpawner.submit_recovery_timeout = 120
+        """,
+    )
+
+    # ------------------------------------------------------------ the batch job
+
+    batch_script_template = Unicode(
+        "",
+        config=True,
+        help="""Path of a jinja2 template to use instead of the packaged batch script.
+
+        Start from ``hpcspawner/templates/batch_script.sh.j2``. The template sees
+        ``request`` (the validated resources), ``job_name``, ``comment``,
+        ``workdir``, ``output``, ``command`` (a list), ``prologue``,
+        ``environment``, ``extra_directives``, ``requeue`` and ``path`` (the job's
+        PATH); undefined names
+        are errors. Use ``| sh`` for values on shell lines and ``| directive``
+        for values in ``#SBATCH`` lines.
+
+            c.SlurmSpawner.batch_script_template = "/etc/jupyterhub/batch_script.sh.j2"
+        """,
+    )
+
+    batch_script_prologue = Unicode(
+        "",
+        config=True,
+        help="""Shell lines run in the job before the server starts (site set-up).
+
+        Written by the admin and inserted verbatim; never contains user input.
+
+            c.SlurmSpawner.batch_script_prologue = "module load jupyter"
+        """,
+    )
+
+    extra_sbatch_options = List(
+        Unicode(),
+        config=True,
+        help="""Extra ``#SBATCH`` options for every job, each a single word.
+
+            c.SlurmSpawner.extra_sbatch_options = ["--constraint=ib", "--exclusive"]
+        """,
+    )
+
+    @validate("extra_sbatch_options")
+    def _check_extra_options(self, proposal):
+        for option in proposal.value:
+            if not option.startswith("--"):
+                raise ValueError(f"extra_sbatch_options: {option!r} must start with '--'")
+            batchscript.directive(option)
+        return proposal.value
+
+    job_tag = Unicode(
+        "jupyterhub",
+        config=True,
+        help="""A word naming this hub in its jobs' Slurm comment.
+
+        Every job's comment is
+        ``hpcspawner:<job_tag>:<username>:<server name>:<spawn id>``, so
+        ``squeue --format=%k`` tells which hub started a job (the spawn id, new for
+        every start, lets the hub find a job whose submission timed out). Give each
+        hub sharing a cluster its own tag.
+
+            c.SlurmSpawner.job_tag = "jupyter-prod"
+        """,
+    )
+
+    @validate("job_tag")
+    def _check_job_tag(self, proposal):
+        if not re.match(r"^[A-Za-z0-9_.-]{1,32}$", proposal.value):
+            raise ValueError(
+                f"job_tag {proposal.value!r} must be 1-32 letters, digits, '_', '.' or '-'"
+            )
+        return proposal.value
+
+    job_workdir = Unicode(
+        "{home}",
+        config=True,
+        help="""Working directory of the job (``--chdir``). ``{home}`` is the user's home
+        directory, ``{username}`` the user's name.
+
+            c.SlurmSpawner.job_workdir = "/scratch/{username}"
+        """,
+    )
+
+    job_output = Unicode(
+        "{home}/.jupyterhub-slurm-%j.log",
+        config=True,
+        help="""Where the job writes its output (``--output``); ``%j`` is the job id.
+
+        The directory must exist: Slurm does not create it. On a failed start the
+        last lines of this file are shown to the user.
+
+            c.SlurmSpawner.job_output = "/scratch/{username}/jupyter-%j.log"
+        """,
+    )
+
+    requeue = Bool(
+        False,
+        config=True,
+        help="""Let Slurm requeue the job when its node fails.
+
+        Off by default (``--no-requeue``): a requeued job would restart the server
+        later, on another node, behind the user's back. The hub notices the
+        failed node and the user starts a new server.
+        """,
+    )
+
+    launcher_command = List(
+        Unicode(),
+        ["hpcspawner-singleuser"],
+        config=True,
+        help="""Command that starts the server in the job and reports its port.
+
+        It is followed by ``cmd`` and ``args``. ``batchspawner-singleuser`` works
+        too, for user environments that already have batchspawner.
+
+            c.SlurmSpawner.launcher_command = ["/opt/jupyter/bin/hpcspawner-singleuser"]
+        """,
+    )
+
+    container_exec = List(
+        Unicode(),
+        ["apptainer", "exec"],
+        config=True,
+        help="""How to run the server in an environment's ``container`` image.
+
+        The job runs ``container_exec [--nv] IMAGE launcher_command cmd args``;
+        ``--nv`` is added when the user asked for GPUs. The image must contain
+        jupyterhub (and hpcspawner for its launcher).
+
+            c.SlurmSpawner.container_exec = ["singularity", "exec", "--bind", "/scratch"]
+        """,
+    )
+
+    port_range = Tuple(
+        Integer(),
+        Integer(),
+        default_value=(0, 0),
+        config=True,
+        help="""Ports the server may listen on on the compute node, as ``(low, high)``.
+
+        ``(0, 0)`` (default) lets the operating system choose a free port.
+        Set a range your firewall opens between the hub and the compute nodes;
+        the hub rejects a reported port outside it.
+
+            c.SlurmSpawner.port_range = (40000, 49999)
+        """,
+    )
+
+    @validate("port_range")
+    def _check_port_range(self, proposal):
+        low, high = proposal.value
+        if (low, high) != (0, 0) and not (1024 <= low <= high <= 65535):
+            raise ValueError(
+                f"port_range {proposal.value} must be (0, 0) or (low, high) with 1024 <= low <= high <= 65535"
+            )
+        return proposal.value
+
+    node_address = Unicode(
+        "{node}",
+        config=True,
+        help="""How the hub reaches a compute node, from Slurm's node name ``{node}``.
+
+        The proxy sends the user's traffic to this host. Use it when node names do
+        not resolve on the hub, or a different network should carry the traffic.
+
+            c.SlurmSpawner.node_address = "{node}.ib.cluster.example.org"
+        """,
+    )
+
+    internal_certs_dir = Unicode(
+        "{home}/.jupyterhub-certs/{server}",
+        config=True,
+        help="""Where the server's TLS key and certificates go with ``c.JupyterHub.internal_ssl``.
+
+        The hub writes them as the user (through the driver's privilege wrapper),
+        the directory mode 0700 and the files 0600, so only the user (and root) can
+        read them; the job must see the same path (a shared home or scratch).
+        ``{home}`` is the user's home, ``{username}`` the name, ``{server}`` the
+        server's name (``default`` for the default server).
+
+            c.SlurmSpawner.internal_certs_dir = "/scratch/{username}/.jupyterhub-certs/{server}"
+        """,
+    )
+
+    @default("ssl_alt_names")
+    def _default_ssl_alt_names(self):
+        # the hub connects to https://<node_address>:<port>: the certificate must name every node
+        return recovery.node_alt_names
+
+    @default("ip")
+    def _default_ip(self):
+        # the server listens on the compute node; the hub reaches it via node_address
+        return "0.0.0.0"  # noqa: S104 - the server is protected by the hub's OAuth
+
+    @default("env_keep")
+    def _default_env_keep(self):
+        return ["LANG", "LC_ALL", "JUPYTERHUB_SINGLEUSER_APP"]
+
+    job_path = Unicode(
+        "/usr/local/bin:/usr/bin:/bin",
+        config=True,
+        help="""PATH in the job, unless ``c.Spawner.environment`` sets one.
+
+        JupyterHub >= 5.2 no longer passes the hub's PATH to non-local spawners; the
+        job needs one that finds ``launcher_command`` and ``cmd``.
+
+            c.SlurmSpawner.job_path = "/opt/jupyter/bin:/usr/local/bin:/usr/bin:/bin"
+        """,
+    )
+
+    # ------------------------------------------------------------ what users may ask for
+
+    default_options = Dict(
+        {"cpus": 1, "memory": "1G", "runtime": "1:00:00", "nodes": 1, "gpus": 0},
+        config=True,
+        help="""Resources used where the user asks for nothing (same keys as ``user_options``:
+        partition, account, qos, reservation, nodes, cpus, memory, gpus, runtime,
+        profile, environment).
+
+            c.SlurmSpawner.default_options = {"partition": "debug", "cpus": 2, "memory": "4G", "runtime": "2:00:00"}
+        """,
+    )
+
+    partitions = Dict(
+        config=True,
+        help="""Partitions users may choose, with optional limits; empty allows any
+        partition (Slurm then enforces its own limits).
+
+        Keys per partition: ``description``, ``max_nodes``, ``max_cpus``,
+        ``max_memory`` (e.g. ``"16G"``), ``max_gpus``, ``max_runtime`` (e.g. ``"8:00:00"``).
+
+            c.SlurmSpawner.partitions = {
+                "debug": {"max_runtime": "1:00:00", "max_cpus": 2},
+                "gpu": {"max_gpus": 2, "max_runtime": "4:00:00"},
+            }
+        """,
+    )
+
+    environments = Dict(
+        config=True,
+        help="""Named software environments users may choose for their server.
+
+        Keys per environment: ``description``, ``prefix`` (a venv/conda prefix whose
+        ``bin`` goes first on PATH), ``modules`` (a list to ``module load``),
+        ``prologue`` (admin-written shell lines).
+
+            c.SlurmSpawner.environments = {
+                "python3.11": {"description": "Python 3.11", "prefix": "/opt/py311"},
+                "pytorch": {"modules": ["cuda/12.2", "pytorch/2.3"]},
+            }
+        """,
+    )
+
+    profiles = Dict(
+        config=True,
+        help="""Named presets of option values users can pick in one go.
+
+            c.SlurmSpawner.profiles = {
+                "small": {"description": "2 CPUs, 4 GB, 2 h", "options": {"cpus": 2, "memory": "4G", "runtime": "2:00:00"}},
+            }
+        """,
+    )
+
+    allowed_accounts = List(
+        Unicode(),
+        default_value=None,
+        allow_none=True,
+        config=True,
+        help="""Slurm accounts users may charge; None allows any (Slurm checks associations).""",
+    )
+
+    allowed_qos = List(
+        Unicode(),
+        default_value=None,
+        allow_none=True,
+        config=True,
+        help="""QOS names users may choose; None allows any (Slurm checks associations).""",
+    )
+
+    allowed_reservations = List(
+        Unicode(),
+        default_value=None,
+        allow_none=True,
+        config=True,
+        help="""Reservations users may choose; None allows any.""",
+    )
+
+    allow_custom_options = Bool(
+        True,
+        config=True,
+        help="""Let users set their own resources; False offers only the profiles
+        (and the environments).
+
+            c.SlurmSpawner.allow_custom_options = False
+        """,
+    )
+
+    cluster_info_ttl = Float(
+        60.0,
+        config=True,
+        help="""Seconds the spawn page may show the same cluster information.
+
+        One ``scontrol`` refresh serves every user's page; within this time a page
+        view costs no scheduler call. When Slurm does not answer, the page shows
+        the last known data and says it is stale.
+
+            c.SlurmSpawner.cluster_info_ttl = 60
+        """,
+    )
+
+    options_form_template = Unicode(
+        "",
+        config=True,
+        help="""Path of a jinja2 template to use instead of the packaged spawn form.
+
+        Start from ``hpcspawner/templates/options_form.html.j2``; it is rendered
+        with autoescaping inside JupyterHub's own form.
+
+            c.SlurmSpawner.options_form_template = "/etc/jupyterhub/options_form.html.j2"
+        """,
+    )
+
+    @default("options_form")
+    def _default_options_form(self):
+        return _render_options_form
+
+    max_nodes = Integer(1, config=True, help="""Most nodes one server may use (any partition).""")
+    max_cpus = Integer(64, config=True, help="""Most CPUs per node one server may use.""")
+    max_gpus = Integer(8, config=True, help="""Most GPUs per node one server may use.""")
+    max_memory = Unicode(
+        "256G", config=True, help="""Most memory per node one server may use, e.g. ``"64G"``."""
+    )
+    max_runtime = Unicode(
+        "1-00:00:00", config=True, help="""Longest walltime a server may ask for."""
+    )
+
+    policy = Instance(Policy, help="The validated policy built from the settings above.")
+
+    @default("policy")
+    def _build_policy(self):
+        from .options import parse_memory_mb, parse_runtime_minutes
+
+        try:
+            return Policy(
+                partitions=partition_policies(self.partitions),
+                accounts=_tuple_or_none(self.allowed_accounts),
+                qos=_tuple_or_none(self.allowed_qos),
+                reservations=_tuple_or_none(self.allowed_reservations),
+                environments=environments_from_config(self.environments),
+                profiles=profiles_from_config(self.profiles),
+                defaults=check_defaults(self.default_options),
+                max_nodes=self.max_nodes,
+                max_cpus=self.max_cpus,
+                max_gpus=self.max_gpus,
+                max_memory_mb=parse_memory_mb(self.max_memory),
+                max_runtime_minutes=parse_runtime_minutes(self.max_runtime),
+                allow_custom=self.allow_custom_options,
+            )
+        except ValueError as e:
+            raise ValueError(f"Invalid SlurmSpawner configuration: {e}") from None
+
+
+async def _render_options_form(spawner) -> str:
+    """``c.SlurmSpawner.options_form`` default: the packaged form (JupyterHub calls it)."""
+    return await spawner.render_options_form()
+
+
+def _tuple_or_none(value):
+    return None if value is None else tuple(value)
