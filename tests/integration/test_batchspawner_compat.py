@@ -43,7 +43,9 @@ def test_batchspawner_server_starts_through_hpcspawners_handler(hub):
         model = hub.wait_ready("bob", timeout=120)
         job_id = model["state"]["job_id"]
         r = hub.session.get(
-            f"{hub.url}/user/bob/api/status", headers={"Authorization": f"token {token}"}, timeout=30
+            f"{hub.url}/user/bob/api/status",
+            headers={"Authorization": f"token {token}"},
+            timeout=30,
         )
         assert r.status_code == 200, r.text
         log = hub.log_path.read_text()
