@@ -96,9 +96,12 @@ else:  # pragma: no cover - exercised by the JupyterHub 5 CI run
         """A spawn failed for a reason the user can act on (JupyterHub 5 flavour)."""
 
         def __init__(self, message, *, reason, log_message="", status_code=400):
-            super().__init__(status_code, "%s", log_message or message, reason=reason)
+            # JupyterHub 5's REST API answers with the HTTPError's log message: make that
+            # the user's message, and keep the admin's detail for str() (what the hub logs)
+            super().__init__(status_code, "%s", message, reason=reason)
             self.message = message
             self.jupyterhub_message = message
+            self.detail = log_message or message
 
         def __str__(self):
-            return f"{self.status_code} SpawnFailure(reason={self.reason}): {self.log_message}"
+            return f"{self.status_code} SpawnFailure(reason={self.reason}): {self.detail}"
