@@ -385,6 +385,13 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
     def options_from_form(self, formdata):
         return form.options_from_form(formdata)
 
+    def options_from_query(self, query_data):
+        """``/hub/spawn?opt-partition=debug&opt-cpus=2`` links: JupyterHub 6 strips the
+        ``opt-`` prefix itself, JupyterHub 5 passes the keys as they are."""
+        return self.options_from_form(
+            {key.removeprefix("opt-"): value for key, value in query_data.items()}
+        )
+
     async def render_options_form(self) -> str:
         policy, view, associations = await self.effective_policy()
         values, errors = _form_feedback.pop(self.user.name, (None, {}))

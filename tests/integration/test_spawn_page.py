@@ -220,14 +220,21 @@ def test_queued_server_shows_reason_and_expected_start_and_stop_cancels(hub, pag
         page.wait_for_url(re.compile(r".*/hub/spawn-pending/alice.*"))
         message = page.locator("#progress-message")
         expect(message).to_contain_text("is queued", timeout=30_000)
-        expect(message).to_contain_text("waiting for resources")
+        # Resources, or Priority when other jobs wait too
+        expect(message).to_contain_text(
+            re.compile("waiting for resources|other jobs have a higher priority")
+        )
         # the backfill scheduler estimates a start time (bf_interval=5 on the test cluster)
         expect(message).to_contain_text("expected start", timeout=60_000)
         shot(page, "pending-queued")
         job_id = re.search(r"Job (\d+) is queued", message.inner_text()).group(1)
         assert squeue_fields(job_id, "%T") == ["PENDING"]
 
-        page.click("#stop-server-btn")
+        if page.locator("#stop-server-btn").count():
+            page.click("#stop-server-btn")  # JupyterHub 6's pending page
+        else:  # JupyterHub 5's has none: the hub's REST API, as its home page does
+            r = hub.api("DELETE", "/users/alice/server")
+            assert r.status_code in (202, 204), r.text
         deadline = time.monotonic() + 60
         while squeue_fields(job_id, "%T") not in (None, ["CANCELLED"]) or hub.server_model("alice"):
             assert time.monotonic() < deadline, (
