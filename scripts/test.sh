@@ -91,7 +91,9 @@ PYTEST_ARGS=("$@")
 step ruff-check "$JH6/ruff" check .
 step ruff-format "$JH6/ruff" format --check .
 step pytest-jh6 "$JH6/pytest" -rs --junitxml="$ART/pytest-jh6.xml" tests "${PYTEST_ARGS[@]}"
-step pytest-jh5 "$JH5/pytest" -rs --junitxml="$ART/pytest-jh5.xml" tests/integration -m slurm "${PYTEST_ARGS[@]}"
+# JupyterHub 5 compatibility: every real-Slurm test but the failure drills, which exercise
+# hpcspawner's own recovery code and run (long) under JupyterHub 6 above
+step pytest-jh5 "$JH5/pytest" -rs --junitxml="$ART/pytest-jh5.xml" tests/integration -m "slurm and not drill" "${PYTEST_ARGS[@]}"
 if [ -f docs/conf.py ]; then
   step sphinx "$JH6/sphinx-build" -W --keep-going -b html docs docs/_build/html
 else

@@ -26,6 +26,8 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "integration" in str(item.fspath):
             item.add_marker(pytest.mark.slurm)
+        if item.fspath.basename.startswith("test_drills_"):
+            item.add_marker(pytest.mark.drill)
 
 
 @pytest.fixture(scope="session")
