@@ -12,14 +12,14 @@ import sys
 from .hub import REPO
 
 
-def run_benchmark(script: str, *args: str) -> str:
+def run_benchmark(script: str, *args: str, timeout: float = 600) -> str:
     env = dict(os.environ)
     env["PATH"] = f"{REPO / 'node_modules' / '.bin'}:{env.get('PATH', '')}"
     result = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / script), "--smoke", *args],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
         env=env,
         cwd=REPO,
     )
@@ -32,3 +32,18 @@ def test_spawn_page_benchmark_smoke(cluster, singleuser_venv, proxy_command):
     assert "| warm (cached cluster view), 10 views |" in out
     # the page views after the first used the cached cluster view
     assert "scheduler calls per 100 warm views: 0" in out
+
+
+def test_side_by_side_benchmarks_smoke(cluster, singleuser_venv, proxy_command):
+    # hpcspawner and batchspawner 1.3.0 (its own hub venv, created when missing)
+    out = run_benchmark("run_all.py", timeout=1200)
+    for heading in (
+        "### Scheduler load (poll_interval = 2 s for both)",
+        "### Spawn latency: one JupyterLab server, 1 run each",
+        "### Stop latency",
+        "### Spawn storm",
+        "### Restart recovery",
+    ):
+        assert heading in out, out[-3000:]
+    assert "| 2 running |" in out
+    assert "| **total: request → ready** |" in out
