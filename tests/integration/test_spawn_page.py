@@ -98,8 +98,14 @@ def run_cell(page: Page, code: str, timeout: float = 60_000) -> str:
     return output.inner_text()
 
 
-def alice_jobs() -> str:
-    return run(["squeue", "--noheader", "--states=all", "--user=alice", "--format=%i"]).stdout
+def alice_jobs(hub) -> list[str]:
+    """alice's jobs started by this hub (other hubs may share the cluster)."""
+    out = run(["squeue", "--noheader", "--states=all", "--user=alice", "--format=%i|%k"]).stdout
+    return [
+        line.split("|", 1)[0]
+        for line in out.splitlines()
+        if line.partition("|")[2].startswith(f"hpcspawner:{hub.job_tag}:")
+    ]
 
 
 def test_pick_resources_start_use_and_stop(hub, page_for):
@@ -164,7 +170,7 @@ def test_pick_resources_start_use_and_stop(hub, page_for):
 
 def test_form_errors_are_shown_next_to_the_fields(hub, page_for):
     page = page_for("alice")
-    before = alice_jobs()
+    before = alice_jobs(hub)
     page.check("#partition-debug")
     page.fill("#field-runtime", "2:00:00")
     page.fill("#field-memory", "lots")
@@ -186,7 +192,7 @@ def test_form_errors_are_shown_next_to_the_fields(hub, page_for):
         "'nosuch' is not an available partition"
     )
     assert "Traceback" not in page.content()
-    assert alice_jobs() == before, "a rejected form reached sbatch"
+    assert alice_jobs(hub) == before, "a rejected form reached sbatch"
 
 
 def test_two_node_server_spans_the_extra_nodes(hub, page_for):
