@@ -122,6 +122,13 @@ class LocalSlurmDriver(SlurmDriver):
             prefix[0] = self._which(prefix[0])
         return prefix + [self._which(argv[0])] + argv[1:]
 
+    def _query_prefix(self) -> list[str]:
+        """``query_command_prefix`` with its command resolved (for squeue, scontrol, sacctmgr)."""
+        prefix = list(self.query_command_prefix)
+        if prefix:
+            prefix[0] = self._which(prefix[0])
+        return prefix
+
     def _base_env(self) -> dict[str, str]:
         env = {"PATH": self.commands_path, "LANG": "C.UTF-8"}
         for name in PASSED_SLURM_VARIABLES:
@@ -172,9 +179,7 @@ class LocalSlurmDriver(SlurmDriver):
         return found
 
     async def _query_chunk(self, job_ids: list[str]) -> dict[str, JobInfo]:
-        prefix = list(self.query_command_prefix)
-        if prefix:
-            prefix[0] = self._which(prefix[0])
+        prefix = self._query_prefix()
         argv = prefix + [
             self._which("squeue"),
             "--noheader",
@@ -191,9 +196,7 @@ class LocalSlurmDriver(SlurmDriver):
         return parse_squeue(out)
 
     async def find_jobs(self, username, comment):
-        prefix = list(self.query_command_prefix)
-        if prefix:
-            prefix[0] = self._which(prefix[0])
+        prefix = self._query_prefix()
         argv = prefix + [
             self._which("squeue"),
             "--noheader",
@@ -241,9 +244,7 @@ class LocalSlurmDriver(SlurmDriver):
         return out if rc == 0 else ""
 
     async def cluster_snapshot(self):
-        prefix = list(self.query_command_prefix)
-        if prefix:
-            prefix[0] = self._which(prefix[0])
+        prefix = self._query_prefix()
         outputs = []
         for args in (SCONTROL_PARTITIONS_ARGS, SCONTROL_NODES_ARGS):
             argv = prefix + [self._which("scontrol"), *args]
@@ -255,9 +256,7 @@ class LocalSlurmDriver(SlurmDriver):
 
     async def user_associations(self, username):
         args = sacctmgr_args(username)
-        prefix = list(self.query_command_prefix)
-        if prefix:
-            prefix[0] = self._which(prefix[0])
+        prefix = self._query_prefix()
         try:
             argv = prefix + [self._which("sacctmgr"), *args]
         except SlurmError as e:
