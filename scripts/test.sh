@@ -6,7 +6,7 @@
 #
 # Steps: install-deps.sh; bring up the local Slurm cluster with MULTINODE=2 unless a healthy one
 # is running; then ruff check, ruff format --check, pytest (JupyterHub 6), the Slurm integration
-# tests again under JupyterHub 5, and the Sphinx docs (if docs/conf.py exists).  Every step runs
+# tests (but the failure drills) again under JupyterHub 5, and the Sphinx docs (if docs/conf.py exists).  Every step runs
 # even when an earlier one failed; the exit code is non-zero if any failed.  Logs of each step and
 # the Slurm logs go to .test-artifacts/.  The cluster is stopped at the end only if this script
 # started it (and then exactly the daemons it started).
