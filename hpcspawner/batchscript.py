@@ -13,6 +13,7 @@ template fails the spawn loudly instead of rendering an empty option.
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from importlib import resources
@@ -57,6 +58,12 @@ def make_environment() -> jinja2.Environment:
     return env
 
 
+@functools.lru_cache(maxsize=8)
+def _compile(template: str) -> jinja2.Template:
+    """Compile a template's text once: every spawn renders the same one or two templates."""
+    return make_environment().from_string(template)
+
+
 def render(template: str, **context) -> str:
     """Render ``template`` (the template's text) with ``context``."""
-    return make_environment().from_string(template).render(**context)
+    return _compile(template).render(**context)

@@ -8,6 +8,7 @@ form into ``user_options``. Validation is not done here: the one validator in
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -231,6 +232,12 @@ def default_template() -> str:
     return resources.files("hpcspawner").joinpath("templates", DEFAULT_TEMPLATE).read_text()
 
 
-def render(template: str, context: Mapping) -> str:
+@functools.lru_cache(maxsize=8)
+def _compile(template: str) -> jinja2.Template:
+    """Compile a template's text once: every page view renders the same template."""
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    return env.from_string(template).render(**context)
+    return env.from_string(template)
+
+
+def render(template: str, context: Mapping) -> str:
+    return _compile(template).render(**context)
