@@ -224,6 +224,27 @@ class SlurmSpawnerSettings(Configurable):
         """,
     )
 
+    fast_exit = Bool(
+        True,
+        config=True,
+        help="""Let a Python server end without the interpreter's final garbage collection.
+
+        When the server command is a Python script (``jupyterhub-singleuser``),
+        the launcher runs it so that, once its shutdown and its ``atexit``
+        handlers are done, the interpreter exits without a last pass of the
+        garbage collector. For JupyterLab that pass costs ~0.5 s of CPU, during
+        which Slurm keeps the job and its CPUs: with it skipped, a stopped job
+        leaves ``squeue`` ~0.1 s after ``scancel`` instead of 0.7–1.7 s. The
+        server's own shutdown (kernels, sessions, extensions' stop hooks) and its
+        log output are unchanged; what is skipped, as after ``os._exit()``, are
+        the finalizers (``__del__``) of objects still alive at exit, which Python
+        does not promise to run. Turn it off if a server extension at your site
+        leaves files open and relies on exit to flush them.
+
+            c.SlurmSpawner.fast_exit = False
+        """,
+    )
+
     container_exec = List(
         Unicode(),
         ["apptainer", "exec"],

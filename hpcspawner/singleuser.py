@@ -15,6 +15,14 @@ Runs inside the Slurm job. It
    same wire format as ``batchspawner-singleuser``), and
 5. stays as the server's parent, forwarding signals, and exits with its code.
 
+A server that is a Python script (``jupyterhub-singleuser``, ``jupyter-lab``)
+runs through :data:`PYTHON_FAST_EXIT` unless ``HPCSPAWNER_FAST_EXIT=0``: the
+same program with the same arguments, except that the interpreter skips its
+final garbage collection (and so the finalizers of objects still alive) once the
+program and its ``atexit`` handlers are done.
+For JupyterLab that collection takes ~0.5 s of CPU after the server has
+finished shutting down, and Slurm keeps the job (and its CPUs) until it ends.
+
 Standard library only: it runs in the user's environment.
 """
 
@@ -23,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import ssl
@@ -35,6 +44,28 @@ from urllib.parse import urlparse, urlunparse
 
 LISTEN_STATE = "0A"
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+
+#: ``python -c PYTHON_FAST_EXIT SCRIPT ARGS...`` runs SCRIPT in ``__main__`` as
+#: ``python SCRIPT ARGS...`` would (argv, ``__file__``, ``sys.path[0]``, exit code).
+#: Registered first, its atexit handlers run last, after the program's own, and
+#: turn the cyclic garbage collector off: the interpreter then ends without its
+#: final collection. Objects still alive at that point are not finalized, as after
+#: ``os._exit()``; unlike ``os._exit()``, the program's shutdown, its atexit
+#: handlers, the wait for its threads and the flush of stdout/stderr all happen.
+PYTHON_FAST_EXIT = """\
+import atexit, gc, os, sys
+atexit.register(gc.freeze)
+atexit.register(gc.disable)
+sys.argv = sys.argv[1:]
+sys.path[0] = os.path.dirname(os.path.realpath(sys.argv[0]))
+__file__ = sys.argv[0]
+del atexit, gc, os, sys
+with open(__file__, "rb") as __script:
+    __code = compile(__script.read(), __file__, "exec")
+del __script
+exec(__code)
+"""
 
 
 def log(message: str) -> None:
@@ -94,6 +125,44 @@ def service_url_with_port(url: str, port: int) -> str:
 
 
 # ---------------------------------------------------------------- the process side
+
+
+def python_interpreter(shebang: bytes) -> list[str] | None:
+    """The interpreter argv of a script's first line if it is plain Python, else None.
+
+    Accepts ``#!/path/to/pythonX.Y`` and ``#!/usr/bin/env pythonX.Y``; anything
+    with options or another interpreter is left alone.
+    """
+    if not shebang.startswith(b"#!"):
+        return None
+    try:
+        words = shebang[2:].split(b"\n", 1)[0].decode().split()
+    except UnicodeDecodeError:
+        return None
+    if len(words) == 2 and os.path.basename(words[0]) == "env":
+        interpreter = words[1]
+    elif len(words) == 1:
+        interpreter = words[0]
+    else:
+        return None
+    if not os.path.basename(interpreter).startswith("python"):
+        return None
+    return words
+
+
+def fast_exit_argv(argv: list[str], path: str | None) -> list[str]:
+    """``argv`` run through :data:`PYTHON_FAST_EXIT` if ``argv[0]`` is a Python script."""
+    script = shutil.which(argv[0], path=path)
+    if script is None:
+        return argv
+    try:
+        with open(script, "rb") as f:
+            interpreter = python_interpreter(f.read(256))
+    except OSError:
+        return argv
+    if interpreter is None:
+        return argv
+    return [*interpreter, "-c", PYTHON_FAST_EXIT, script, *argv[1:]]
 
 
 def free_port(candidate: int, host: str = "") -> int | None:
@@ -217,6 +286,9 @@ def run(argv: list[str], env: dict[str, str]) -> int:
         return 2
     bind_host = urlparse(service_url).hostname or ""
     ssl_context = _ssl_context(env)
+    server_argv = argv
+    if env.get("HPCSPAWNER_FAST_EXIT", "1") != "0":
+        server_argv = fast_exit_argv(argv, env.get("PATH"))
 
     for candidate in candidate_ports(port_range, count=10):
         port = free_port(candidate, "" if bind_host in ("0.0.0.0", "::") else bind_host)  # noqa: S104
@@ -226,7 +298,7 @@ def run(argv: list[str], env: dict[str, str]) -> int:
         child_env["JUPYTERHUB_SERVICE_URL"] = service_url_with_port(service_url, port)
         child_env["JUPYTER_PORT_RETRIES"] = "0"
         log(f"starting {argv[0]} on port {port}")
-        child = subprocess.Popen(argv, env=child_env)  # noqa: S603 - the hub's configured command
+        child = subprocess.Popen(server_argv, env=child_env)  # noqa: S603 - the hub's configured command
         for signum in FORWARDED_SIGNALS:
             signal.signal(signum, lambda s, _frame, c=child: c.send_signal(s))
         while child.poll() is None and not server_listens(child.pid, port):

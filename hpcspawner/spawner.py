@@ -312,6 +312,8 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         if self.callback_port_range():
             low, high = self.port_range
             env["HPCSPAWNER_PORT_RANGE"] = f"{low}-{high}"
+        if not self.fast_exit:
+            env["HPCSPAWNER_FAST_EXIT"] = "0"
         return env
 
     def render_script(self, request, env: dict[str, str]) -> str:

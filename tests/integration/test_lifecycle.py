@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import time
+from pathlib import Path
 
 import pytest
 
@@ -94,6 +97,60 @@ def test_server_on_extra_node_is_reached_through_the_proxy(hub):
     )
     assert r.status_code == 200, r.text
     hub.stop_server("carol")
+
+
+def _processes_of(username: str) -> dict[int, list[str]]:
+    uid = pwd.getpwnam(username).pw_uid
+    found = {}
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and os.stat(f"/proc/{entry}").st_uid == uid:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    found[int(entry)] = f.read().decode(errors="replace").split("\0")[:-1]
+        except OSError:
+            continue
+    return found
+
+
+def test_stop_shuts_the_server_down_cleanly_and_ends_the_job(hub):
+    """fast_exit (default): the server runs through the launcher's fast-exit bootstrap,
+    and a stop still runs Jupyter Server's own shutdown (its kernels are shut down)
+    before Slurm ends the job."""
+    hub.create_user("alice")
+    token = hub.user_token("alice")
+    r = hub.spawn("alice", options={"partition": "debug", "memory": "512M", "runtime": "10"})
+    assert r.status_code in (201, 202), r.text
+    model = hub.wait_ready("alice")
+    job_id = model["state"]["job_id"]
+    servers = [
+        argv
+        for argv in _processes_of("alice").values()
+        if any(a.endswith("/jupyterhub-singleuser") for a in argv)
+        and "hpcspawner-singleuser" not in " ".join(argv)
+    ]
+    assert len(servers) == 1, servers
+    assert servers[0][1] == "-c", servers[0][:2]
+    r = hub.session.post(
+        f"{hub.url}/user/alice/api/kernels",
+        headers={"Authorization": f"token {token}"},
+        json={"name": "python3"},
+        timeout=60,
+    )
+    assert r.status_code == 201, r.text
+    kernel_id = r.json()["id"]
+    deadline = time.monotonic() + 60
+    while not (
+        kernels := [p for p, argv in _processes_of("alice").items() if "ipykernel_launcher" in argv]
+    ):
+        assert time.monotonic() < deadline, "the kernel process did not start"
+        time.sleep(0.2)
+
+    hub.stop_server("alice")
+    # stop() returns once Slurm has dropped the job: nothing of it is left
+    assert squeue_fields(job_id, "%i|%T", all_states=False) is None
+    assert not [p for p in kernels if os.path.exists(f"/proc/{p}")], "the kernel outlived the job"
+    log = Path(pwd.getpwnam("alice").pw_dir, f".jupyterhub-slurm-{job_id}.log").read_text()
+    assert f"Kernel shutdown: {kernel_id}" in log, log[-2000:]
 
 
 def test_job_that_dies_before_its_server_fails_the_spawn_fast(hub):
