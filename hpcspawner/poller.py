@@ -49,7 +49,7 @@ class _Entry:
 class JobPoller:
     """The hub-wide job status cache."""
 
-    def __init__(self, driver, *, interval: float = 30.0, min_gap: float = 0.5, logger=None):
+    def __init__(self, driver, *, interval: float = 30.0, min_gap: float = 0.1, logger=None):
         self.driver = driver
         self.interval = interval
         self.min_gap = min_gap

@@ -382,3 +382,18 @@ async def test_background_loop_refreshes_tracked_jobs(make_poller):
     queries = len(driver.calls)
     await asyncio.sleep(3 * MIN_GAP)
     assert len(driver.calls) == queries
+
+
+def test_stop_check_pauses_look_often_first_then_settle_at_one_second():
+    from itertools import accumulate, islice
+
+    from hpcspawner.spawner import stop_check_pauses
+
+    pauses = list(islice(stop_check_pauses(), 40))
+    times = list(accumulate(pauses))
+    # slurmd's own looks at a cancelled job's processes: 0.02, 0.07, 0.17, 0.67, 1.67 s...
+    # in the first seconds each is followed by one of ours within 0.25 s, later within 1 s
+    for slurmd_look in (0.17, 0.67, 1.67, 2.67):
+        assert any(0 < t - slurmd_look <= 0.25 for t in times), slurmd_look
+    assert max(pauses) == pauses[-1] == 1.0
+    assert sum(1 for t in times if t <= 5) <= 22  # a bounded number of queries
