@@ -27,22 +27,34 @@ def expand_hostlist(text: str, *, limit: int = 100_000) -> list[str]:
     return names
 
 
-def _split_outside_brackets(text: str) -> list[str]:
+def split_outside(text: str, opening: str, closing: str, max_depth: int | None = None) -> list[str]:
+    """Split ``text`` on the commas that are not between ``opening`` and ``closing``.
+
+    With ``max_depth``, nesting deeper than that or unbalanced brackets raise
+    ValueError; without it, the split is lenient (for values Slurm formats itself).
+    """
     items, depth, start = [], 0, 0
     for index, char in enumerate(text):
-        if char == "[":
+        if char == opening:
             depth += 1
-        elif char == "]":
+        elif char == closing:
             depth -= 1
         elif char == "," and depth == 0:
             items.append(text[start:index])
             start = index + 1
-        if depth not in (0, 1):
-            raise HostlistError(f"unbalanced brackets in host list {text!r}")
-    if depth:
-        raise HostlistError(f"unbalanced brackets in host list {text!r}")
+        if max_depth is not None and not 0 <= depth <= max_depth:
+            raise ValueError("unbalanced or nested brackets")
+    if max_depth is not None and depth:
+        raise ValueError("unbalanced brackets")
     items.append(text[start:])
     return items
+
+
+def _split_outside_brackets(text: str) -> list[str]:
+    try:
+        return split_outside(text, "[", "]", max_depth=1)
+    except ValueError:
+        raise HostlistError(f"unbalanced brackets in host list {text!r}") from None
 
 
 _BRACKET_RE = re.compile(r"([^\[\]]*)\[([^\[\]]*)\](.*)")

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .hostlist import HostlistError, expand_hostlist
+from .hostlist import HostlistError, expand_hostlist, split_outside
 
 #: Arguments of the two ``scontrol`` queries (after the command itself). ``--all`` includes
 #: hidden partitions (an admin may offer one) and the nodes only they contain.
@@ -312,17 +312,7 @@ def _yes(fields: Mapping[str, str], key: str) -> bool:
 
 def _split_gres(value: str) -> list[str]:
     """Split a GRES list on commas outside parentheses (``IDX:0,2-3`` holds commas)."""
-    items, depth, start = [], 0, 0
-    for index, char in enumerate(value):
-        if char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "," and depth == 0:
-            items.append(value[start:index])
-            start = index + 1
-    items.append(value[start:])
-    return [item.strip() for item in items if item.strip()]
+    return [item.strip() for item in split_outside(value, "(", ")") if item.strip()]
 
 
 def parse_gres_gpus(value: str) -> dict[str, int]:
