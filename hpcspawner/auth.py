@@ -51,7 +51,6 @@ from .identity import (
     claim_identity,
     compile_pattern,
     lookup_posix_account,
-    parse_sacctmgr_accounts,
     parse_username_map,
     transform,
     username_from_claims,
@@ -70,6 +69,7 @@ from .oidc import (
     discovery_url,
     parse_discovery,
 )
+from .slurmrecords import ParseError, parse_associations, sacctmgr_args
 
 #: What the page says when the provider sent no usable identity (not the user's fault).
 CLAIM_PROBLEM_MESSAGE = (
@@ -594,21 +594,16 @@ class ClusterOAuthenticator(GenericOAuthenticator):
         cached = self._accounts_cache.get(username)
         if cached is not None and now - cached[0] < self.accounts_cache_seconds:
             return list(cached[1])
-        argv = [
-            *self.sacctmgr_command,
-            "--noheader",
-            "--parsable2",
-            "show",
-            "associations",
-            f"user={username}",
-            "format=Account",
-        ]
+        # the same question and parser as the spawner's driver (LocalSlurmDriver.user_associations)
+        argv = [*self.sacctmgr_command, *sacctmgr_args(username)]
         try:
             stdout = await _run(argv, self.sacctmgr_timeout)
-        except SlurmError as e:
+            associations = parse_associations(stdout, username)
+        except (SlurmError, ParseError) as e:
             self.log.warning("Slurm accounts of %s are not known: %s", username, e)
             return None
-        accounts = parse_sacctmgr_accounts(stdout)
+        # one association per account and partition: names repeat
+        accounts = tuple(dict.fromkeys(a.account for a in associations))
         self._accounts_cache[username] = (now, accounts)
         return list(accounts)
 

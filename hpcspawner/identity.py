@@ -282,16 +282,6 @@ def check_account_names(accounts, where: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(accounts))
 
 
-def parse_sacctmgr_accounts(stdout: str) -> tuple[str, ...]:
-    """Accounts from ``sacctmgr --noheader --parsable2 show associations user=U format=Account``.
-
-    One account per association line; a user has one association per account
-    and partition, so names repeat. Lines that are not account names are skipped.
-    """
-    accounts = (line.strip() for line in stdout.splitlines())
-    return tuple(dict.fromkeys(a for a in accounts if a and NAME_RE.fullmatch(a)))
-
-
 __all__ = [
     "CLAIM_REASONS",
     "MappingError",
@@ -304,7 +294,6 @@ __all__ = [
     "claim_identity",
     "compile_pattern",
     "lookup_posix_account",
-    "parse_sacctmgr_accounts",
     "parse_username_map",
     "transform",
     "username_from_claims",

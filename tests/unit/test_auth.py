@@ -20,6 +20,7 @@ from traitlets.config import Config
 
 from hpcspawner.auth import ClusterOAuthenticator, NoClusterAccount, _expired
 from hpcspawner.oidc import DiscoveryError
+from hpcspawner.slurmrecords import sacctmgr_args
 
 ISSUER = "https://idp.uni.example/realms/hpc"
 #: What sacctmgr says (rc 1) on this test cluster, which has no slurmdbd.
@@ -282,14 +283,16 @@ def calls(tmp_path: Path) -> list[list[str]]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
+ASSOCIATIONS = "alice|proja|normal|normal|\nalice|projb|normal,high||gpu\nalice|proja|normal||gpu\n"
+
+
 async def test_sacctmgr_accounts_are_parsed_and_cached(tmp_path):
-    command = fake_sacctmgr(tmp_path, "print('proja\\nprojb\\nproja')\n")
+    command = fake_sacctmgr(tmp_path, f"print({ASSOCIATIONS!r}, end='')\n")
     authenticator = make(slurm_accounts="sacctmgr", sacctmgr_command=command)
     assert await bounded(authenticator.slurm_accounts_of("alice", {})) == ["proja", "projb"]
     assert await bounded(authenticator.slurm_accounts_of("alice", {})) == ["proja", "projb"]
-    assert calls(tmp_path) == [
-        ["--noheader", "--parsable2", "show", "associations", "user=alice", "format=Account"]
-    ]
+    # the same question as the spawner's driver asks
+    assert calls(tmp_path) == [sacctmgr_args("alice")]
 
 
 @pytest.mark.parametrize(
@@ -301,6 +304,8 @@ async def test_sacctmgr_accounts_are_parsed_and_cached(tmp_path):
             id="no-slurmdbd",
         ),
         pytest.param("time.sleep(30)\n", 0.5, id="timeout"),
+        pytest.param("print('proja')\n", 10, id="unparseable"),
+        pytest.param("print('bob|proja|normal|normal|')\n", 10, id="about-another-user"),
     ],
 )
 async def test_sacctmgr_failure_means_not_known_and_is_not_cached(tmp_path, body, timeout):

@@ -15,7 +15,6 @@ from hpcspawner.identity import (
     check_username,
     compile_pattern,
     lookup_posix_account,
-    parse_sacctmgr_accounts,
     parse_username_map,
     username_from_claims,
 )
@@ -315,20 +314,6 @@ def test_account_map_is_checked():
     ]:
         with pytest.raises(ValueError, match=re.escape(message)):
             check_account_map(bad)
-
-
-@pytest.mark.parametrize(
-    ("stdout", "accounts"),
-    [
-        pytest.param("", (), id="no-associations"),
-        pytest.param("proja\n", ("proja",), id="one"),
-        pytest.param("proja\nprojb\nproja\n\n", ("proja", "projb"), id="per-partition-repeats"),
-        pytest.param("  proja  \n", ("proja",), id="spaces"),
-        pytest.param("proja\nnot an account\n", ("proja",), id="junk-skipped"),
-    ],
-)
-def test_parse_sacctmgr_accounts(stdout, accounts):
-    assert parse_sacctmgr_accounts(stdout) == accounts
 
 
 # ---------------------------------------------------------------- OIDC discovery
