@@ -6,7 +6,7 @@
 
 It is ``oidc-provider-mock`` (Flask + authlib: discovery, authorize, token with
 refresh tokens, userinfo) behind the tests' PKCE check
-(``tests/integration/oidc_provider.py``): an authorization request without an
+(``scripts/oidc_provider.py``): an authorization request without an
 S256 ``code_challenge`` is refused, and each token request must carry the
 matching ``code_verifier``. Unlike the tests' provider, it accepts only
 registered clients: ``demo.sh`` registers the hub with its callback URL
@@ -27,9 +27,6 @@ import os
 import sys
 import warnings
 from datetime import timedelta
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
 
 #: Who can sign in. alice, bob and carol have accounts on the demo cluster
 #: (scripts/cluster/setup.sh creates them); mallory does not, and gets the "No cluster
@@ -88,11 +85,9 @@ def main(argv=None):
     from authlib.deprecate import AuthlibDeprecationWarning
 
     warnings.filterwarnings("ignore", category=AuthlibDeprecationWarning)
-    sys.path.insert(0, str(REPO))
     import uvicorn
+    from oidc_provider import RequirePKCE  # scripts/oidc_provider.py, next to this file
     from oidc_provider_mock import User, app
-
-    from tests.integration.oidc_provider import RequirePKCE
 
     users = [
         User(sub=user["sub"], claims={k: v for k, v in user.items() if k != "sub"})

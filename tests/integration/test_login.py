@@ -1,7 +1,7 @@
 """Logging in with the site's identity provider lands on the right cluster account.
 
 Real parts only: an OpenID Connect provider on loopback (oidc-provider-mock,
-with PKCE enforced, see ``oidc_provider.py``) in its own process group, a real
+with PKCE enforced, see ``scripts/oidc_provider.py``) in its own process group, a real
 hub + proxy over HTTPS with ClusterOAuthenticator and SlurmSpawner, the real
 local Slurm cluster, and Chromium driven by Playwright.
 
@@ -122,7 +122,7 @@ def start_provider(directory: Path, *, token_max_age: int = 3600) -> Provider:
     port = free_port()
     argv = [
         sys.executable,
-        str(Path(__file__).with_name("oidc_provider.py")),
+        str(Path(__file__).parents[2] / "scripts" / "oidc_provider.py"),
         "--port",
         str(port),
         "--token-max-age",

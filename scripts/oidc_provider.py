@@ -1,8 +1,8 @@
-"""A real OpenID Connect provider on loopback for the login tests: oidc-provider-mock + PKCE.
+"""A real OpenID Connect provider on loopback for the login tests and the demo: oidc-provider-mock + PKCE.
 
 Run as a script (the tests start it as a subprocess in its own process group)::
 
-    python tests/integration/oidc_provider.py --port 9400 --token-max-age 3 \\
+    python scripts/oidc_provider.py --port 9400 --token-max-age 3 \\
         --user-claims '{"sub": "u-alice", "eppn": "alice@uni.example", "groups": ["hpc-users"]}'
 
 It serves ``oidc_provider_mock.app()`` (Flask + authlib: discovery, authorize,
