@@ -69,8 +69,7 @@ def load_table(load: dict, storm: dict | None) -> list[str]:
             f"{_cpu(hp, 'hub_cpu', 'commands_cpu')} / {_cpu(bs, 'hub_cpu', 'commands_cpu')} | "
             f"{_num(hp, 'hub_rss_mib', ' MiB')} / {_num(bs, 'hub_rss_mib', ' MiB')} |"
         )
-    if storm:
-        hp, bs = storm.get("hpcspawner"), storm.get("batchspawner")
+    for hp, bs in storm_pairs(storm or {}):
         if hp or bs:
             lines.append(
                 f"| {_storm_mix(hp or bs)} | {_num(hp, 'queued_per_minute')} | "
@@ -146,8 +145,18 @@ def latency_table(latency: dict, rows=LATENCY_ROWS) -> list[str]:
     return lines
 
 
-def storm_table(storm: dict) -> list[str]:
-    hp, bs = storm.get("hpcspawner") or {}, storm.get("batchspawner") or {}
+def storm_pairs(storm: dict) -> list[tuple[dict | None, dict | None]]:
+    """(hpcspawner, batchspawner) results per storm size, smallest first."""
+    by_size: dict[int, dict[str, dict]] = {}
+    for kind in KINDS:
+        found = storm.get(kind) or []
+        for row in [found] if isinstance(found, dict) else found:  # one dict: an older run
+            by_size.setdefault(row["servers"], {})[kind] = row
+    return [(r.get("hpcspawner"), r.get("batchspawner")) for _, r in sorted(by_size.items())]
+
+
+def storm_table(hp: dict | None, bs: dict | None) -> list[str]:
+    hp, bs = hp or {}, bs or {}
     rows = [
         ("all_submitted_s", "request → last sbatch returned", _s),
         ("all_replied_s", "all POST replies received", _s),
@@ -214,7 +223,9 @@ def render(results: dict) -> str:
         out += _when(lat) + latency_table(lat) + [""]
         out += ["### Stop latency (the same runs)", ""] + latency_table(lat, STOP_ROWS) + [""]
     if storm:
-        out += ["### Spawn storm", ""] + _when(storm) + storm_table(storm) + [""]
+        out += ["### Spawn storm", ""] + _when(storm)
+        for hp, bs in storm_pairs(storm):
+            out += storm_table(hp, bs) + [""]
     if load:
         out += ["### Restart recovery (SIGTERM, `cleanup_servers = False`, start again)", ""]
         out += [

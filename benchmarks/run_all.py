@@ -157,9 +157,11 @@ def run(args, ctx) -> dict:
         for kind in kinds:
             found["load"][kind] = scenarios.load(ctx, kind, args.sizes)
     if "storm" in args.only:
-        found["storm"] = meta(ctx)
+        found["storm"] = {**meta(ctx), "sizes": args.storm}
         for kind in kinds:
-            found["storm"][kind] = scenarios.storm(ctx, kind, args.storm, args.storm_queue)
+            found["storm"][kind] = [
+                scenarios.storm(ctx, kind, size, args.storm_queue) for size in args.storm
+            ]
     return found
 
 
@@ -194,7 +196,9 @@ def parse_args(argv=None):
     parser.add_argument("--spawners", default=",".join(SPAWNERS))
     parser.add_argument("--runs", type=int, default=10, help="latency runs per spawner")
     parser.add_argument("--sizes", default="1,10,50", help="running servers for 'load'")
-    parser.add_argument("--storm", type=int, default=50, help="servers requested at once")
+    parser.add_argument(
+        "--storm", default="50", help="servers requested at once (comma-separated: one storm each)"
+    )
     parser.add_argument(
         "--storm-queue",
         choices=("begin", "resources"),
@@ -204,10 +208,11 @@ def parse_args(argv=None):
     parser.add_argument("--poll-interval", type=int, default=5, help="seconds, both spawners")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.runs, args.sizes, args.storm, args.poll_interval = 1, "1,2", 3, 2
+        args.runs, args.sizes, args.storm, args.poll_interval = 1, "1,2", "3", 2
     args.only = [s for s in args.only.split(",") if s]
     args.spawners = [s for s in args.spawners.split(",") if s]
     args.sizes = [int(n) for n in args.sizes.split(",") if n]
+    args.storm = [int(n) for n in args.storm.split(",") if n]
     unknown = (set(args.only) - set(SCENARIOS)) | (set(args.spawners) - set(SPAWNERS))
     if unknown:
         parser.error(f"unknown: {sorted(unknown)}")
