@@ -26,7 +26,6 @@ import logging
 import os
 import sys
 import warnings
-from datetime import timedelta
 
 #: Who can sign in. alice, bob and carol have accounts on the demo cluster
 #: (scripts/cluster/setup.sh creates them); mallory does not, and gets the "No cluster
@@ -85,31 +84,20 @@ def main(argv=None):
     from authlib.deprecate import AuthlibDeprecationWarning
 
     warnings.filterwarnings("ignore", category=AuthlibDeprecationWarning)
-    import uvicorn
-    from oidc_provider import RequirePKCE  # scripts/oidc_provider.py, next to this file
-    from oidc_provider_mock import User, app
+    from oidc_provider import serve  # scripts/oidc_provider.py, next to this file
 
-    users = [
-        User(sub=user["sub"], claims={k: v for k, v in user.items() if k != "sub"})
-        for user in DEMO_USERS
-    ]
-    provider = app(
-        require_client_registration=True,
-        access_token_max_age=timedelta(seconds=args.token_max_age),
-        user_claims=users,
-    )
     log.info(
         "Demo users: %s; issuer http://%s:%d",
         ", ".join(u["sub"] for u in DEMO_USERS),
         args.host,
         args.port,
     )
-    uvicorn.run(
-        RequirePKCE(provider),
-        interface="wsgi",
+    serve(
+        DEMO_USERS,
         host=args.host,
         port=args.port,
-        log_config=None,
+        token_max_age=args.token_max_age,
+        require_client_registration=True,
     )
 
 

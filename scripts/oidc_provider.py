@@ -113,24 +113,27 @@ def main(argv=None):
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
     )
+    users = [json.loads(text) for text in args.user_claims]
+    serve(users, host=args.host, port=args.port, token_max_age=args.token_max_age)
+
+
+def serve(users: list[dict], *, host: str, port: int, token_max_age: int, **options) -> None:
+    """Run the mock provider behind :class:`RequirePKCE` until stopped.
+
+    ``users``: claims dicts with a ``sub``; ``options`` go to ``oidc_provider_mock.app``.
+    """
     import uvicorn
     from oidc_provider_mock import User, app
 
-    users = []
-    for text in args.user_claims:
-        claims = json.loads(text)
-        users.append(User(sub=claims.pop("sub"), claims=claims))
     provider = app(
-        access_token_max_age=timedelta(seconds=args.token_max_age),
-        user_claims=users,
+        access_token_max_age=timedelta(seconds=token_max_age),
+        user_claims=[
+            User(sub=user["sub"], claims={k: v for k, v in user.items() if k != "sub"})
+            for user in users
+        ],
+        **options,
     )
-    uvicorn.run(
-        RequirePKCE(provider),
-        interface="wsgi",
-        host=args.host,
-        port=args.port,
-        log_config=None,
-    )
+    uvicorn.run(RequirePKCE(provider), interface="wsgi", host=host, port=port, log_config=None)
 
 
 if __name__ == "__main__":
