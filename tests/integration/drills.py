@@ -107,12 +107,20 @@ def user_processes(username: str, server_name: str):
         yield int(entry), argv
 
 
+def is_singleuser(argv: list[str]) -> bool:
+    """The jupyterhub-singleuser process itself, run directly or through the launcher's
+    fast-exit bootstrap (``python -c ... /path/jupyterhub-singleuser``); not the launcher."""
+    return any(a.endswith("/jupyterhub-singleuser") for a in argv) and not any(
+        a.endswith("hpcspawner-singleuser") for a in argv
+    )
+
+
 def singleuser_pid(username: str, server_name: str, timeout: float = 30) -> int:
     """The jupyterhub-singleuser process itself (not the hpcspawner-singleuser launcher)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for pid, argv in user_processes(username, server_name):
-            if len(argv) > 1 and argv[1].endswith("/jupyterhub-singleuser"):
+            if is_singleuser(argv):
                 return pid
         time.sleep(0.2)
     raise AssertionError(f"no jupyterhub-singleuser process for {username}/{server_name}")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from .drills import is_singleuser, user_processes
 from .hub import run, squeue_fields
 
 EXTRA_CONFIG = """
@@ -99,19 +100,6 @@ def test_server_on_extra_node_is_reached_through_the_proxy(hub):
     hub.stop_server("carol")
 
 
-def _processes_of(username: str) -> dict[int, list[str]]:
-    uid = pwd.getpwnam(username).pw_uid
-    found = {}
-    for entry in os.listdir("/proc"):
-        try:
-            if entry.isdigit() and os.stat(f"/proc/{entry}").st_uid == uid:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    found[int(entry)] = f.read().decode(errors="replace").split("\0")[:-1]
-        except OSError:
-            continue
-    return found
-
-
 def test_stop_shuts_the_server_down_cleanly_and_ends_the_job(hub):
     """fast_exit (default): the server runs through the launcher's fast-exit bootstrap,
     and a stop still runs Jupyter Server's own shutdown (its kernels are shut down)
@@ -122,12 +110,7 @@ def test_stop_shuts_the_server_down_cleanly_and_ends_the_job(hub):
     assert r.status_code in (201, 202), r.text
     model = hub.wait_ready("alice")
     job_id = model["state"]["job_id"]
-    servers = [
-        argv
-        for argv in _processes_of("alice").values()
-        if any(a.endswith("/jupyterhub-singleuser") for a in argv)
-        and "hpcspawner-singleuser" not in " ".join(argv)
-    ]
+    servers = [argv for _, argv in user_processes("alice", "") if is_singleuser(argv)]
     assert len(servers) == 1, servers
     assert servers[0][1] == "-c", servers[0][:2]
     r = hub.session.post(
@@ -140,7 +123,7 @@ def test_stop_shuts_the_server_down_cleanly_and_ends_the_job(hub):
     kernel_id = r.json()["id"]
     deadline = time.monotonic() + 60
     while not (
-        kernels := [p for p, argv in _processes_of("alice").items() if "ipykernel_launcher" in argv]
+        kernels := [p for p, argv in user_processes("alice", "") if "ipykernel_launcher" in argv]
     ):
         assert time.monotonic() < deadline, "the kernel process did not start"
         time.sleep(0.2)
