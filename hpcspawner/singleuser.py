@@ -297,7 +297,8 @@ def run(argv: list[str], env: dict[str, str]) -> int:
         child_env = dict(env)
         child_env["JUPYTERHUB_SERVICE_URL"] = service_url_with_port(service_url, port)
         child_env["JUPYTER_PORT_RETRIES"] = "0"
-        log(f"starting {argv[0]} on port {port}")
+        how = " (fast exit)" if server_argv is not argv else ""
+        log(f"starting {argv[0]} on port {port}{how}")
         child = subprocess.Popen(server_argv, env=child_env)  # noqa: S603 - the hub's configured command
         for signum in FORWARDED_SIGNALS:
             signal.signal(signum, lambda s, _frame, c=child: c.send_signal(s))

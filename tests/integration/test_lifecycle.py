@@ -133,6 +133,7 @@ def test_stop_shuts_the_server_down_cleanly_and_ends_the_job(hub):
     assert squeue_fields(job_id, "%i|%T", all_states=False) is None
     assert not [p for p in kernels if os.path.exists(f"/proc/{p}")], "the kernel outlived the job"
     log = Path(pwd.getpwnam("alice").pw_dir, f".jupyterhub-slurm-{job_id}.log").read_text()
+    assert "on port" in log and "(fast exit)" in log, log[:500]
     assert f"Kernel shutdown: {kernel_id}" in log, log[-2000:]
 
 
