@@ -229,24 +229,6 @@ def server_listens(pid: int, port: int) -> bool:
     return bool(listening & _socket_inodes(_descendants(pid)))
 
 
-#: Shortest pause between two looks at whether the server listens (seconds).
-LISTEN_CHECK_PAUSE = 0.02
-#: Longest share of a core the looks may take: on a node with a huge socket table a
-#: look takes longer, and the pause grows with it.
-LISTEN_CHECK_SHARE = 0.1
-
-
-def _listens_paced(pid: int, port: int) -> bool:
-    """One :func:`server_listens` look, then (if not yet) a pause that keeps the looks
-    at most ``LISTEN_CHECK_SHARE`` of a core and at least ``LISTEN_CHECK_PAUSE`` apart."""
-    started = time.monotonic()
-    if server_listens(pid, port):
-        return True
-    took = time.monotonic() - started
-    time.sleep(max(LISTEN_CHECK_PAUSE, took * (1 - LISTEN_CHECK_SHARE) / LISTEN_CHECK_SHARE))
-    return False
-
-
 def report_port(api_url: str, token: str, port: int, *, deadline: float, ssl_context=None) -> None:
     """POST the port to the hub; retry while the hub is unreachable; raise on refusal."""
     url = api_url.rstrip("/") + "/batchspawner"
@@ -320,8 +302,8 @@ def run(argv: list[str], env: dict[str, str]) -> int:
         child = subprocess.Popen(server_argv, env=child_env)  # noqa: S603 - the hub's configured command
         for signum in FORWARDED_SIGNALS:
             signal.signal(signum, lambda s, _frame, c=child: c.send_signal(s))
-        while child.poll() is None and not _listens_paced(child.pid, port):
-            pass
+        while child.poll() is None and not server_listens(child.pid, port):
+            time.sleep(0.1)
         if child.returncode is not None:
             if free_port(port) is None:
                 log(f"port {port} was taken by another process; trying another one")

@@ -6,7 +6,6 @@ import random
 
 import pytest
 
-from hpcspawner import singleuser
 from hpcspawner.singleuser import (
     _exit_code,
     candidate_ports,
@@ -210,34 +209,3 @@ def test_service_url_with_port(url, port, expected):
 )
 def test_exit_code(returncode, code):
     assert _exit_code(returncode) == code
-
-
-# ---------------------------------------------------------------- _listens_paced
-
-
-@pytest.mark.parametrize(
-    ("look_takes", "pause"),
-    [
-        pytest.param(0.0001, 0.02, id="cheap-look-short-pause"),
-        pytest.param(0.01, 0.09, id="slow-look-at-most-a-tenth-of-a-core"),
-    ],
-)
-def test_listens_paced_pauses_in_proportion_to_the_look(monkeypatch, look_takes, pause):
-    clock = [100.0]
-    slept = []
-    monkeypatch.setattr(singleuser.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(singleuser.time, "sleep", slept.append)
-
-    def look(pid, port):
-        clock[0] += look_takes
-        return False
-
-    monkeypatch.setattr(singleuser, "server_listens", look)
-    assert singleuser._listens_paced(1, 8888) is False
-    assert slept == [pytest.approx(pause)]
-
-
-def test_listens_paced_does_not_pause_once_listening(monkeypatch):
-    monkeypatch.setattr(singleuser, "server_listens", lambda pid, port: True)
-    monkeypatch.setattr(singleuser.time, "sleep", lambda s: pytest.fail("paused"))
-    assert singleuser._listens_paced(1, 8888) is True
