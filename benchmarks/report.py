@@ -149,8 +149,7 @@ def storm_pairs(storm: dict) -> list[tuple[dict | None, dict | None]]:
     """(hpcspawner, batchspawner) results per storm size, smallest first."""
     by_size: dict[int, dict[str, dict]] = {}
     for kind in KINDS:
-        found = storm.get(kind) or []
-        for row in [found] if isinstance(found, dict) else found:  # one dict: an older run
+        for row in storm.get(kind) or []:
             by_size.setdefault(row["servers"], {})[kind] = row
     return [(r.get("hpcspawner"), r.get("batchspawner")) for _, r in sorted(by_size.items())]
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from itertools import accumulate, islice
 
 import pytest
 
 from hpcspawner.errors import SlurmError
 from hpcspawner.jobstate import JobInfo, Liveness
 from hpcspawner.poller import JobPoller, JobStatus
+from hpcspawner.spawner import stop_check_pauses
 
 #: Upper bound for every await in these tests (seconds).
 TIMEOUT = 2.0
@@ -385,10 +387,6 @@ async def test_background_loop_refreshes_tracked_jobs(make_poller):
 
 
 def test_stop_check_pauses_look_often_first_then_settle_at_one_second():
-    from itertools import accumulate, islice
-
-    from hpcspawner.spawner import stop_check_pauses
-
     pauses = list(islice(stop_check_pauses(), 40))
     times = list(accumulate(pauses))
     # slurmd's own looks at a cancelled job's processes: 0.02, 0.07, 0.17, 0.67, 1.67 s...
