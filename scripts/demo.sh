@@ -23,11 +23,12 @@ PORT=${DEMO_PORT:-443}
 OIDC_PORT=${DEMO_OIDC_PORT:-9400}
 PY=$REPO/.venv/jh6/bin/python
 DEMO=$REPO/.demo
-CLUSTER=scripts/cluster
+# absolute paths: the hub runs in .demo/ (cd below), and the cleanup trap runs from there
+CLUSTER=$REPO/scripts/cluster
 say() { printf '\n=== [demo] %s\n' "$*"; }
 
 say "installing what the demo needs (quick when already done)"
-scripts/install-deps.sh
+"$REPO/scripts/install-deps.sh"
 
 # shellcheck source=scripts/cluster/lib.sh
 source "$CLUSTER/lib.sh" # pid_of and the daemons' pid files
@@ -115,7 +116,7 @@ if ss -Hltn "sport = :$OIDC_PORT" | grep -q .; then
   exit 1
 fi
 # in its own session and process group: Ctrl-C reaches it only through cleanup, in order
-setsid "$PY" scripts/demo_oidc_provider.py --port "$OIDC_PORT" \
+setsid "$PY" "$REPO/scripts/demo_oidc_provider.py" --port "$OIDC_PORT" \
   </dev/null >>"$DEMO/oidc-provider.log" 2>&1 &
 PROVIDER_PID=$!
 for ((i = 0; ; i++)); do
@@ -145,7 +146,7 @@ export HPCSPAWNER_BIND_URL="https://0.0.0.0:$PORT"
 export HPCSPAWNER_SSL_CERT=$DEMO/hub.crt HPCSPAWNER_SSL_KEY=$DEMO/hub.key
 export HPCSPAWNER_SINGLEUSER_VENV=/opt/hpcspawner-dev/singleuser
 export HPCSPAWNER_JOB_TAG=demo
-[ -d .venv/node-bin ] && export PATH=$REPO/.venv/node-bin:$PATH # Node.js from PyPI, if installed so
+[ -d "$REPO/.venv/node-bin" ] && export PATH=$REPO/.venv/node-bin:$PATH # Node.js from PyPI, if installed so
 
 cat <<EOF
 

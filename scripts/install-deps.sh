@@ -6,9 +6,12 @@
 #      (apt-get update + install only when something is missing)
 #   2. node_modules/ from package-lock.json with `npm ci` (configurable-http-proxy)
 #   3. .venv/jh6 (JupyterHub 6.1.1, the package editable, test + docs extras, playwright) and
-#      .venv/jh5 (JupyterHub 5.x, test extras), from the first python3 on PATH; the hub runs as root
-#   4. /opt/hpcspawner-dev/singleuser: the venv the Slurm jobs run (jupyterhub + jupyterlab + this
-#      package, non-editable), from /usr/bin/python3, readable by every user
+#      .venv/jh5 (exactly the lowest JupyterHub pyproject.toml allows, test extras), from the
+#      first python3 on PATH; the hub runs as root
+#   4. /opt/hpcspawner-dev/singleuser: the venv the Slurm jobs run, from /usr/bin/python3,
+#      readable by every user: jupyterhub + jupyterlab + batchspawner (its launcher, for the
+#      compatibility test and the benchmarks) + this package with --no-deps, non-editable: the
+#      light job environment the install guide describes (the launcher is standard library only)
 #
 # Idempotent and quick when nothing changed: each venv keeps a stamp (python version + package
 # list + hash of pyproject.toml) and is only pip-installed again when the stamp differs.  The
@@ -132,7 +135,9 @@ hub_venv() { # NAME PIP-ARGS...
 }
 # playwright: the browser tests drive Debian's /usr/bin/chromium; never `playwright install`.
 hub_venv jh6 -e '.[test,docs]' 'jupyterhub==6.1.1' playwright
-hub_venv jh5 -e '.[test]' 'jupyterhub>=5.3,<6'
+# The JupyterHub floor: pyproject.toml's `jupyterhub>=X` (tests/unit/test_packaging.py checks
+# that they agree), so that test.sh's second run tests the oldest JupyterHub we claim to support.
+hub_venv jh5 -e '.[test]' 'jupyterhub==5.4.1'
 
 # ---------------------------------------------------------------- 4. singleuser venv for the jobs
 # PITFALL: built from /usr/bin/python3, not the first python3 on PATH: on the dev machines that is
@@ -140,20 +145,23 @@ hub_venv jh5 -e '.[test]' 'jupyterhub>=5.3,<6'
 # "bad interpreter: Permission denied".
 # The package is built from a clean copy of the work tree: building in place would leave build/
 # and *.egg-info in the repo, and a stale build/lib can pack modules deleted since into the wheel.
-SU_DEPS=('jupyterhub==6.1.1' jupyterlab)
+SU_DEPS=('jupyterhub==6.1.1' jupyterlab 'batchspawner==1.3.0')
 SRC=$(mktemp -d)
 trap 'rm -rf "$SRC"' EXIT
 src_files=(pyproject.toml hpcspawner)
 for f in README* LICENSE* MANIFEST.in; do [ -e "$f" ] && src_files+=("$f"); done
 tar --exclude=__pycache__ -cf - "${src_files[@]}" | tar -C "$SRC" -xf -
 install -d -m 0755 "$(dirname "$SU_VENV")"
-SU_STAMP="$(pyver "$SU_PYTHON") | ${SU_DEPS[*]} | $PYPROJECT_HASH"
+# hpcspawner's own dependencies (the hub's: oauthenticator, ...) stay out of this venv: when its
+# inputs change it is built afresh, so that nothing left from an earlier build hides a missing one.
+SU_STAMP="$(pyver "$SU_PYTHON") | ${SU_DEPS[*]} | hpcspawner --no-deps"
 if ! stamp_ok "$SU_VENV" "$SU_STAMP"; then
+  rm -rf "$SU_VENV"
   ensure_venv "$SU_VENV" "$SU_PYTHON"
-  log "pip install into $SU_VENV: ${SU_DEPS[*]} + hpcspawner's dependencies"
+  log "pip install into $SU_VENV: ${SU_DEPS[*]}"
   # Debian's venv brings setuptools 66; pyproject.toml asks for >= 68 (needed for --no-build-isolation)
   "$SU_VENV/bin/pip" install -q 'setuptools>=68' wheel
-  "$SU_VENV/bin/pip" install -q --no-build-isolation "${SU_DEPS[@]}" "$SRC"
+  "$SU_VENV/bin/pip" install -q "${SU_DEPS[@]}"
   echo "$SU_STAMP" >"$SU_VENV/.hpcspawner-stamp"
 fi
 # Every run: the package itself, --force-reinstall because its version does not change between

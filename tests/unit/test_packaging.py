@@ -1,0 +1,131 @@
+"""What the package declares is what it needs, and the scripts test what it declares.
+
+- every third-party module ``hpcspawner/`` imports is a declared dependency, and every
+  declared dependency is imported (batchspawner is only for tests and benchmarks: an extra);
+- the lowest JupyterHub ``pyproject.toml`` allows is the one ``install-deps.sh`` installs
+  for test.sh's JupyterHub 5 run, and the one the README and the install guide name;
+- the job-side launcher imports nothing but the standard library, so a job environment
+  needs only ``jupyterhub`` + ``jupyterlab`` + ``pip install --no-deps hpcspawner``;
+- the scripts that change directory call the repository's scripts by absolute path.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomllib
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGE = REPO / "hpcspawner"
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+
+#: what a job environment holds besides the standard library; the launcher may use none of it
+HUB_SIDE = ("jupyterhub", "jinja2", "tornado", "traitlets", "oauthenticator", "sqlalchemy")
+
+
+def third_party_imports(path: Path) -> set[str]:
+    """Top-level names of the absolute imports in ``path`` that are not the stdlib."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {"__future__", "hpcspawner"}
+
+
+def declared(requirements) -> dict[str, Requirement]:
+    parsed = (Requirement(text) for text in requirements)
+    return {re.sub(r"[-_.]+", "-", r.name).lower(): r for r in parsed}
+
+
+def jupyterhub_floor() -> Version:
+    (spec,) = declared(PYPROJECT["project"]["dependencies"])["jupyterhub"].specifier
+    assert spec.operator == ">=", f"jupyterhub is declared as {spec}: expected a >= floor"
+    return Version(spec.version)
+
+
+def test_every_import_is_declared_and_every_dependency_imported():
+    imported = set()
+    for path in PACKAGE.rglob("*.py"):
+        imported |= third_party_imports(path)
+    # every import name here is its distribution's name too
+    assert set(declared(PYPROJECT["project"]["dependencies"])) == imported
+
+
+def test_batchspawner_is_only_for_tests():
+    assert "batchspawner" not in declared(PYPROJECT["project"]["dependencies"])
+    assert "batchspawner" in declared(PYPROJECT["project"]["optional-dependencies"]["test"])
+
+
+def test_the_lowest_jupyterhub_allowed_is_the_one_installed_and_tested():
+    floor = jupyterhub_floor()
+    # ssl_alt_names as a callable (settings.py) needs 5.4.1; apply_user_options needs 5.3
+    assert floor >= Version("5.4.1")
+    install = (REPO / "scripts" / "install-deps.sh").read_text()
+    (jh5,) = re.findall(r"^hub_venv jh5 .*$", install, flags=re.MULTILINE)
+    assert f"'jupyterhub=={floor}'" in jh5.split()
+    for doc in ("README.md", "docs/howto/install.md"):
+        assert f"JupyterHub {floor}" in (REPO / doc).read_text(), doc
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        pytest.param("singleuser.py", id="launcher"),
+        pytest.param("_version.py", id="version"),
+        pytest.param("__init__.py", id="package"),
+    ],
+)
+def test_job_side_modules_use_the_standard_library_only(module):
+    assert third_party_imports(PACKAGE / module) == set()
+
+
+def test_the_launcher_runs_without_site_packages():
+    # -I -S: no site-packages, no PYTHONPATH, no user site: only the stdlib and the work tree
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); "
+        "import hpcspawner, hpcspawner.singleuser as launcher; "
+        "print(callable(launcher.main)); "
+        f"print(sorted(set(sys.modules) & {set(HUB_SIDE)!r}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", probe, str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["True", "[]"]
+
+
+def test_the_package_still_exports_the_spawner_lazily():
+    import hpcspawner
+    from hpcspawner.spawner import SlurmSpawner
+
+    assert hpcspawner.SlurmSpawner is SlurmSpawner
+    with pytest.raises(AttributeError):
+        hpcspawner.NoSuchThing  # noqa: B018
+
+
+# a path to one of the repository's scripts that does not start at $REPO (or another absolute
+# directory): it breaks as soon as the script changes directory (demo.sh runs the hub in .demo/,
+# and its cleanup trap runs from there)
+RELATIVE_SCRIPT_PATH = re.compile(r"""(?:^|[\s=;&|("'])(?:\./)?(?:scripts|\.venv)/""")
+
+
+@pytest.mark.parametrize("script", ["demo.sh", "test.sh"])
+def test_scripts_call_the_repositorys_files_by_absolute_path(script):
+    relative = [
+        line.strip()
+        for line in (REPO / "scripts" / script).read_text().splitlines()
+        if not line.lstrip().startswith("#") and RELATIVE_SCRIPT_PATH.search(line.split(" #")[0])
+    ]
+    assert relative == []
