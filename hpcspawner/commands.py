@@ -166,6 +166,8 @@ async def run_argv(
         if isinstance(e, asyncio.CancelledError):
             raise
         raise SlurmTimeout(argv, timeout) from None
-    return proc.returncode, b"".join(out).decode(errors="replace"), b"".join(err).decode(
-        errors="replace"
+    return (
+        proc.returncode,
+        b"".join(out).decode(errors="replace"),
+        b"".join(err).decode(errors="replace"),
     )

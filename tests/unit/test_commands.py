@@ -97,7 +97,9 @@ async def test_timeout_kills_the_whole_process_group():
 
 async def test_stdin_is_fed_and_output_returned():
     rc, out, err = await run_argv(
-        python("import sys; data = sys.stdin.read(); print(len(data)); print('e', file=sys.stderr)"),
+        python(
+            "import sys; data = sys.stdin.read(); print(len(data)); print('e', file=sys.stderr)"
+        ),
         timeout=30,
         stdin="a" * 300_000,
     )
