@@ -37,6 +37,15 @@ from traitlets import (
     validate,
 )
 
+from .accountrules import (
+    DEFAULT_MAX_UID,
+    DEFAULT_MIN_UID,
+    DEFAULT_REFUSED_NAMES,
+    DEFAULT_REFUSED_SHELLS,
+    AccountRules,
+    check_account,
+    rules_from_config,
+)
 from .commands import run_argv
 from .errors import SlurmError
 from .identity import (
@@ -47,20 +56,25 @@ from .identity import (
     PosixAccount,
     check_account_map,
     check_account_names,
+    check_pin,
     check_username,
     claim_identity,
     compile_pattern,
+    identity_pin,
     lookup_posix_account,
     parse_username_map,
+    slurm_service_users,
     transform,
     username_from_claims,
 )
 from .loginhandlers import (
+    CLAIM_LOG_LIMIT,
     ClusterCallbackHandler,
     ClusterLoginHandler,
     NoClusterAccount,
     unavailable,
 )
+from .logtext import loggable
 from .oidc import (
     DiscoveryError,
     ProviderMetadata,
@@ -75,6 +89,21 @@ from .slurmrecords import ParseError, parse_associations, sacctmgr_args
 CLAIM_PROBLEM_MESSAGE = (
     "The identity provider did not tell this hub who you are. "
     "Please contact the hub's administrators."
+)
+#: Reasons of :mod:`hpcspawner.accountrules` (and root/nobody): the account exists but is not
+#: a person's; applying for an account would not help.
+ACCOUNT_RULE_REASONS = frozenset(
+    {"reserved-username", "service-account", "system-account", "high-uid", "no-login-shell"}
+)
+#: What the page says for those.
+SYSTEM_ACCOUNT_MESSAGE = (
+    "The cluster account for {identity} is a system or service account, which cannot be "
+    "used on this hub. If you think this is wrong, please contact the hub's administrators."
+)
+#: What the page says when the account belongs to another identity at the provider.
+IDENTITY_CHANGED_MESSAGE = (
+    "The cluster account for {identity} belongs to another identity at the identity "
+    "provider. Please contact the hub's administrators."
 )
 
 
@@ -178,7 +207,8 @@ class ClusterOAuthenticator(GenericOAuthenticator):
         help="""E-mail style domains to strip from the claim (``alice@uni.example`` -> ``alice``).
 
         A claim with any other domain is refused: ``alice@elsewhere.example`` is
-        not the cluster's ``alice``. A claim without ``@`` is kept as it is.
+        not the cluster's ``alice``. A claim without ``@`` (no domain at all) is
+        refused too (reason ``unscoped-claim``): it could come from anywhere.
 
             c.ClusterOAuthenticator.username_strip_domains = ["uni.example", "physics.uni.example"]
         """,
@@ -257,13 +287,62 @@ class ClusterOAuthenticator(GenericOAuthenticator):
     )
 
     min_uid = Integer(
-        1000,
+        DEFAULT_MIN_UID,
         config=True,
         help="""Smallest uid a login may map to; system accounts below it are refused.
 
-        Applies with ``require_posix_account``. ``root`` and ``nobody`` are always refused.
+        Checked whenever the hub host knows the account (also with
+        ``require_posix_account`` off); uid 0 is always refused (reason
+        ``system-account``). Keep ``c.SlurmSpawner.min_uid`` equal: the spawner
+        checks again before it runs anything as the user.
 
             c.ClusterOAuthenticator.min_uid = 10000
+        """,
+    )
+
+    max_uid = Integer(
+        DEFAULT_MAX_UID,
+        config=True,
+        help="""The first uid a login may no longer map to (reason ``high-uid``).
+
+        Debian gives packages' users uids from 60000 (``slurm``, Slurm's own
+        super-user, is 64030) and ``nobody`` is 65534. If your users' uids go
+        higher (LDAP or AD often use uids above 100000), raise it above the largest
+        one, and ``c.SlurmSpawner.max_uid`` with it.
+
+            c.ClusterOAuthenticator.max_uid = 2_000_000_000
+        """,
+    )
+
+    refused_usernames = List(
+        Unicode(),
+        list(DEFAULT_REFUSED_NAMES),
+        config=True,
+        help="""Accounts a login may never map to, whatever their uid (reason ``service-account``).
+
+        Checked even with ``require_posix_account`` off, and compared without
+        regard to case. ``root`` and the ``SlurmUser`` and ``SlurmdUser`` of
+        slurm.conf (``SLURM_CONF``, else /etc/slurm/slurm.conf, read at start-up)
+        are always refused too. Add your site's service accounts, and set the
+        same list as ``c.SlurmSpawner.refused_usernames``:
+
+            c.ClusterOAuthenticator.refused_usernames = ["root", "nobody", "slurm", "munge", "slurmrest", "slurmrestd", "backup-svc"]
+        """,
+    )
+
+    refused_shells = List(
+        Unicode(),
+        list(DEFAULT_REFUSED_SHELLS),
+        config=True,
+        help="""Login shells that mark an account a login may not map to (reason ``no-login-shell``).
+
+        An absolute path matches exactly; a bare name matches the shell's last
+        component (``nologin`` matches /usr/sbin/nologin and /sbin/nologin).
+        Use ``[]`` if your users' accounts have ``nologin`` on purpose (e.g. no
+        SSH to the login nodes) and should still get servers, and set
+        ``c.SlurmSpawner.refused_shells`` the same.
+
+            c.ClusterOAuthenticator.refused_shells = ["nologin", "false", "/usr/local/bin/locked"]
         """,
     )
 
@@ -359,6 +438,7 @@ class ClusterOAuthenticator(GenericOAuthenticator):
     # ------------------------------------------------------------ set-up
 
     _rules: MappingRules | None = None
+    _account_rules: AccountRules | None = None
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -377,6 +457,8 @@ class ClusterOAuthenticator(GenericOAuthenticator):
         if self.username_map_file and self.username_lookup_hook:
             raise ValueError("set username_map_file or username_lookup_hook, not both")
         self._rules = self._build_rules()
+        self._service_users = slurm_service_users()
+        self._account_rules = self._build_account_rules()
         self._username_map()
 
     @observe(
@@ -388,6 +470,27 @@ class ClusterOAuthenticator(GenericOAuthenticator):
     )
     def _mapping_config_changed(self, change):
         self._rules = None
+
+    @observe("min_uid", "max_uid", "refused_usernames", "refused_shells")
+    def _account_config_changed(self, change):
+        self._account_rules = None
+
+    @property
+    def account_rules(self) -> AccountRules:
+        """Which accounts a login may map to (the settings above plus slurm.conf's users)."""
+        if self._account_rules is None:
+            self._account_rules = self._build_account_rules()
+        return self._account_rules
+
+    def _build_account_rules(self) -> AccountRules:
+        """Raise ValueError when max_uid is not above min_uid."""
+        return rules_from_config(
+            min_uid=self.min_uid,
+            max_uid=self.max_uid,
+            refused_usernames=self.refused_usernames,
+            refused_shells=self.refused_shells,
+            service_users=getattr(self, "_service_users", ()),
+        )
 
     @property
     def mapping_rules(self) -> MappingRules:
@@ -513,6 +616,10 @@ class ClusterOAuthenticator(GenericOAuthenticator):
     def _no_account(self, error: MappingError, *, identity: str, claims) -> NoClusterAccount:
         if error.reason in CLAIM_REASONS:
             message = CLAIM_PROBLEM_MESSAGE
+        elif error.reason == "identity-changed":
+            message = IDENTITY_CHANGED_MESSAGE.format(identity=identity)
+        elif error.reason in ACCOUNT_RULE_REASONS:
+            message = SYSTEM_ACCOUNT_MESSAGE.format(identity=identity)
         else:
             message = self.no_account_message.format(identity=identity)
         subject = claims.get("sub") if isinstance(claims, dict) else None
@@ -558,17 +665,18 @@ class ClusterOAuthenticator(GenericOAuthenticator):
                 name = check_username(name, lowercase=rules.lowercase)
             else:
                 identity, name = username_from_claims(claims, rules, self._username_map())
-            if not self.require_posix_account:
-                return identity, PosixAccount(name)
+            account_rules = self.account_rules
+            check_account(PosixAccount(name), account_rules)  # the names, before asking NSS
             account = await asyncio.get_running_loop().run_in_executor(
                 None, lookup_posix_account, name
             )
+            if account is not None:
+                # uid and shell of the account the spawner's driver would run as
+                check_account(account, account_rules)
+            if not self.require_posix_account:
+                return identity, PosixAccount(name)
             if account is None:
                 raise MappingError("no-account", f"there is no user {name!r} on this host")
-            if account.uid < self.min_uid:
-                raise MappingError(
-                    "system-account", f"{name!r} has uid {account.uid} < min_uid {self.min_uid}"
-                )
             return identity, account
         except MappingError as e:
             raise self._no_account(e, identity=identity, claims=claims) from None
@@ -613,7 +721,10 @@ class ClusterOAuthenticator(GenericOAuthenticator):
         claims = auth_state.get(self.user_auth_state_key) or {}
         identity, account = await self.cluster_account(claims)
         self.log.debug(
-            "Login %s is cluster user %s (uid %s)", identity, account.username, account.uid
+            "Login %s is cluster user %s (uid %s)",
+            loggable(identity, CLAIM_LOG_LIMIT),
+            account.username,
+            account.uid,
         )
         auth_model["name"] = account.username
         auth_model["admin"] = True if account.username in self.admin_users else None
@@ -624,8 +735,45 @@ class ClusterOAuthenticator(GenericOAuthenticator):
             "gid": account.gid,
             "groups": list(account.groups),
             "accounts": accounts,
+            **identity_pin(self.pin_issuer, claims),
         }
         return auth_model
+
+    @property
+    def pin_issuer(self) -> str:
+        """The issuer an account's ``sub`` is pinned with: ``issuer`` (or the token URL)."""
+        return self.issuer or self.token_url
+
+    async def check_pinned_identity(self, handler, auth_model: dict) -> None:
+        """Refuse a login whose account is pinned to another provider identity.
+
+        The first login of an account pins ``(iss, sub)`` in its auth_state (so does
+        the next login of a user from before pinning); a later login that maps to
+        the same account with another ``sub`` (a renamed ``preferred_username``, a
+        reused e-mail address) gets the "No cluster account" page (reason
+        ``identity-changed``). Raises :class:`NoClusterAccount`.
+        """
+        find_user = getattr(handler, "find_user", None)
+        if find_user is None:
+            return
+        name = self.normalize_username(auth_model["name"])
+        user = find_user(name)
+        if user is None:
+            return
+        stored = await user.get_auth_state()
+        auth_state = auth_model["auth_state"]
+        claims = auth_state.get(self.user_auth_state_key) or {}
+        try:
+            check_pin((stored or {}).get(AUTH_STATE_KEY), auth_state[AUTH_STATE_KEY], name)
+        except MappingError as e:
+            error = MappingError(
+                e.reason,
+                f"{e.detail}; if the account really changed hands, delete the user {name!r} "
+                "in the hub's admin panel (or DELETE /hub/api/users/<name>): the next login "
+                "pins it again",
+            )
+            identity = claim_identity(claims, self.username_claim)
+            raise self._no_account(error, identity=identity, claims=claims) from None
 
     async def build_auth_state_dict(self, token_info, user_info):
         auth_state = super().build_auth_state_dict(token_info, user_info)
@@ -639,11 +787,12 @@ class ClusterOAuthenticator(GenericOAuthenticator):
     async def authenticate(self, handler, data=None, **kwargs):
         await self.require_discovery()
         auth_model = await super().authenticate(handler, data, **kwargs)
+        await self.check_pinned_identity(handler, auth_model)
         claims = auth_model["auth_state"].get(self.user_auth_state_key) or {}
         self.log.info(
             "Login %s (sub %s) is cluster user %s",
-            claim_identity(claims, self.username_claim),
-            claims.get("sub"),
+            loggable(claim_identity(claims, self.username_claim), CLAIM_LOG_LIMIT),
+            loggable(claims.get("sub"), CLAIM_LOG_LIMIT),
             auth_model["name"],
         )
         return auth_model
@@ -676,6 +825,12 @@ class ClusterOAuthenticator(GenericOAuthenticator):
             return False
         if not isinstance(auth_model, dict):
             return auth_model
+        try:
+            pin = (auth_model.get("auth_state") or {}).get(AUTH_STATE_KEY) or {}
+            check_pin((auth_state or {}).get(AUTH_STATE_KEY), pin, user.name)
+        except MappingError as e:
+            self.log.warning("Ending the session of %s: %s", user.name, loggable(e.detail))
+            return False
         return await self._still_allowed(user, auth_model)
 
     async def _refresh_expired_token(self, user, handler, auth_state):

@@ -5,16 +5,21 @@ The identity provider says who logged in (``preferred_username``, ``eppn``,
 maps one to the other in fixed steps, each optional except the first:
 
 1. take the configured claim;
-2. lower-case it;
-3. strip one of the allowed e-mail domains (any other domain is refused);
-4. rewrite it with a regular expression and a template;
-5. look the result up in the admin's map;
-6. check that it is a valid POSIX user name.
+2. check that it is ASCII (before anything else: ``"\\u212aarl".lower()`` is ``"karl"``);
+3. lower-case it;
+4. strip one of the allowed e-mail domains (any other domain, and no domain, is refused);
+5. rewrite it with a regular expression and a template;
+6. look the result up in the admin's map;
+7. check that it is a valid POSIX user name.
 
 Every refusal is a :class:`MappingError` with a short fixed ``reason`` label and
-a ``detail`` for the log. Looking the name up in the system's user database
-(:func:`lookup_posix_account`) and asking Slurm for the user's accounts happen
-in :mod:`hpcspawner.auth`; the parsers for their answers are here.
+a ``detail`` for the log. Which accounts a login may then use (uid range,
+service accounts, shells) is :mod:`hpcspawner.accountrules`. The login's
+provider identity ``(iss, sub)`` is pinned to the account it mapped to
+(:func:`check_pin`). Looking the name up in the system's user database
+(:func:`lookup_posix_account`), reading slurm.conf (:func:`slurm_service_users`)
+and asking Slurm for the user's accounts happen in :mod:`hpcspawner.auth`;
+the parsers for their answers are here.
 """
 
 from __future__ import annotations
@@ -28,34 +33,28 @@ import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from .accountrules import (
+    POSIX_NAME_MIXED_CASE_RE,
+    POSIX_NAME_RE,
+    MappingError,
+    PosixAccount,
+    parse_slurm_conf_users,
+)
 from .options import NAME_RE
 
 #: Key of hpcspawner's part of ``auth_state``: ``username``, ``uid``, ``gid``, ``groups``,
-#: ``accounts`` (read by the spawner, written by the authenticator).
+#: ``accounts`` (read by the spawner, written by the authenticator), and ``iss`` and
+#: ``sub``, the provider identity the account is pinned to (see :func:`check_pin`).
 AUTH_STATE_KEY = "hpcspawner"
 
-#: POSIX user names accepted (what ``useradd`` accepts by default, at most 32 characters).
-POSIX_NAME_RE = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
-#: The same, when the admin turned lower-casing off.
-POSIX_NAME_MIXED_CASE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 #: Names a login may never map to, whatever the user database says.
 RESERVED_NAMES = frozenset({"root", "nobody"})
 
 #: Reasons that mean "the claim itself is missing or unusable": the page does not blame the user.
 CLAIM_REASONS = frozenset({"missing-claim", "invalid-claim"})
 
-
-class MappingError(ValueError):
-    """A login that maps to no usable cluster account.
-
-    ``reason`` is a short fixed label (logs, metrics, the page's wording);
-    ``detail`` says what exactly went wrong, for the log.
-    """
-
-    def __init__(self, reason: str, detail: str):
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}")
+#: Where Slurm's clients find slurm.conf when ``SLURM_CONF`` is not set (Debian's packages).
+DEFAULT_SLURM_CONF = "/etc/slurm/slurm.conf"
 
 
 @dataclass(frozen=True)
@@ -74,16 +73,6 @@ class MappingRules:
 
     def __post_init__(self):
         check_template(self.template, self.pattern)
-
-
-@dataclass(frozen=True)
-class PosixAccount:
-    """A user of the cluster as the system's user database knows it."""
-
-    username: str
-    uid: int | None = None
-    gid: int | None = None
-    groups: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------- config checks
@@ -143,12 +132,32 @@ def claim_identity(claims: Mapping, claim: str | Callable[[Mapping], object]) ->
     return value
 
 
+def check_ascii(value: str) -> str:
+    """Refuse a claim that is not ASCII, before any case folding.
+
+    ``str.lower`` folds some non-ASCII letters to ASCII ones (U+212A KELVIN SIGN
+    to ``k``), so ``"\\u212aarl"`` would become the account ``karl``.
+    """
+    if not value.isascii():
+        raise MappingError(
+            "non-ascii-claim", f"{ascii(value):.80} is not ASCII (cluster user names are ASCII)"
+        )
+    return value
+
+
 def transform(identity: str, rules: MappingRules) -> str:
-    """Steps 2-4: lower-case, strip an allowed domain, rewrite."""
-    value = identity.lower() if rules.lowercase else identity
-    if rules.strip_domains and "@" in value:
-        local, _, domain = value.rpartition("@")
+    """Steps 2-5: ASCII only, lower-case, strip an allowed domain, rewrite."""
+    value = check_ascii(identity)
+    value = value.lower() if rules.lowercase else value
+    if rules.strip_domains:
         allowed = {d.lower() for d in rules.strip_domains}
+        if "@" not in value:
+            raise MappingError(
+                "unscoped-claim",
+                f"{identity!r} has no domain, and only logins from "
+                f"{' or '.join(sorted(allowed))} are accepted",
+            )
+        local, _, domain = value.rpartition("@")
         if domain.lower() not in allowed:
             raise MappingError(
                 "foreign-domain",
@@ -168,6 +177,8 @@ def transform(identity: str, rules: MappingRules) -> str:
 def check_username(name: object, *, lowercase: bool = True) -> str:
     """Step 6: ``name`` must be a valid POSIX user name that a login may use."""
     regex = POSIX_NAME_RE if lowercase else POSIX_NAME_MIXED_CASE_RE
+    if isinstance(name, str):
+        check_ascii(name)
     if not isinstance(name, str) or not regex.fullmatch(name):
         shown = repr(name)[:66]
         raise MappingError(
@@ -257,7 +268,55 @@ def lookup_posix_account(name: str) -> PosixAccount | None:
             groups.append(grp.getgrgid(gid).gr_name)
         except KeyError:
             continue  # a gid without a name: nothing a policy could refer to
-    return PosixAccount(entry.pw_name, entry.pw_uid, entry.pw_gid, tuple(groups))
+    return PosixAccount(entry.pw_name, entry.pw_uid, entry.pw_gid, tuple(groups), entry.pw_shell)
+
+
+def slurm_service_users(path: str | None = None) -> tuple[str, ...]:
+    """The ``SlurmUser``/``SlurmdUser`` of slurm.conf (``SLURM_CONF``, else /etc/slurm/slurm.conf).
+
+    Reads the local file only (no controller call); () when it is missing or unreadable.
+    """
+    path = path or os.environ.get("SLURM_CONF") or DEFAULT_SLURM_CONF
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return parse_slurm_conf_users(f.read())
+    except OSError:
+        return ()
+
+
+# ---------------------------------------------------------------- pinning the provider identity
+
+
+def identity_pin(issuer: str, claims: Mapping) -> dict[str, str | None]:
+    """What ``auth_state`` keeps of the provider identity: ``{"iss": ..., "sub": ...}``.
+
+    ``sub`` is the provider's stable identifier of the person; a ``sub`` that is
+    missing or not a string is kept as None (nothing to pin).
+    """
+    subject = claims.get("sub") if isinstance(claims, Mapping) else None
+    if isinstance(subject, int) and not isinstance(subject, bool):
+        subject = str(subject)
+    return {"iss": issuer, "sub": subject if isinstance(subject, str) and subject else None}
+
+
+def check_pin(pinned: Mapping | None, login: Mapping, username: str) -> None:
+    """Refuse a login that lands on an account pinned to another provider identity.
+
+    ``pinned`` is the account's stored ``auth_state["hpcspawner"]`` (None or without
+    ``sub``: not pinned yet, e.g. a user from before pinning, and this login pins it);
+    ``login`` is :func:`identity_pin` of this login. Raises :class:`MappingError`
+    (``identity-changed``).
+    """
+    if not pinned or not pinned.get("sub"):
+        return
+    before = (pinned.get("iss"), pinned.get("sub"))
+    now = (login.get("iss"), login.get("sub"))
+    if before != now:
+        raise MappingError(
+            "identity-changed",
+            f"account {username!r} belongs to sub {before[1]!r} of {before[0]!r}, "
+            f"this login is sub {now[1]!r} of {now[0]!r}",
+        )
 
 
 # ---------------------------------------------------------------- Slurm accounts
@@ -283,18 +342,25 @@ def check_account_names(accounts, where: str) -> tuple[str, ...]:
 
 
 __all__ = [
+    "AUTH_STATE_KEY",
     "CLAIM_REASONS",
+    "POSIX_NAME_MIXED_CASE_RE",
+    "POSIX_NAME_RE",
     "MappingError",
     "MappingRules",
     "PosixAccount",
     "check_account_map",
     "check_account_names",
+    "check_ascii",
+    "check_pin",
     "check_template",
     "check_username",
     "claim_identity",
     "compile_pattern",
+    "identity_pin",
     "lookup_posix_account",
     "parse_username_map",
+    "slurm_service_users",
     "transform",
     "username_from_claims",
 ]

@@ -18,8 +18,11 @@ from oauthenticator.oauth2 import OAuthCallbackHandler, OAuthLoginHandler
 from tornado import web
 
 from .identity import MappingError
+from .logtext import loggable
 
 NO_ACCOUNT_TEMPLATE = "no_cluster_account.html"
+#: How much of one claim value (identity, sub) reaches the log, escaped.
+CLAIM_LOG_LIMIT = 200
 _TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
@@ -27,17 +30,19 @@ class NoClusterAccount(web.HTTPError):
     """403: the login maps to no usable cluster account.
 
     The callback handler renders it as the "No cluster account" page; anywhere
-    else JupyterHub's error page shows :attr:`jupyterhub_message`.
+    else JupyterHub's error page shows :attr:`jupyterhub_message`. Its log message
+    carries the claims escaped (:func:`~hpcspawner.logtext.loggable`): they come from
+    the identity provider.
     """
 
     def __init__(self, error: MappingError, *, identity: str, message: str, subject: str = ""):
         super().__init__(
             403,
             "login of %s (sub %s) refused (%s): %s",
-            identity or "?",
-            subject or "?",
+            loggable(identity or "?", CLAIM_LOG_LIMIT),
+            loggable(subject or "?", CLAIM_LOG_LIMIT),
             error.reason,
-            error.detail,
+            loggable(error.detail),
         )
         self.error = error
         self.identity = identity
@@ -98,6 +103,7 @@ class ClusterCallbackHandler(OAuthCallbackHandler):
 
 
 __all__ = [
+    "CLAIM_LOG_LIMIT",
     "NO_ACCOUNT_TEMPLATE",
     "ClusterCallbackHandler",
     "ClusterLoginHandler",

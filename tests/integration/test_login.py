@@ -13,24 +13,17 @@ none, eve comes from a foreign domain, "markup" has HTML in its ``eppn``, and
 
 from __future__ import annotations
 
-import json
-import os
 import pwd
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
-import requests
 
 from .browser import ARTIFACTS, screenshot
-from .hub import free_port, squeue_fields
+from .hub import squeue_fields
+from .provider import Provider, start_provider
 
 #: A fixed key: auth_state is encrypted, and these hubs live for one module.
 CRYPT_KEY = "0123456789abcdef" * 4
@@ -81,82 +74,12 @@ c.ClusterOAuthenticator.no_account_url = "https://hpc.uni.example/apply"
 # ---------------------------------------------------------------- the identity provider
 
 
-@dataclass
-class Provider:
-    """Handle on a running provider subprocess."""
-
-    url: str
-    proc: subprocess.Popen
-    log_path: Path
-
-    def userinfo(self, access_token: str) -> requests.Response:
-        return requests.get(
-            f"{self.url}/userinfo", headers={"Authorization": f"Bearer {access_token}"}, timeout=10
-        )
-
-    def set_claims(self, user: dict) -> None:
-        claims = {key: value for key, value in user.items() if key != "sub"}
-        r = requests.put(f"{self.url}/users/{user['sub']}", json=claims, timeout=10)
-        assert r.status_code == 204, r.text
-
-    def revoke_tokens(self, sub: str) -> None:
-        r = requests.post(f"{self.url}/users/{sub}/revoke-tokens", timeout=10)
-        assert r.status_code == 204, r.text
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        """Stop the provider's process group (it runs in its own session)."""
-        if self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-
-def start_provider(directory: Path, *, token_max_age: int = 3600) -> Provider:
-    port = free_port()
-    argv = [
-        sys.executable,
-        str(Path(__file__).parents[2] / "scripts" / "oidc_provider.py"),
-        "--port",
-        str(port),
-        "--token-max-age",
-        str(token_max_age),
-    ]
-    for user in USERS.values():
-        argv += ["--user-claims", json.dumps(user)]
-    log_path = directory / "oidc-provider.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    provider = Provider(f"http://127.0.0.1:{port}", proc, log_path)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"the provider exited with {proc.returncode}:\n{provider.log_text()}"
-            )
-        try:
-            r = requests.get(f"{provider.url}/.well-known/openid-configuration", timeout=2)
-            if r.status_code == 200:
-                return provider
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    provider.stop()
-    raise RuntimeError(f"the provider did not answer within 30 s:\n{provider.log_text()}")
-
-
 @pytest.fixture(scope="module")
 def provider_factory(tmp_path_factory):
     providers: list[Provider] = []
 
     def make(**kwargs) -> Provider:
-        provider = start_provider(tmp_path_factory.mktemp("oidc"), **kwargs)
+        provider = start_provider(tmp_path_factory.mktemp("oidc"), USERS.values(), **kwargs)
         providers.append(provider)
         return provider
 
@@ -287,6 +210,9 @@ def test_login_with_pkce_lands_on_spawn_page_as_the_cluster_user(hub, provider, 
         "gid": entry.pw_gid,
         "groups": cluster["groups"],
         "accounts": ["projA"],
+        # the provider identity this account is now pinned to
+        "iss": provider.url,
+        "sub": "u-alice",
     }
     assert "alice" in cluster["groups"]
     assert model["auth_state"]["oauth_user"]["eppn"] == "Alice@uni.example"

@@ -57,6 +57,11 @@ def test_secure_defaults():
     assert authenticator.username_claim == "preferred_username"
     assert authenticator.slurm_accounts == "none"
     assert authenticator.require_posix_account and authenticator.min_uid == 1000
+    assert authenticator.max_uid == 60000
+    assert {"root", "nobody", "slurm", "munge", "slurmrest", "slurmrestd"} <= set(
+        authenticator.refused_usernames
+    )
+    assert authenticator.refused_shells == ["nologin", "false"]
 
 
 @pytest.mark.parametrize(
@@ -101,6 +106,9 @@ def test_secure_defaults():
             ValueError,
             "must be a list",
             id="account-map-value",
+        ),
+        pytest.param(
+            {"min_uid": 1000, "max_uid": 500}, ValueError, "must be above min_uid", id="uid-range"
         ),
         pytest.param(
             {"username_map_file": "/nonexistent/usernames.map"},
@@ -158,7 +166,10 @@ def test_invalid_map_file_stops_the_hub_but_a_broken_update_keeps_the_old_one(tm
 
 
 async def test_cluster_account_from_the_user_database():
-    authenticator = make(username_claim="eppn", username_strip_domains=["uni.example"], min_uid=0)
+    # daemon (uid 1, nologin) stands in for a user: every Debian host has it
+    authenticator = make(
+        username_claim="eppn", username_strip_domains=["uni.example"], min_uid=0, refused_shells=[]
+    )
     identity, account = await bounded(authenticator.cluster_account({"eppn": "daemon@uni.example"}))
     assert identity == "daemon@uni.example"
     assert (account.username, account.uid, account.gid) == ("daemon", 1, 1)
@@ -176,14 +187,20 @@ async def test_cluster_account_from_the_user_database():
         pytest.param(
             {"preferred_username": "daemon"},
             "system-account",
-            "No cluster account for daemon. Apply at https://hpc.uni.example/apply",
+            "The cluster account for daemon is a system or service account",
             id="system-account",
         ),
         pytest.param(
             {"preferred_username": "nobody"},
             "reserved-username",
-            "No cluster account for nobody. Apply at https://hpc.uni.example/apply",
+            "The cluster account for nobody is a system or service account",
             id="nobody",
+        ),
+        pytest.param(
+            {"preferred_username": "slurm"},
+            "service-account",
+            "The cluster account for slurm is a system or service account",
+            id="slurm",
         ),
         pytest.param(
             {"email": "alice@uni.example"},
@@ -203,6 +220,180 @@ async def test_no_cluster_account(claims, reason, message):
     assert error.status_code == 403
     assert error.error.reason == reason
     assert error.jupyterhub_message.startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("claims", "settings", "reason"),
+    [
+        # Debian's Slurm packages: slurm is uid 64030 (above min_uid) and Slurm's super-user
+        pytest.param({"preferred_username": "slurm"}, {}, "service-account", id="slurm"),
+        pytest.param({"preferred_username": "munge"}, {}, "service-account", id="munge"),
+        pytest.param({"preferred_username": "root"}, {}, "reserved-username", id="root"),
+        pytest.param({"preferred_username": "daemon"}, {}, "system-account", id="daemon"),
+        pytest.param({"preferred_username": "bin"}, {}, "system-account", id="bin"),
+        pytest.param(
+            {"preferred_username": "daemon"},
+            {"min_uid": 0},
+            "no-login-shell",
+            id="nologin-shell",
+        ),
+        pytest.param(
+            {"preferred_username": "daemon"},
+            {"min_uid": 0, "max_uid": 1, "refused_shells": []},
+            "high-uid",
+            id="max-uid",
+        ),
+        pytest.param(
+            {"preferred_username": "slurm"},
+            {"require_posix_account": False},
+            "service-account",
+            id="slurm-without-posix-check",
+        ),
+        pytest.param(
+            {"preferred_username": "munge"},
+            {"require_posix_account": False},
+            "service-account",
+            id="munge-without-posix-check",
+        ),
+        pytest.param(
+            {"preferred_username": "bin"},
+            {"require_posix_account": False},
+            "system-account",
+            id="local-uid-checked-without-posix-check",
+        ),
+        pytest.param(
+            {"preferred_username": "backup-svc"},
+            {"refused_usernames": ["backup-svc"]},
+            "service-account",
+            id="site-service-account",
+        ),
+        pytest.param(
+            {"eppn": "alice"},
+            {"username_claim": "eppn", "username_strip_domains": ["uni.example"]},
+            "unscoped-claim",
+            id="unscoped-eppn",
+        ),
+        pytest.param({"preferred_username": "\u212aarl"}, {}, "non-ascii-claim", id="kelvin-sign"),
+        pytest.param(
+            {"sub": "x", "preferred_username": "x"},
+            {"username_lookup_hook": lambda authenticator, login, claims: "slurm"},
+            "service-account",
+            id="hook-returns-slurm",
+        ),
+    ],
+)
+async def test_system_and_service_accounts_are_refused(claims, settings, reason):
+    authenticator = make(**settings)
+    with pytest.raises(NoClusterAccount) as info:
+        await bounded(authenticator.cluster_account(claims))
+    assert info.value.status_code == 403
+    assert info.value.error.reason == reason, info.value.error.detail
+
+
+async def test_slurm_user_from_slurm_conf_is_refused(tmp_path, monkeypatch):
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("SlurmUser=daemon\n")
+    monkeypatch.setenv("SLURM_CONF", str(conf))
+    authenticator = make(min_uid=0, refused_shells=[], refused_usernames=[])
+    with pytest.raises(NoClusterAccount) as info:
+        await bounded(authenticator.cluster_account({"preferred_username": "daemon"}))
+    assert info.value.error.reason == "service-account"
+
+
+# ---------------------------------------------------------------- pinning the provider identity
+
+
+class FakeUser:
+    def __init__(self, auth_state):
+        self.auth_state = auth_state
+
+    async def get_auth_state(self):
+        return self.auth_state
+
+
+class FakeHandler:
+    """What authenticate() uses of JupyterHub's handler: find_user(name)."""
+
+    def __init__(self, users):
+        self.users = users
+
+    def find_user(self, name):
+        return self.users.get(name)
+
+
+def login_model(sub: str) -> dict:
+    claims = {"sub": sub, "preferred_username": "daemon"}
+    return {
+        "name": "daemon",
+        "admin": None,
+        "auth_state": {
+            "oauth_user": claims,
+            "hpcspawner": {"username": "daemon", "iss": ISSUER, "sub": sub},
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("users", "sub", "refused"),
+    [
+        pytest.param({}, "u-1", False, id="new-user"),
+        pytest.param(
+            {
+                "daemon": FakeUser(
+                    {"hpcspawner": {"username": "daemon", "iss": ISSUER, "sub": "u-1"}}
+                )
+            },
+            "u-1",
+            False,
+            id="same-sub",
+        ),
+        pytest.param(
+            {
+                "daemon": FakeUser(
+                    {"hpcspawner": {"username": "daemon", "iss": ISSUER, "sub": "u-1"}}
+                )
+            },
+            "u-2",
+            True,
+            id="other-sub",
+        ),
+        pytest.param(
+            {"daemon": FakeUser({"hpcspawner": {"username": "daemon", "uid": 1}})},
+            "u-2",
+            False,
+            id="legacy-state-gets-pinned",
+        ),
+        pytest.param({"daemon": FakeUser(None)}, "u-2", False, id="no-auth-state-gets-pinned"),
+    ],
+)
+async def test_a_login_may_not_take_over_an_account_pinned_to_another_sub(users, sub, refused):
+    authenticator = make()
+    model = login_model(sub)
+    if not refused:
+        await bounded(authenticator.check_pinned_identity(FakeHandler(users), model))
+        # what JupyterHub stores after this login: the account is pinned to this sub now
+        assert model["auth_state"]["hpcspawner"]["sub"] == sub
+        return
+    with pytest.raises(NoClusterAccount) as info:
+        await bounded(authenticator.check_pinned_identity(FakeHandler(users), model))
+    error = info.value
+    assert error.status_code == 403
+    assert error.error.reason == "identity-changed"
+    assert "belongs to another identity" in error.jupyterhub_message
+    log = error.log_message % error.args
+    assert "sub 'u-1'" in log and "delete the user 'daemon'" in log
+
+
+async def test_update_auth_model_pins_the_provider_identity():
+    authenticator = make(min_uid=0, refused_shells=[])
+    claims = {"sub": "u-9", "preferred_username": "daemon"}
+    model = await bounded(
+        authenticator.update_auth_model(
+            {"name": "daemon", "admin": None, "auth_state": {"oauth_user": claims}}
+        )
+    )
+    state = model["auth_state"]["hpcspawner"]
+    assert (state["iss"], state["sub"]) == (ISSUER, "u-9")
 
 
 async def test_lookup_hook_and_no_posix_check():
@@ -228,6 +419,7 @@ async def test_lookup_hook_and_no_posix_check():
 async def test_update_auth_model_fills_the_spawners_part_of_auth_state():
     authenticator = make(
         min_uid=0,
+        refused_shells=[],
         slurm_accounts={"daemon": ["projA"]},
         admin_users={"daemon"},
     )
@@ -245,6 +437,8 @@ async def test_update_auth_model_fills_the_spawners_part_of_auth_state():
         "gid": 1,
         "groups": model["auth_state"]["hpcspawner"]["groups"],
         "accounts": ["projA"],
+        "iss": ISSUER,
+        "sub": "u-d",
     }
     assert "daemon" in model["auth_state"]["hpcspawner"]["groups"]
 
@@ -425,3 +619,17 @@ async def test_expiry_is_recorded_in_auth_state():
     assert not _expired({}) and not _expired(None)
     no_expiry = await bounded(authenticator.build_auth_state_dict({"access_token": "a"}, {}))
     assert "expires_at" not in no_expiry
+
+
+# ---------------------------------------------------------------- claims in the log
+
+
+async def test_claims_reach_the_log_escaped():
+    authenticator = make()
+    forged = "alice\n[W 2026-01-01 hub] forged line \x1b[2J\u202e"
+    with pytest.raises(NoClusterAccount) as info:
+        await bounded(authenticator.cluster_account({"sub": "u\n1", "preferred_username": forged}))
+    log = info.value.log_message % info.value.args
+    assert "\n" not in log and "\x1b" not in log and "\u202e" not in log
+    assert "alice\\n[W 2026-01-01 hub] forged line \\x1b[2J\\u202e" in log
+    assert "(sub u\\n1)" in log

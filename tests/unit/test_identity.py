@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pwd
 import re
 
 import pytest
@@ -11,9 +12,11 @@ from hpcspawner.identity import (
     MappingError,
     MappingRules,
     check_account_map,
+    check_pin,
     check_template,
     check_username,
     compile_pattern,
+    identity_pin,
     lookup_posix_account,
     parse_username_map,
     username_from_claims,
@@ -58,13 +61,6 @@ def rules(**kwargs) -> MappingRules:
             None,
             ("Bob@Physics.Uni.Example", "bob"),
             id="second-domain-any-case",
-        ),
-        pytest.param(
-            {"eppn": "alice"},
-            {"claim": "eppn", "strip_domains": ("uni.example",)},
-            None,
-            ("alice", "alice"),
-            id="no-domain-to-strip",
         ),
         pytest.param(
             {"preferred_username": "Alice_B"},
@@ -176,7 +172,47 @@ def test_username_from_claims(claims, config, username_map, expected):
         pytest.param({"preferred_username": "../etc"}, {}, None, "invalid-username", id="path"),
         pytest.param({"preferred_username": "-alice"}, {}, None, "invalid-username", id="dash"),
         pytest.param({"preferred_username": "1alice"}, {}, None, "invalid-username", id="digit"),
-        pytest.param({"preferred_username": "älice"}, {}, None, "invalid-username", id="unicode"),
+        pytest.param({"preferred_username": "älice"}, {}, None, "non-ascii-claim", id="unicode"),
+        # non-ASCII that lower-cases or normalises towards ASCII: refused before folding
+        pytest.param(
+            {"preferred_username": "\u212aarl"}, {}, None, "non-ascii-claim", id="kelvin-sign"
+        ),
+        pytest.param(
+            {"preferred_username": "\u0130rene"},
+            {},
+            None,
+            "non-ascii-claim",
+            id="capital-i-with-dot",
+        ),
+        pytest.param({"preferred_username": "\u017fam"}, {}, None, "non-ascii-claim", id="long-s"),
+        pytest.param(
+            {"eppn": "\u212aarl@uni.example"},
+            {"claim": "eppn", "strip_domains": ("uni.example",)},
+            None,
+            "non-ascii-claim",
+            id="kelvin-sign-scoped",
+        ),
+        pytest.param(
+            {"preferred_username": "\u212aarl"},
+            {"lowercase": False},
+            None,
+            "non-ascii-claim",
+            id="kelvin-sign-case-kept",
+        ),
+        pytest.param(
+            {"eppn": "alice"},
+            {"claim": "eppn", "strip_domains": ("uni.example",)},
+            None,
+            "unscoped-claim",
+            id="unscoped-claim-with-domains",
+        ),
+        pytest.param(
+            {"eppn": "Alice"},
+            {"claim": "eppn", "strip_domains": ("uni.example",), "lowercase": False},
+            None,
+            "unscoped-claim",
+            id="unscoped-claim-case-kept",
+        ),
         pytest.param({"preferred_username": "alice\n"}, {}, None, "invalid-username", id="newline"),
         pytest.param(
             {"preferred_username": "x" * 33}, {}, None, "invalid-username", id="33-characters"
@@ -214,6 +250,19 @@ def test_username_from_claims_refuses(claims, config, username_map, reason):
     assert info.value.reason == reason, info.value.detail
 
 
+def test_kelvin_sign_does_not_become_karl():
+    # what made this check necessary: str.lower folds U+212A to ASCII
+    assert "\u212aarl".lower() == "karl"
+    with pytest.raises(MappingError, match="non-ascii-claim"):
+        check_username("\u212aarl")
+    with pytest.raises(ValueError, match=re.escape("line 1: '\\u212aarl' is not ASCII")):
+        parse_username_map("karl@uni.example \u212aarl\n")
+
+
+def test_unscoped_claim_without_domains_is_kept():
+    assert username_from_claims({"eppn": "alice"}, rules(claim="eppn")) == ("alice", "alice")
+
+
 def test_mixed_case_needs_lowercase_off():
     assert check_username("Alice", lowercase=False) == "Alice"
     with pytest.raises(MappingError, match="invalid-username"):
@@ -242,6 +291,55 @@ def test_rewrite_pattern_must_compile():
     with pytest.raises(ValueError, match="not a regular expression"):
         compile_pattern("(unclosed")
     assert compile_pattern("") is None
+
+
+# ---------------------------------------------------------------- pinning the provider identity
+
+ISS = "https://idp.uni.example/realms/hpc"
+
+
+@pytest.mark.parametrize(
+    ("pinned", "login", "refused"),
+    [
+        pytest.param(
+            {"username": "alice", "sub": "u-1", "iss": ISS}, ("u-1", ISS), False, id="same-sub"
+        ),
+        pytest.param(
+            {"username": "alice", "sub": "u-1", "iss": ISS}, ("u-2", ISS), True, id="other-sub"
+        ),
+        pytest.param(
+            {"username": "alice", "sub": "u-1", "iss": ISS},
+            ("u-1", "https://other.example"),
+            True,
+            id="other-issuer",
+        ),
+        pytest.param(
+            {"username": "alice", "sub": "u-1", "iss": ISS}, (None, ISS), True, id="no-sub-now"
+        ),
+        pytest.param({"username": "alice", "uid": 1001}, ("u-2", ISS), False, id="legacy-state"),
+        pytest.param(None, ("u-2", ISS), False, id="no-auth-state"),
+        pytest.param(
+            {"username": "alice", "sub": None, "iss": ISS}, ("u-2", ISS), False, id="never-pinned"
+        ),
+    ],
+)
+def test_check_pin(pinned, login, refused):
+    sub, iss = login
+    pin = identity_pin(iss, {"sub": sub} if sub is not None else {})
+    if not refused:
+        check_pin(pinned, pin, "alice")
+        return
+    with pytest.raises(MappingError) as info:
+        check_pin(pinned, pin, "alice")
+    assert info.value.reason == "identity-changed"
+    assert "'alice'" in info.value.detail and "'u-1'" in info.value.detail
+
+
+def test_identity_pin():
+    assert identity_pin(ISS, {"sub": "u-1"}) == {"iss": ISS, "sub": "u-1"}
+    assert identity_pin(ISS, {"sub": 42}) == {"iss": ISS, "sub": "42"}
+    assert identity_pin(ISS, {"sub": ["u-1"]}) == {"iss": ISS, "sub": None}
+    assert identity_pin(ISS, {}) == {"iss": ISS, "sub": None}
 
 
 # ---------------------------------------------------------------- the username map file
@@ -295,6 +393,7 @@ def test_lookup_posix_account():
     root = lookup_posix_account("root")
     assert (root.username, root.uid, root.gid) == ("root", 0, 0)
     assert "root" in root.groups
+    assert root.shell == pwd.getpwnam("root").pw_shell
     assert lookup_posix_account("no-such-user-hpcspawner") is None
 
 
