@@ -53,14 +53,21 @@ def token_matches(spawner, token: str) -> bool:
 
     While the hub runs, the spawner holds the token. After a restart it only
     has the token's SHA-256 in its state (the token itself is never stored).
+
+    Compares bytes: ``hmac.compare_digest`` refuses ``str`` with non-ASCII
+    characters, and a header may carry any (Tornado decodes it as latin-1).
+    Every token is answered True or False; none raises.
     """
     if not token:
         return False
+    offered = token.encode("utf-8", "surrogatepass")
     own = getattr(spawner, "api_token", None) or ""
     if own:
-        return hmac.compare_digest(own, token)
+        return hmac.compare_digest(own.encode(), offered)
     digest = getattr(spawner, "token_sha256", "") or ""
-    return bool(digest) and hmac.compare_digest(digest, hashlib.sha256(token.encode()).hexdigest())
+    return bool(digest) and hmac.compare_digest(
+        digest.encode(), hashlib.sha256(offered).hexdigest().encode()
+    )
 
 
 class PortCallbackHandler(APIHandler):

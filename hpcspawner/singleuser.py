@@ -2,6 +2,10 @@
 
 Runs inside the Slurm job. It
 
+0. takes the server's API token: from the file ``HPCSPAWNER_TOKEN_FILE`` names
+   (written by the hub, 0600, only the user can read it), which it deletes at
+   once, or else from ``JUPYTERHUB_API_TOKEN``; the token then reaches only the
+   server's environment, never Slurm's record of the job,
 1. picks a free port (in ``HPCSPAWNER_PORT_RANGE`` if set),
 2. starts ``CMD`` (usually ``jupyterhub-singleuser``) with that port in
    ``JUPYTERHUB_SERVICE_URL`` and port retries off,
@@ -31,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -113,6 +118,56 @@ def listening_inodes(proc_net_tcp: str, port: int) -> set[str]:
         if state == LISTEN_STATE and local_port == port:
             inodes.add(inode)
     return inodes
+
+
+#: The token is 32-64 characters; a file much larger than this is not a token file.
+MAX_TOKEN_FILE_BYTES = 4096
+#: One word of printable ASCII, perhaps with a line end.
+TOKEN_FILE_CONTENT = re.compile(rb"\s*[!-~]+\s*")
+#: Where the server (jupyterhub-singleuser) and batchspawner-era code look for the token.
+TOKEN_VARIABLES = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
+
+
+def take_token(env: dict[str, str]) -> str:
+    """The server's API token: read from ``HPCSPAWNER_TOKEN_FILE`` and the file deleted,
+    or else ``JUPYTERHUB_API_TOKEN``; raise ValueError saying what is wrong.
+
+    The file is removed before the token is used, whatever its content: a second
+    launcher (a requeued job) finds it gone and stops.
+    """
+    path = env.get("HPCSPAWNER_TOKEN_FILE")
+    if not path:
+        token = env.get("JUPYTERHUB_API_TOKEN", "")
+        if not token:
+            raise ValueError(
+                "neither HPCSPAWNER_TOKEN_FILE nor JUPYTERHUB_API_TOKEN is set "
+                "(is this job started by the hub?)"
+            )
+        return token
+    try:
+        with open(path, "rb") as f:
+            content = f.read(MAX_TOKEN_FILE_BYTES + 1)
+    except OSError as e:
+        raise ValueError(
+            f"cannot read the token file {path}: {e.strerror} (the hub writes it before "
+            "sbatch and it is read once: was this job started again?)"
+        ) from None
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    if len(content) > MAX_TOKEN_FILE_BYTES or not TOKEN_FILE_CONTENT.fullmatch(content):
+        raise ValueError(f"the token file {path} does not hold a token")
+    return content.strip().decode("ascii")
+
+
+def server_environment(env: dict[str, str], token: str) -> dict[str, str]:
+    """The server's environment: the job's, with the token and without the file's path."""
+    server_env = {k: v for k, v in env.items() if k != "HPCSPAWNER_TOKEN_FILE"}
+    for name in TOKEN_VARIABLES:
+        server_env[name] = token
+    return server_env
 
 
 def service_url_with_port(url: str, port: int) -> str:
@@ -271,13 +326,16 @@ def run(argv: list[str], env: dict[str, str]) -> int:
     if not argv:
         log("usage: hpcspawner-singleuser COMMAND [ARGS...]")
         return 2
-    token = env.get("JUPYTERHUB_API_TOKEN")
+    try:
+        token = take_token(env)
+    except ValueError as e:
+        log(str(e))
+        return 2
+    env = server_environment(env, token)
     api_url = env.get("JUPYTERHUB_API_URL")
     service_url = env.get("JUPYTERHUB_SERVICE_URL", "http://0.0.0.0:0/")
-    if not token or not api_url:
-        log(
-            "JUPYTERHUB_API_TOKEN and JUPYTERHUB_API_URL must be set (is this job started by the hub?)"
-        )
+    if not api_url:
+        log("JUPYTERHUB_API_URL must be set (is this job started by the hub?)")
         return 2
     try:
         port_range = parse_port_range(env.get("HPCSPAWNER_PORT_RANGE"))

@@ -11,7 +11,9 @@ from hpcspawner.singleuser import (
     candidate_ports,
     listening_inodes,
     parse_port_range,
+    server_environment,
     service_url_with_port,
+    take_token,
 )
 
 # ---------------------------------------------------------------- parse_port_range
@@ -209,3 +211,54 @@ def test_service_url_with_port(url, port, expected):
 )
 def test_exit_code(returncode, code):
     assert _exit_code(returncode) == code
+
+
+# ---------------------------------------------------------------- the API token
+
+
+def test_take_token_reads_and_deletes_the_file(tmp_path):
+    path = tmp_path / "api-token-abc"
+    path.write_bytes(b"0123456789abcdef\n")
+    env = {"HPCSPAWNER_TOKEN_FILE": str(path), "JUPYTERHUB_API_TOKEN": "from-env"}
+    assert take_token(env) == "0123456789abcdef"
+    assert not path.exists()
+
+
+def test_take_token_from_the_environment_without_a_file():
+    assert take_token({"JUPYTERHUB_API_TOKEN": "from-env"}) == "from-env"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(None, "cannot read the token file", id="missing"),
+        pytest.param(b"", "does not hold a token", id="empty"),
+        pytest.param(b"two words", "does not hold a token", id="space-inside"),
+        pytest.param("tök".encode(), "does not hold a token", id="non-ascii"),
+        pytest.param(b"tok\x00en", "does not hold a token", id="nul"),
+        pytest.param(b"t" * 5000, "does not hold a token", id="too-large"),
+    ],
+)
+def test_take_token_refuses_a_bad_file_and_still_deletes_it(tmp_path, content, message):
+    path = tmp_path / "api-token-abc"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        take_token({"HPCSPAWNER_TOKEN_FILE": str(path), "JUPYTERHUB_API_TOKEN": "x"})
+    assert not path.exists()
+
+
+def test_take_token_needs_a_token_somewhere():
+    with pytest.raises(ValueError, match="neither HPCSPAWNER_TOKEN_FILE nor JUPYTERHUB_API_TOKEN"):
+        take_token({"JUPYTERHUB_API_URL": "http://hub:8081/hub/api"})
+
+
+def test_server_environment_has_the_token_not_the_file():
+    env = {"HPCSPAWNER_TOKEN_FILE": "/home/a/t", "JUPYTERHUB_USER": "a", "PATH": "/bin"}
+    assert server_environment(env, "tok") == {
+        "JUPYTERHUB_USER": "a",
+        "PATH": "/bin",
+        "JUPYTERHUB_API_TOKEN": "tok",
+        "JPY_API_TOKEN": "tok",
+    }
+    assert "JUPYTERHUB_API_TOKEN" not in env, "the launcher's own environment is left alone"
