@@ -27,8 +27,30 @@ DIRECTIVE_VALUE_RE = re.compile(r"[A-Za-z0-9_.,:=+/%@\[\]-]+")  # used with full
 DEFAULT_TEMPLATE = "batch_script.sh.j2"
 
 
+#: The job's default umask: what it creates (its output file, the server's files) is private.
+DEFAULT_UMASK = "077"
+
+_UMASK_RE = re.compile(r"0?[0-7]{3}")  # used with fullmatch
+
+
 class UnsafeValueError(ValueError):
     """A value would not be inert in the batch script."""
+
+
+def check_umask(value) -> str:
+    """``value`` (three octal digits, or four with a leading 0) as four digits, e.g. "0077".
+
+    The form both the batch script's ``umask`` line and Slurm's ``SLURM_UMASK`` take.
+    Raises :class:`ValueError` naming the fix.
+    """
+    text = str(value)
+    if not _UMASK_RE.fullmatch(text):
+        raise ValueError(
+            f"job_umask {text[:20]!r} is not a umask: give three octal digits (a leading 0 "
+            'is allowed), e.g. "077" (only the user can read the files) or "027" (the '
+            "user's group can read them too)"
+        )
+    return text.zfill(4)
 
 
 def directive(value) -> str:

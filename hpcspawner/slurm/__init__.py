@@ -8,12 +8,30 @@ for slurmrestd (JWT) implement the same methods.
 
 from __future__ import annotations
 
+import dataclasses
+
 from traitlets import Float
 from traitlets.config import LoggingConfigurable
 
 from ..clusterinfo import ClusterSnapshot
 from ..jobstate import JobInfo
 from ..slurmrecords import Association
+
+#: How many bytes (from its end) of a job's output file :meth:`SlurmDriver.read_output` reads.
+OUTPUT_TAIL_BYTES = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class JobOutput:
+    """The end of a job's output file, or why it was not read.
+
+    ``text`` is "" when the file was not read; ``problem`` then says why, in words
+    for the user that complete "The job's output file ...": "does not exist",
+    "is not a regular file (it is a FIFO)", "could not be read within 5 s".
+    """
+
+    text: str = ""
+    problem: str = ""
 
 
 class SlurmDriver(LoggingConfigurable):
@@ -73,9 +91,26 @@ class SlurmDriver(LoggingConfigurable):
         :class:`~hpcspawner.errors.SlurmError` on failure."""
         raise NotImplementedError
 
-    async def read_output(self, username: str, path: str, max_lines: int = 20) -> str:
-        """The last lines of a job's output file, read as ``username``, or "" when unreadable."""
-        return ""
+    async def remove_file(self, username: str, path: str) -> None:
+        """Remove the file ``path`` as ``username``; a missing file is not an error.
+        Raises :class:`~hpcspawner.errors.SlurmError` on failure."""
+        raise NotImplementedError
+
+    async def read_output(
+        self, username: str, path: str, max_bytes: int = OUTPUT_TAIL_BYTES
+    ) -> JobOutput:
+        """The last ``max_bytes`` bytes of a job's output file, read as ``username``.
+
+        The file is the user's to make anything: a driver reads it only if it is a
+        regular file (following symlinks, checked without opening it, so a FIFO or
+        ``/dev/zero`` is refused), reads at most ``max_bytes`` from its end, holds at
+        most that much (plus error messages), and gives up after a few seconds. It
+        never raises for a file it cannot read: it logs why and returns a
+        :class:`JobOutput` with empty ``text`` and the ``problem``. The text may hold
+        anything (control characters, escapes): callers escape it before logging
+        (:func:`hpcspawner.logtext.loggable`).
+        """
+        return JobOutput(problem="is not read by this driver")
 
     async def cluster_snapshot(self) -> ClusterSnapshot:
         """Partitions, nodes, limits and free resources, from one look at the cluster.

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import stat
 
-from traitlets import Integer, List, Unicode, default
+from traitlets import Float, Integer, List, Unicode, default
 
+from ..accountrules import is_posix_name
 from ..clusterinfo import summarize
-from ..commands import run_argv
-from ..errors import SlurmError
+from ..commands import DEFAULT_MAX_OUTPUT, OutputTooLarge, run_argv
+from ..errors import SlurmError, SlurmTimeout
 from ..jobstate import (
     INVALID_JOB_ID_RE,
     SQUEUE_FORMAT,
@@ -17,6 +20,7 @@ from ..jobstate import (
     parse_comment_matches,
     parse_squeue,
 )
+from ..logtext import loggable
 from ..slurmrecords import (
     NO_ACCOUNTING_RE,
     SCONTROL_NODES_ARGS,
@@ -26,10 +30,14 @@ from ..slurmrecords import (
     parse_partitions,
     sacctmgr_args,
 )
-from . import SlurmDriver
+from . import OUTPUT_TAIL_BYTES, JobOutput, SlurmDriver
 
 #: Variables of the hub's environment that Slurm's clients need to find the cluster.
 PASSED_SLURM_VARIABLES = ("SLURM_CONF", "SLURM_CLUSTERS")
+
+#: Cap on what a command working on a path the user controls may print (stdout and
+#: stderr together), besides the bytes it is asked to read: error messages only.
+USER_FILE_OUTPUT_CAP = 16 * 1024
 
 
 class LocalSlurmDriver(SlurmDriver):
@@ -106,6 +114,23 @@ class LocalSlurmDriver(SlurmDriver):
         """,
     )
 
+    read_output_timeout = Float(
+        5.0,
+        config=True,
+        help="""Seconds the hub spends reading the end of a job's output file, all in all.
+
+        When a job ends before its server starts, the hub shows the user the end of
+        the job's output file (``c.SlurmSpawner.job_output``). The file is the
+        user's, so the hub reads it as the user, only if it is a regular file, and
+        only its last few KiB; a read that takes longer than this (a slow file
+        system, a file swapped for a FIFO) is abandoned and the user is told the
+        file could not be read. Raise it only if the privilege wrapper itself is
+        slow (e.g. sudo waiting for a directory service).
+
+            c.LocalSlurmDriver.read_output_timeout = 10
+        """,
+    )
+
     def _which(self, command: str) -> str:
         if os.path.isabs(command):
             return command
@@ -117,6 +142,18 @@ class LocalSlurmDriver(SlurmDriver):
         return found
 
     def _as_user(self, username: str, argv: list[str]) -> list[str]:
+        """argv run as ``username`` through the prefix; never as root, never a non-name.
+
+        The last guard whatever the callers checked: ``runuser -u root`` and a
+        name that could be read as an option or carry a path are refused here.
+        """
+        if not is_posix_name(username) or username.lower() == "root":
+            raise SlurmError(
+                [argv[0]],
+                None,
+                f"refusing to run {argv[0]} as {username!r:.40}: not a user name a server "
+                "may run as",
+            )
         prefix = [part.format(username=username) for part in self.user_command_prefix]
         if prefix:
             prefix[0] = self._which(prefix[0])
@@ -143,8 +180,13 @@ class LocalSlurmDriver(SlurmDriver):
         kind: str,
         env: dict[str, str] | None = None,
         stdin: str | None = None,
+        timeout: float | None = None,
+        max_output: int = DEFAULT_MAX_OUTPUT,
     ) -> tuple[int, str, str]:
         """Run argv; return (rc, stdout, stderr). Raise SlurmTimeout when it takes too long.
+
+        ``timeout`` defaults to :attr:`command_timeout`; ``max_output`` caps what the
+        command may print (:class:`~hpcspawner.commands.OutputTooLarge` beyond it).
 
         The command runs in its own session so that a timeout kills it and
         everything it started (the prefix command's children included).
@@ -153,9 +195,10 @@ class LocalSlurmDriver(SlurmDriver):
         self.log.debug("Running %s", argv)
         return await run_argv(
             argv,
-            timeout=self.command_timeout,
+            timeout=self.command_timeout if timeout is None else timeout,
             env=env if env is not None else self._base_env(),
             stdin=stdin,
+            max_output=max_output,
         )
 
     async def submit(self, username, script, env):
@@ -230,18 +273,64 @@ class LocalSlurmDriver(SlurmDriver):
                 full,
                 kind="install_files",
                 stdin=content.decode() if content is not None else None,
+                max_output=USER_FILE_OUTPUT_CAP,  # they print nothing but errors
             )
             if rc != 0:
                 raise SlurmError(full, rc, err, out)
 
-    async def read_output(self, username, path, max_lines=20):
+    async def remove_file(self, username, path):
+        argv = self._as_user(username, ["rm", "-f", "--", path])
+        rc, out, err = await self.run(argv, kind="remove_file", max_output=USER_FILE_OUTPUT_CAP)
+        if rc != 0:
+            raise SlurmError(argv, rc, err, out)
+
+    async def read_output(self, username, path, max_bytes=OUTPUT_TAIL_BYTES):
+        max_bytes = int(max_bytes)
+        if max_bytes < 1:
+            raise ValueError(f"read_output(max_bytes={max_bytes}): must be at least 1")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.read_output_timeout
+        detail = ""
         try:
-            argv = self._as_user(username, ["tail", "-n", str(int(max_lines)), "--", path])
-            rc, out, _ = await self.run(argv, kind="read_output")
+            # stat, not open: a FIFO would block and /dev/zero never end; -L follows symlinks
+            argv = self._as_user(username, ["stat", "-L", "--format=%f %s", "--", path])
+            rc, out, err = await self.run(
+                argv,
+                kind="read_output",
+                timeout=self.read_output_timeout,
+                max_output=USER_FILE_OUTPUT_CAP,
+            )
+            problem, size = _stat_problem(rc, out, err)
+            detail = err
+            if not problem:
+                # tail -c seeks to the end of a regular file: a huge file costs nothing more
+                argv = self._as_user(username, ["tail", "-c", str(max_bytes), "--", path])
+                rc, out, err = await self.run(
+                    argv,
+                    kind="read_output",
+                    timeout=max(deadline - loop.time(), 0.1),
+                    max_output=max_bytes + USER_FILE_OUTPUT_CAP,
+                )
+                if rc != 0:
+                    problem, detail = "cannot be read", err
+        except SlurmTimeout:
+            problem = f"could not be read within {self.read_output_timeout:g} s"
+        except OutputTooLarge as e:
+            problem, detail = "cannot be read", str(e)
         except SlurmError as e:
-            self.log.warning("Could not read job output %s: %s", path, e)
-            return ""
-        return out if rc == 0 else ""
+            problem, detail = "cannot be read", str(e)
+        if problem:
+            self.log.warning(
+                "Not showing the output file %s of %s: it %s%s",
+                loggable(path, 300),
+                username,
+                problem,
+                f" ({loggable(detail.strip(), 500)})" if detail.strip() else "",
+            )
+            return JobOutput(problem=problem)
+        if size > max_bytes and "\n" in out:
+            out = out.split("\n", 1)[1]  # the first line was cut: drop it
+        return JobOutput(text=out)
 
     async def cluster_snapshot(self):
         prefix = self._query_prefix()
@@ -270,3 +359,28 @@ class LocalSlurmDriver(SlurmDriver):
                 return None
             raise SlurmError(argv, rc, err, out)
         return parse_associations(out, username)
+
+
+#: What :func:`_stat_problem` calls files that are not regular, by ``stat`` test.
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _stat_problem(rc: int, out: str, err: str) -> tuple[str, int]:
+    """(why not to read the file or "", its size) from ``stat -L --format='%f %s'``."""
+    if rc != 0:
+        return ("does not exist" if "No such file" in err else "cannot be read"), 0
+    try:
+        mode_hex, size_text = out.split()
+        mode, size = int(mode_hex, 16), int(size_text)
+    except ValueError:
+        return "cannot be read", 0
+    if stat.S_ISREG(mode):
+        return "", size
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "something else")
+    return f"is not a regular file (it is {kind})", size

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import shlex
+import stat
 import subprocess
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 
 from hpcspawner.batchscript import (
     UnsafeValueError,
+    check_umask,
     default_template,
     directive,
     render,
@@ -100,6 +102,7 @@ def make_context(**overrides) -> dict:
         "extra_directives": [],
         "requeue": False,
         "path": "/opt/jupyterhub/bin:/usr/local/bin:/usr/bin:/bin",
+        "umask": "0077",
     }
     context.update(overrides)
     return context
@@ -367,6 +370,74 @@ def test_path_is_inert(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode() == path + "\n"
     assert not (tmp_path / "pwned").exists()
+
+
+# ---------------------------------------------------------------- the job's umask
+
+
+@pytest.mark.parametrize(
+    ("umask", "file_mode", "dir_mode"),
+    [
+        pytest.param("0077", 0o600, 0o700, id="private"),
+        pytest.param("0027", 0o640, 0o750, id="group-readable"),
+    ],
+)
+def test_umask_applies_to_the_prologue_and_the_server(umask, file_mode, dir_mode, tmp_path):
+    """Files the site prologue and the server create get the job's umask, not the hub's."""
+    old = os.umask(0o022)  # a typical hub umask: without the script's line files are 0644
+    try:
+        script = render_default(
+            umask=umask,
+            prologue="touch from-prologue",
+            command=["mkdir", "from-server"],
+        )
+        bash_syntax_ok(script)
+        result = run_script(script, tmp_path)
+    finally:
+        os.umask(old)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE((tmp_path / "from-prologue").stat().st_mode) == file_mode
+    assert stat.S_IMODE((tmp_path / "from-server").stat().st_mode) == dir_mode
+
+
+def test_umask_line_comes_before_the_prologue():
+    lines = render_default(prologue="echo site").splitlines()
+    assert lines.index("umask 0077") < lines.index("echo site")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param("077", "0077", id="three-digits"),
+        pytest.param("0027", "0027", id="leading-zero"),
+        pytest.param("000", "0000", id="open"),
+        pytest.param("777", "0777", id="closed"),
+    ],
+)
+def test_check_umask_accepts_octal(value, expected):
+    assert check_umask(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("77", id="two-digits"),
+        pytest.param("1077", id="special-bits"),
+        pytest.param("00077", id="five-digits"),
+        pytest.param("078", id="not-octal"),
+        pytest.param("0o77", id="python-prefix"),
+        pytest.param("u=rwx", id="symbolic"),
+        pytest.param("077\n", id="newline"),
+        pytest.param(" 077", id="space"),
+        pytest.param("077; touch pwned", id="injection"),
+        pytest.param("\u0660\u0667\u0667", id="arabic-indic-digits"),
+        pytest.param("", id="empty"),
+        pytest.param(63, id="int"),
+    ],
+)
+def test_check_umask_refuses(value):
+    with pytest.raises(ValueError, match="three octal digits"):
+        check_umask(value)
 
 
 def test_environment_modules_are_quoted():

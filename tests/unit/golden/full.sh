@@ -19,6 +19,8 @@
 
 # -e only: module systems' init scripts often trip over -u
 set -e
+# What the job creates is private to the user (c.SlurmSpawner.job_umask)
+umask 0077
 # Set here, not only in sbatch's environment: sudo's secure_path would replace it there.
 export PATH=/opt/jupyterhub/bin:/usr/local/bin:/usr/bin:/bin
 
