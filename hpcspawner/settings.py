@@ -9,6 +9,7 @@ import re
 from traitlets import (
     Bool,
     Dict,
+    Enum,
     Float,
     Instance,
     Integer,
@@ -22,6 +23,15 @@ from traitlets import (
 from traitlets.config import Configurable
 
 from . import batchscript, recovery
+from .accountrules import (
+    DEFAULT_MAX_UID,
+    DEFAULT_MIN_UID,
+    DEFAULT_REFUSED_NAMES,
+    DEFAULT_REFUSED_SHELLS,
+    AccountRules,
+    rules_from_config,
+)
+from .identity import slurm_service_users
 from .options import (
     Policy,
     check_defaults,
@@ -108,6 +118,79 @@ class SlurmSpawnerSettings(Configurable):
         """,
     )
 
+    # ------------------------------------------------------------ accounts servers may run as
+
+    min_uid = Integer(
+        DEFAULT_MIN_UID,
+        config=True,
+        help="""Smallest uid a server may run as; system accounts below it are refused.
+
+        The spawner looks the user up (``getpwnam``) before it submits or cancels
+        anything as them, whatever authenticator the hub uses, and refuses
+        (reason ``system-account``) a uid below this one; uid 0 is always refused.
+        A user the hub host does not know is checked by name only. Keep it equal
+        to ``c.ClusterOAuthenticator.min_uid``.
+
+            c.SlurmSpawner.min_uid = 10000
+        """,
+    )
+
+    max_uid = Integer(
+        DEFAULT_MAX_UID,
+        config=True,
+        help="""The first uid a server may no longer run as (reason ``high-uid``).
+
+        Debian gives packages' users uids from 60000 (``slurm`` is 64030) and
+        ``nobody`` is 65534. If your users' uids go higher (LDAP or AD often use
+        uids above 100000), raise it above the largest one; keep it equal to
+        ``c.ClusterOAuthenticator.max_uid``.
+
+            c.SlurmSpawner.max_uid = 2_000_000_000
+        """,
+    )
+
+    refused_usernames = List(
+        Unicode(),
+        list(DEFAULT_REFUSED_NAMES),
+        config=True,
+        help="""Accounts no server may run as, whatever their uid (reason ``service-account``).
+
+        Compared without regard to case. ``root`` and the ``SlurmUser`` and
+        ``SlurmdUser`` of slurm.conf (``SLURM_CONF``, else /etc/slurm/slurm.conf)
+        are always refused too. Add your site's service accounts:
+
+            c.SlurmSpawner.refused_usernames = ["root", "nobody", "slurm", "munge", "slurmrest", "slurmrestd", "backup-svc"]
+        """,
+    )
+
+    refused_shells = List(
+        Unicode(),
+        list(DEFAULT_REFUSED_SHELLS),
+        config=True,
+        help="""Login shells that mark an account no server may run as (reason ``no-login-shell``).
+
+        An absolute path matches exactly; a bare name matches the shell's last
+        component (``nologin`` matches /usr/sbin/nologin and /sbin/nologin). Use
+        ``[]`` if your users' accounts have ``nologin`` on purpose (e.g. no SSH to
+        the login nodes) and should still get servers.
+
+            c.SlurmSpawner.refused_shells = ["nologin", "false", "/usr/local/bin/locked"]
+        """,
+    )
+
+    def account_rules(self) -> AccountRules:
+        """The rules above plus slurm.conf's ``SlurmUser``; ValueError names a bad setting."""
+        try:
+            return rules_from_config(
+                min_uid=self.min_uid,
+                max_uid=self.max_uid,
+                refused_usernames=self.refused_usernames,
+                refused_shells=self.refused_shells,
+                service_users=slurm_service_users(),
+            )
+        except ValueError as e:
+            raise ValueError(f"Invalid SlurmSpawner configuration: {e}") from None
+
     # ------------------------------------------------------------ the batch job
 
     batch_script_template = Unicode(
@@ -118,8 +201,8 @@ class SlurmSpawnerSettings(Configurable):
         Start from ``hpcspawner/templates/batch_script.sh.j2``. The template sees
         ``request`` (the validated resources), ``job_name``, ``comment``,
         ``workdir``, ``output``, ``command`` (a list), ``prologue``,
-        ``environment``, ``extra_directives``, ``requeue`` and ``path`` (the job's
-        PATH); undefined names
+        ``environment``, ``extra_directives``, ``requeue``, ``path`` (the job's
+        PATH) and ``umask`` (``job_umask`` as four digits); undefined names
         are errors. Use ``| sh`` for values on shell lines and ``| directive``
         for values in ``#SBATCH`` lines.
 
@@ -199,6 +282,29 @@ class SlurmSpawnerSettings(Configurable):
             c.SlurmSpawner.job_output = "/scratch/{username}/jupyter-%j.log"
         """,
     )
+
+    job_umask = Unicode(
+        batchscript.DEFAULT_UMASK,
+        config=True,
+        help="""The job's umask: who may read the files the job creates.
+
+        Three octal digits, as for the shell's ``umask``. It applies to the job's
+        output file (``job_output``: the hub sets ``SLURM_UMASK`` for ``sbatch``,
+        from which Slurm creates it) and, through a ``umask`` line at the top of the
+        batch script, to every file the server and the user's notebooks create.
+        The default ``"077"`` makes them readable by the user only, whatever the
+        hub's own umask; ``"027"`` lets the user's group read them too.
+
+            c.SlurmSpawner.job_umask = "027"
+        """,
+    )
+
+    @validate("job_umask")
+    def _validate_job_umask(self, proposal):
+        try:
+            return batchscript.check_umask(proposal["value"])
+        except ValueError as e:
+            raise ValueError(f"c.SlurmSpawner.{e}") from None
 
     requeue = Bool(
         False,
@@ -307,6 +413,55 @@ class SlurmSpawnerSettings(Configurable):
         server's name (``default`` for the default server).
 
             c.SlurmSpawner.internal_certs_dir = "/scratch/{username}/.jupyterhub-certs/{server}"
+        """,
+    )
+
+    token_delivery = Enum(
+        ["file", "environment"],
+        config=True,
+        help="""How the server's API token reaches the job.
+
+        ``"file"`` (the default with ``hpcspawner-singleuser``): before ``sbatch``
+        the hub writes the token as the user into a file only the user can read
+        (see ``token_dir``); the job's environment carries only the file's path
+        (``HPCSPAWNER_TOKEN_FILE``). The launcher reads the file, deletes it and
+        hands the token to the server in the server's environment. The token is
+        then not in Slurm's record of the job: not in slurmctld's saved job
+        environment, nor in slurmdbd (``AccountingStoreFlags=job_env``).
+
+        ``"environment"`` (the default when ``launcher_command`` is
+        ``batchspawner-singleuser``, which only reads the environment): the token
+        travels in sbatch's environment, as with batchspawner. Slurm then stores
+        it with the job: slurmctld keeps it in its state directory
+        (``StateSaveLocation/hash.N/job.ID/environment``, root and SlurmUser) while
+        the job is known, and slurmdbd keeps it for as long as it keeps the job if
+        ``AccountingStoreFlags`` has ``job_env``; ``sacct --env-vars`` shows it to the
+        user and to Slurm's operators and admins.
+
+            c.SlurmSpawner.token_delivery = "environment"
+        """,
+    )
+
+    @default("token_delivery")
+    def _default_token_delivery(self):
+        launcher = self.launcher_command[0] if self.launcher_command else ""
+        return "environment" if launcher.endswith("batchspawner-singleuser") else "file"
+
+    token_dir = Unicode(
+        "{home}/.jupyterhub-tokens/{server}",
+        config=True,
+        help="""Where the hub puts the server's API token for the job (``token_delivery = "file"``).
+
+        The hub writes it as the user (through the driver's privilege wrapper):
+        the directory mode 0700, the file (named after the start) 0600, so only
+        the user (and root) can read it. The job's launcher deletes it when it
+        starts the server; the hub deletes it when a start fails or the server
+        stops before that. The job must see the same path (a shared home or
+        scratch; with a container image, a path bound into it). ``{home}`` is the
+        user's home, ``{username}`` the name, ``{server}`` the server's name
+        (``default`` for the default server).
+
+            c.SlurmSpawner.token_dir = "/scratch/{username}/.jupyterhub-tokens/{server}"
         """,
     )
 

@@ -13,6 +13,7 @@ The spawner orchestrates; the work is done elsewhere:
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import html
 import pwd
@@ -26,6 +27,7 @@ from sqlalchemy.orm import object_session
 from traitlets import (
     List,
     Unicode,
+    default,
 )
 
 from . import (
@@ -33,12 +35,15 @@ from . import (
     batchscript,
     form,
     recovery,
+    spawnlink,
 )
 from ._version import __version__
+from .accountrules import MappingError, PosixAccount, check_account
 from .clusterinfo import ClusterInfo, ClusterView, association_choices, narrow_policy
 from .errors import SlurmError, SpawnFailure, controller_unreachable, submission_uncertain
-from .identity import AUTH_STATE_KEY
+from .identity import AUTH_STATE_KEY, lookup_posix_account
 from .jobstate import Liveness
+from .logtext import loggable
 from .options import (
     OptionsError,
     Policy,
@@ -53,12 +58,21 @@ STATE_VERSION = 1
 
 _JOB_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.@+:-]")
 
+#: How many of the last lines of a failed job's output the user sees, and how long each may be.
+OUTPUT_TAIL_LINES = 20
+OUTPUT_LINE_LIMIT = 300
+
+#: Where JupyterHub's get_env() puts the server's API token.
+TOKEN_VARIABLES = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
+
 # One driver, poller and cluster view per driver class and config, shared by every spawner.
 _shared: dict[tuple, tuple[SlurmDriver, JobPoller, ClusterInfo]] = {}
 
 # What a failed form submission showed, per user, for the next render of the form:
 # JupyterHub re-renders the form of the user's default spawner after a failed spawn.
 _form_feedback: dict[str, tuple[dict, dict]] = {}
+# Users whose last /hub/spawn?opt-... link came from another site (see options_from_query).
+_unconfirmed_links: set[str] = set()
 
 
 class SlurmSpawner(SlurmSpawnerSettings, Spawner):
@@ -72,6 +86,8 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
     token_sha256 = Unicode(
         "", help="SHA-256 of the server's API token (state): recognises its job after a restart."
     )
+    #: this start may have put a token file down (a command may have run as the user for it)
+    _token_file_written = False
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -83,6 +99,8 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         self._recovering = False
         self._interrupted_start = False
         self._resume_task: asyncio.Future | None = None
+        #: (user_options, request) the apply_user_options hook validated for this spawn
+        self._applied: tuple[dict, object] | None = None
         #: why the last server ended underneath the user (job, reason); shown at the next start
         self._last_end: dict | None = None
         if self.queue_timeout and self.start_timeout < self.queue_timeout + 30:
@@ -149,6 +167,7 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         self.job_host = str(state.get("job_host", "") or "")
         self.spawn_id = str(state.get("spawn_id", "") or "")
         self.token_sha256 = str(state.get("token_sha256", "") or "")
+        self._token_file_written = bool(self.job_id)  # a job was submitted: its file was written
         # a job without a node: the hub stopped while this server was starting
         self._interrupted_start = bool(self.job_id and not self.job_host)
         if self.spawn_id and not self.job_id and state.get("spawn_id"):
@@ -279,11 +298,36 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
                 reason="no-account",
             ) from None
 
+    async def _check_account(self, action: str = "start servers") -> None:
+        """Refuse system and service accounts before anything runs as the user.
+
+        The authenticator's rules again, with this spawner's own settings, so that a
+        hub with any authenticator never runs ``sbatch``/``scancel`` as e.g. ``slurm``.
+        A user the hub host does not know is checked by name only.
+        """
+        name = self.user.name
+        loop = asyncio.get_running_loop()
+        account = await loop.run_in_executor(None, lookup_posix_account, name)
+        try:
+            check_account(account or PosixAccount(name), self.account_rules())
+        except MappingError as e:
+            raise SpawnFailure(
+                f"This hub cannot {action} for the account {name!r}: "
+                "it is a system or service account.",
+                reason=e.reason,
+                log_message=(
+                    f"refused to {action} for {self._log_name} ({e.reason}): {e.detail}; "
+                    "see c.SlurmSpawner.min_uid, max_uid, refused_usernames, refused_shells"
+                ),
+                status_code=403,
+            ) from None
+
     def _format_path(self, template: str, home: str) -> str:
         return template.format(home=home, username=self.user.name)
 
     async def move_certs(self, paths):
         """Copy the server's key and certificates to where only the user can read them."""
+        await self._check_account()  # JupyterHub calls this before start(); it runs as the user
         home = self._home()
         directory = self.internal_certs_dir.format(
             home=home, username=self.user.name, server=self.name or "default"
@@ -309,12 +353,64 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
     def get_env(self):
         env = super().get_env()
         env.setdefault("PATH", self.job_path)
+        # sbatch passes its own umask unless this is set; slurmstepd creates the output
+        # file with it: private whatever the hub's umask (c.Spawner.environment cannot widen it)
+        env["SLURM_UMASK"] = batchscript.check_umask(self.job_umask)
         if self.callback_port_range():
             low, high = self.port_range
             env["HPCSPAWNER_PORT_RANGE"] = f"{low}-{high}"
         if not self.fast_exit:
             env["HPCSPAWNER_FAST_EXIT"] = "0"
+        if self.token_delivery == "file":  # noqa: S105 - a delivery mode, not a password
+            # sbatch's environment becomes Slurm's record of the job: only the file's path
+            # goes there; the launcher reads the token from the file (see _write_token_file)
+            for name in TOKEN_VARIABLES:
+                env.pop(name, None)
+            env["HPCSPAWNER_TOKEN_FILE"] = self._token_file()
         return env
+
+    def _token_file(self) -> str:
+        """Where this start's API token waits for the job (``token_delivery = "file"``)."""
+        directory = self.token_dir.format(
+            home=self._home(), username=self.user.name, server=self.name or "default"
+        )
+        return f"{directory}/api-token-{self.spawn_id}"
+
+    async def _write_token_file(self, env: dict[str, str]) -> None:
+        """Put the API token, as the user, into the 0600 file the job's env names."""
+        path = env.get("HPCSPAWNER_TOKEN_FILE")
+        if not path:
+            return
+        directory, _, name = path.rpartition("/")
+        self._token_file_written = True
+        try:
+            await self.driver.install_files(
+                self.user.name, directory, {name: (self.api_token or "").encode()}
+            )
+        except SlurmError as e:
+            raise SpawnFailure(
+                "Could not put your server's API token into your directory; "
+                "please tell the administrators.",
+                reason="token-file",
+                log_message=f"writing the token file of {self._log_name} failed: {e}",
+                status_code=500,
+            ) from None
+
+    async def _remove_token_file(self) -> None:
+        """Remove this start's token file if the launcher has not (a start that never
+        reached the server). Failures are logged: the start or stop goes on.
+
+        Nothing runs when no file was written: a start refused before (a system
+        account, invalid options) must not run any command as the user."""
+        written = self._token_file_written or bool(self.job_id)
+        if self.token_delivery != "file" or not (written and self.spawn_id):  # noqa: S105
+            return
+        self._token_file_written = False
+        try:
+            path = self._token_file()
+            await asyncio.shield(self.driver.remove_file(self.user.name, path))
+        except (SlurmError, SpawnFailure, NotImplementedError, asyncio.CancelledError) as e:
+            self.log.warning("Could not remove the token file of %s: %s", self._log_name, e)
 
     def render_script(self, request, env: dict[str, str]) -> str:
         home = self._home()
@@ -339,6 +435,7 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
             extra_directives=list(self.extra_sbatch_options),
             requeue=self.requeue,
             path=env.get("PATH", self.job_path),
+            umask=batchscript.check_umask(self.job_umask),
         )
 
     async def effective_policy(self) -> tuple[Policy, ClusterView, list | None]:
@@ -384,15 +481,47 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
                 f"Invalid server options: {e.summary()}", reason="invalid-options"
             ) from None
 
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        # JupyterHub >= 5.3 calls this hook before pre_spawn_hook and start(); without one
+        # it logs "Received unhandled user_options" on every spawn.  Our hook is the one
+        # validation; JupyterHub passes its SpawnFailure (an HTTPError, 400) through.
+        return _apply_user_options
+
+    async def _applied_request(self):
+        """The request the hook validated for this spawn, taken once; validated afresh
+        when the hook did not run (an admin's own hook) or the options changed since
+        (a pre_spawn_hook)."""
+        applied, self._applied = self._applied, None
+        if applied is not None and applied[0] == (self.user_options or {}):
+            return applied[1]
+        return await self.validated_request()
+
     def options_from_form(self, formdata):
         return form.options_from_form(formdata)
 
     def options_from_query(self, query_data):
         """``/hub/spawn?opt-partition=debug&opt-cpus=2`` links: JupyterHub 6 strips the
-        ``opt-`` prefix itself, JupyterHub 5 passes the keys as they are."""
-        return self.options_from_form(
+        ``opt-`` prefix itself, JupyterHub 5 passes the keys as they are.
+
+        A link from another site (:func:`hpcspawner.spawnlink.link_may_spawn`) starts
+        nothing: the form comes instead, pre-filled with the link's values."""
+        options = self.options_from_form(
             {key.removeprefix("opt-"): value for key, value in query_data.items()}
         )
+        request = getattr(getattr(self, "handler", None), "request", None)
+        headers = getattr(request, "headers", None)
+        if not spawnlink.link_may_spawn(headers, getattr(request, "host", "") or ""):
+            self.log.info(
+                "Not starting %s from a link from another site (Sec-Fetch-Site %s, Referer %s)",
+                self._log_name,
+                loggable((headers or {}).get("Sec-Fetch-Site"), 40),
+                loggable((headers or {}).get("Referer"), 200),
+            )
+            _form_feedback[self.user.name] = (options, {})
+            _unconfirmed_links.add(self.user.name)
+            raise spawnlink.SpawnLinkNotConfirmed()
+        return options
 
     async def render_options_form(self) -> str:
         policy, view, associations = await self.effective_policy()
@@ -420,6 +549,9 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
             cluster_taken_at=_format_timestamp(view.snapshot.taken_at) if view.snapshot else None,
         )
         rendered = form.render(template, context)
+        if self.user.name in _unconfirmed_links:
+            _unconfirmed_links.discard(self.user.name)
+            rendered = _LINK_NOTICE + rendered
         if self._last_end:
             rendered = _last_end_notice(self._last_end) + rendered
         return rendered
@@ -427,6 +559,7 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
     async def start(self):
         previous, self._last_end = self._last_end, None
         self.spawn_id = secrets.token_hex(6)
+        self._token_file_written = False
         self.token_sha256 = recovery.sha256(self.api_token or "")
         first = None
         if previous:
@@ -455,10 +588,12 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
             self._progress_events.pop()
 
     async def _start(self):
-        request = await self.validated_request()
+        await self._check_account()
+        request = await self._applied_request()
         env = self.get_env()
         script = self.render_script(request, env)
         self._save_state()  # the spawn id, before sbatch
+        await self._write_token_file(env)
         t0 = time.monotonic()
         job_id = await self._submit(script, env)
         self.job_id = job_id
@@ -621,14 +756,30 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
     async def _job_ended_failure(self, job_id: str, status: JobStatus) -> SpawnFailure:
         why = status.info.describe_end() if status.info else "the job is no longer known to Slurm"
         output_path = self._format_path(self.job_output, self._home()).replace("%j", job_id)
-        tail = (await self.driver.read_output(self.user.name, output_path)).strip()
+        # the user's file: the driver reads a few KiB of it, and only if it is a regular file
+        output = await self.driver.read_output(self.user.name, output_path)
+        text = output.text.strip()
         message = f"Job {job_id} ended before the server started: {why}."
-        if tail:
-            message += f" Last lines of {output_path}:\n{tail[-2000:]}"
+        if text:
+            # shown as text (JupyterHub escapes it); no terminal escapes or bidi controls
+            lines = text.splitlines()[-OUTPUT_TAIL_LINES:]
+            shown = "\n".join(loggable(line, OUTPUT_LINE_LIMIT) for line in lines)
+            message += f" Last lines of {output_path}:\n{shown}"
+            logged = f"its output ends: {loggable(text[-2000:])}"
         else:
-            message += f" See {output_path}."
+            problem = output.problem or "is empty"
+            message += f" Its output file {output_path} {problem}."
+            logged = f"its output file {problem}"
         self.job_id = ""
-        return SpawnFailure(message, reason="job-ended", status_code=500)
+        return SpawnFailure(
+            message,
+            reason="job-ended",
+            log_message=(
+                f"job {job_id} of {self._log_name} ended before its server started ({why}); "
+                f"{output_path}: {logged}"
+            ),
+            status_code=500,
+        )
 
     async def _cleanup_failed_start(self) -> None:
         job_id = self.job_id
@@ -636,12 +787,14 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
             if self._recovering:
                 # stopped while looking for a lost submission: keep looking, cancel it if found
                 self._reap(self._job_comment())
+            await self._remove_token_file()
             return
         self.log.info("Cancelling job %s of %s after a failed start", job_id, self._log_name)
         try:
             await asyncio.shield(self.driver.cancel(self.user.name, job_id))
         except (SlurmError, asyncio.CancelledError) as e:
             self.log.warning("Could not cancel job %s of %s: %s", job_id, self._log_name, e)
+        await self._remove_token_file()
 
     # ------------------------------------------------------------ poll / stop
 
@@ -701,15 +854,23 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         job_id = self.job_id
         if not job_id:
             return
+        # before anything runs as the user (the token file's removal included)
+        await self._check_account("stop servers")
         if not self._starting and self.poller.cached(job_id).liveness is Liveness.GONE:
             # it ended by itself (poll() said so): nothing to cancel, nothing to wait for
             self.log.info("Job %s of %s already ended", job_id, self._log_name)
+            if not self.job_host:
+                await self._remove_token_file()  # it ended before its launcher took the token
             return
         self._stopping = True
         try:
             await self._cancel_and_wait(job_id)
         finally:
             self._stopping = False
+        if not self.job_host:
+            # stopped before its server reported a port: the launcher may not have taken the
+            # token yet (once it reports, it has deleted the file: no extra command per stop)
+            await self._remove_token_file()
 
     async def _cancel_and_wait(self, job_id: str) -> None:
         self.log.info("Cancelling job %s of %s", job_id, self._log_name)
@@ -734,6 +895,14 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         )
 
 
+async def _apply_user_options(spawner: SlurmSpawner, user_options: dict) -> None:
+    """The default ``c.Spawner.apply_user_options`` of SlurmSpawner: validate, keep the result.
+
+    JupyterHub passes ``spawner.user_options``, which is what ``validated_request`` reads."""
+    request = await spawner.validated_request()
+    spawner._applied = (copy.deepcopy(dict(spawner.user_options or {})), request)
+
+
 def stop_check_pauses():
     """Pauses between the looks at a cancelled job: often at first, then less often.
 
@@ -748,6 +917,13 @@ def stop_check_pauses():
     yield from (0.25,) * 8  # up to 3 s
     while True:
         yield 1.0
+
+
+_LINK_NOTICE = (
+    '<div class="alert alert-info hpcspawner-link-notice">This link to start a server came '
+    "from another web site, so nothing was started. Check the options below and press "
+    "Start if you want this server.</div>\n"
+)
 
 
 def _last_end_notice(last_end: dict) -> str:

@@ -332,8 +332,13 @@ def dump_cluster_state() -> str:
     return "\n".join(parts)
 
 
-def job_environ(username: str, server_name: str, timeout: float = 60) -> dict[str, str]:
-    """The environment of a process of ``username``'s job for ``server_name`` (read as root)."""
+def job_environ(
+    username: str, server_name: str, timeout: float = 60, *, require: str | None = None
+) -> dict[str, str]:
+    """The environment of a process of ``username``'s job for ``server_name`` (read as root).
+
+    ``require``: a variable the process must have, e.g. ``JUPYTERHUB_API_TOKEN``, which
+    (with the default token file delivery) only the server's own processes have."""
     uid = pwd.getpwnam(username).pw_uid
     marker = f"JUPYTERHUB_SERVER_NAME={server_name}".encode()
     deadline = time.monotonic() + timeout
@@ -349,7 +354,9 @@ def job_environ(username: str, server_name: str, timeout: float = 60) -> dict[st
             except OSError:
                 continue
             variables = raw.split(b"\0")
-            if marker in variables:
+            if marker in variables and (
+                require is None or any(v.startswith(f"{require}=".encode()) for v in variables)
+            ):
                 return dict(
                     v.decode(errors="replace").split("=", 1) for v in variables if b"=" in v
                 )

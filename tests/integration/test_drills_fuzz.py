@@ -53,7 +53,9 @@ def hub(hub_factory):
     r = hub.spawn("bob", "cb", options={"memory": "512M"})
     assert r.status_code in (201, 202), r.text
     hub.wait_ready("bob", "cb")
-    hub.running_token = job_environ("bob", "cb")["JUPYTERHUB_API_TOKEN"]
+    hub.running_token = job_environ("bob", "cb", require="JUPYTERHUB_API_TOKEN")[
+        "JUPYTERHUB_API_TOKEN"
+    ]
     return hub
 
 

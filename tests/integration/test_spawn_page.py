@@ -13,6 +13,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from .browser import screenshot
+from .drills import login_session
 from .hub import run, squeue_fields
 
 EXTRA_CONFIG = """
@@ -275,6 +276,8 @@ def test_spawn_page_views_within_the_ttl_cost_no_scheduler_call(hub, page_for):
 
 
 def test_spawn_url_with_opt_parameters_starts_a_named_server(hub, page_for):
+    # typed into the address bar (or a bookmark): the browser sends Sec-Fetch-Site: none,
+    # and the link starts the server at once (a link on another site does not, see below)
     page = page_for("carol")
     page.goto(
         f"{hub.url}/hub/spawn/carol/fromlink?opt-partition=remote&opt-runtime=0:12:00"
@@ -284,3 +287,66 @@ def test_spawn_url_with_opt_parameters_starts_a_named_server(hub, page_for):
     model = hub.server_model("carol", "fromlink")
     assert squeue_fields(model["state"]["job_id"], "%P|%l|%m") == ["remote", "12:00", "512M"]
     hub.stop_server("carol", "fromlink")
+
+
+def carol_jobs(hub, server: str) -> list[str]:
+    """carol's jobs for ``server`` started by this hub."""
+    out = run(["squeue", "--noheader", "--states=all", "--user=carol", "--format=%i|%k"]).stdout
+    prefix = f"hpcspawner:{hub.job_tag}:carol:{server}:"
+    return [line.split("|", 1)[0] for line in out.splitlines() if prefix in line]
+
+
+def test_a_spawn_link_from_another_site_shows_the_filled_form_and_starts_nothing(hub, page_for):
+    """Finding 9: ``GET /hub/spawn/...?opt-...`` from another site (or from nowhere the hub
+    can tell) starts nothing; the form comes, filled with the link's values, and one
+    click on Start (on the hub's own page) starts the server."""
+    server = "crosslink"
+    query = "opt-partition=remote&opt-runtime=0:12:00&opt-memory=512M&opt-environment=jupyter"
+    link = f"{hub.url}/hub/spawn/carol/{server}?{query}"
+
+    # without a browser: the headers an old browser or another site's request carries
+    session = login_session(hub, "carol")
+    for headers in (
+        {},  # no Sec-Fetch-Site, no Referer
+        {"Referer": "https://evil.example/"},
+        {"Sec-Fetch-Site": "same-site", "Referer": "https://sub.127.0.0.1/"},
+    ):
+        r = session.get(link, headers=headers, timeout=60, allow_redirects=False)
+        assert r.status_code == 200, (headers, r.status_code, r.headers.get("Location"))
+        assert "hpcspawner-link-notice" in r.text, headers
+        assert "Traceback" not in r.text
+    assert carol_jobs(hub, server) == []
+
+    # a real browser following a link on another site's page
+    page = page_for("carol")
+    page.route(
+        re.compile(r"https://evil\.example/.*"),
+        lambda route: route.fulfill(
+            status=200,
+            content_type="text/html",
+            body=f'<html><body><a id="go" href="{link}">free GPU hours</a></body></html>',
+        ),
+    )
+    page.goto("https://evil.example/")
+    log_before = len(hub.log_path.read_bytes())
+    page.click("#go")
+    page.wait_for_url(re.compile(rf".*/hub/spawn/carol/{server}\?.*"))
+    expect(page.locator(".hpcspawner-link-notice")).to_contain_text("came from another web site")
+    # the hub saw the browser's own word for it
+    seen = hub.log_path.read_bytes()[log_before:].decode(errors="replace")
+    assert "from a link from another site (Sec-Fetch-Site cross-site" in seen, seen[-2000:]
+    expect(page.locator("#partition-remote")).to_be_checked()
+    expect(page.locator("#field-runtime")).to_have_value("0:12:00")
+    expect(page.locator("#field-memory")).to_have_value("512M")
+    expect(page.locator(".spawn-error-msg")).to_have_count(0)
+    shot(page, "spawn-page-cross-site-link")
+    assert carol_jobs(hub, server) == [], "a link from another site reached sbatch"
+    model = hub.server_model("carol", server)
+    assert model is None or not (model["ready"] or model["pending"]), model
+
+    # the user's own click on the hub's page starts it, with the link's values
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_url(re.compile(rf".*/user/carol/{server}/lab.*"), timeout=120_000)
+    model = hub.server_model("carol", server)
+    assert squeue_fields(model["state"]["job_id"], "%P|%l|%m") == ["remote", "12:00", "512M"]
+    hub.stop_server("carol", server)

@@ -36,8 +36,8 @@ DATA = Path(__file__).parent / "data"
 
 def recorded(name: str) -> str:
     path = DATA / name
-    if not path.exists():
-        pytest.skip(f"{name} not recorded yet (tests/unit/data/record.sh)")
+    # a missing recording is a failure, never a skip: the parser would go untested
+    assert path.exists(), f"{name} is missing: record it with tests/unit/data/record.sh"
     return path.read_text()
 
 
@@ -202,13 +202,22 @@ def test_recorded_controller_down_is_not_invalid_id():
 
 def _recorded_squeue_files():
     files = sorted(DATA.glob("squeue_*.txt"))
+    # none found is a failure (the test asserts a path), never a skip
     return [pytest.param(path, id=path.stem) for path in files] or [
-        pytest.param(None, marks=pytest.mark.skip(reason="no squeue outputs recorded yet"))
+        pytest.param(None, id="none-recorded")
     ]
+
+
+def test_a_missing_recording_fails_instead_of_skipping():
+    with pytest.raises(BaseException) as info:  # noqa: PT011 - pytest.skip raises BaseException
+        recorded("squeue_never_recorded.txt")
+    assert isinstance(info.value, AssertionError), type(info.value)
+    assert "record.sh" in str(info.value)
 
 
 @pytest.mark.parametrize("path", _recorded_squeue_files())
 def test_every_recorded_squeue_output_parses(path):
+    assert path is not None, "no squeue_*.txt in tests/unit/data: record them with record.sh"
     for info in parse_squeue(path.read_text()).values():
         assert info.job_id.isdigit()
         assert info.state.split()[0] in ALIVE_STATES | ENDED_STATES, info.state

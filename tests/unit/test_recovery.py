@@ -9,6 +9,7 @@ import logging
 from types import SimpleNamespace
 
 import pytest
+from fakeslurm import FakeCluster, FakeSlurm
 from traitlets.config import Config
 
 from hpcspawner import recovery
@@ -16,7 +17,6 @@ from hpcspawner import spawner as spawner_module
 from hpcspawner.api import token_matches
 from hpcspawner.errors import SlurmError, SlurmTimeout, SpawnFailure, submission_uncertain
 from hpcspawner.jobstate import JobInfo, parse_comment_matches
-from hpcspawner.slurm import SlurmDriver
 from hpcspawner.spawner import SlurmSpawner
 
 CONNECT = "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"
@@ -73,37 +73,15 @@ def test_token_matches_live_token_or_stored_digest():
         assert token_matches(spawner, offered) is expected, (spawner, offered)
 
 
-class ScriptedDriver(SlurmDriver):
-    """sbatch and the comment lookup answer from scripts (lists of results or exceptions)."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.submit_results: list = []
-        self.find_results: list = []
-        self.submitted = 0
-        self.cancelled: list[str] = []
-
-    async def submit(self, username, script, env):
-        self.submitted += 1
-        result = self.submit_results.pop(0)
-        if isinstance(result, Exception):
-            raise result
-        return result
-
-    async def find_jobs(self, username, comment):
-        self._count("find")
-        result = self.find_results.pop(0) if self.find_results else []
-        if isinstance(result, Exception):
-            raise result
-        return result
-
-    async def cancel(self, username, job_id):
-        self.cancelled.append(job_id)
+#: Every config made here, kept alive: spawners share a driver per ``id(config)``.
+_configs: list[Config] = []
 
 
 def make_spawner(**settings):
     config = Config()
-    config.SlurmSpawner.driver_class = ScriptedDriver
+    config.SlurmSpawner.driver_class = FakeSlurm
+    config.FakeSlurm.cluster = FakeCluster()
+    _configs.append(config)
     config.SlurmSpawner.startup_poll_interval = 0.01
     for name, value in settings.items():
         setattr(config.SlurmSpawner, name, value)
@@ -116,49 +94,71 @@ def run(coro):
     return asyncio.run(coro)
 
 
+def script_of(spawner) -> str:
+    """A batch script carrying this start's comment (what the lookup matches)."""
+    return f"#!/bin/bash\n#SBATCH --comment={spawner._job_comment()}\n"
+
+
 def test_connect_failure_fails_at_once_without_lookup():
     spawner = make_spawner()
-    spawner.driver.submit_results = [SlurmError(["sbatch"], 1, CONNECT)]
+    cluster = spawner.driver.cluster
+    cluster.fail("submit", SlurmError(["sbatch"], 1, CONNECT))
     with pytest.raises(SpawnFailure) as info:
-        run(spawner._submit("#!/bin/bash\n", {}))
+        run(spawner._submit(script_of(spawner), {}))
     assert "scheduler is not answering" in str(info.value.jupyterhub_message)
     assert info.value.status_code == 503
-    assert spawner.driver.calls.get("find") is None
+    assert cluster.count("find_jobs") == 0
+    assert cluster.jobs == {}
 
 
 def test_lost_answer_finds_the_job_and_never_submits_again():
     spawner = make_spawner()
+    cluster = spawner.driver.cluster
     timeout = SlurmError(["squeue"], 1, "Socket timed out on send/recv operation")
-    spawner.driver.submit_results = [SlurmError(["sbatch"], 1, TIMED_OUT)]
-    spawner.driver.find_results = [timeout, timeout, ["42"]]
-    assert run(spawner._submit("#!/bin/bash\n", {})) == "42"
-    assert spawner.driver.submitted == 1
-    assert spawner.driver.calls["find"] == 3
+    cluster.lose_next_submit(arrives=True)
+    cluster.fail("find_jobs", timeout, times=2)
+    job_id = run(spawner._submit(script_of(spawner), {}))
+    assert list(cluster.jobs) == [job_id]
+    assert cluster.count("submit") == 1
+    assert cluster.count("find_jobs") == 3
 
 
 def test_lost_answer_and_no_job_twice_means_not_submitted(monkeypatch):
     spawner = make_spawner()
-    spawner.driver.submit_results = [SlurmTimeout(["sbatch"], 30)]
-    spawner.driver.find_results = [[], []]
+    cluster = spawner.driver.cluster
+    cluster.lose_next_submit(arrives=False)
     started = []
     monkeypatch.setattr(recovery, "start_reaper", lambda *args: started.append(args[2]))
     monkeypatch.setattr(recovery.asyncio, "sleep", _no_sleep)
     with pytest.raises(SpawnFailure) as info:
-        run(spawner._submit("#!/bin/bash\n", {}))
+        run(spawner._submit(script_of(spawner), {}))
     assert "not answering" in info.value.jupyterhub_message
-    assert spawner.driver.submitted == 1
-    assert spawner.driver.calls["find"] == 2
+    assert cluster.count("submit") == 1
+    assert cluster.count("find_jobs") == 2
     # a late job (from the controller's backlog) is still looked for and cancelled
     assert started == [spawner._job_comment()]
 
 
-def test_a_first_empty_answer_after_the_hang_is_not_trusted(monkeypatch):
+def test_a_first_empty_answer_after_the_hang_is_not_trusted():
     spawner = make_spawner()
-    spawner.driver.submit_results = [SlurmTimeout(["sbatch"], 30)]
-    # the backlog's lookup is served before the backlog's sbatch
-    spawner.driver.find_results = [[], ["43"]]
-    monkeypatch.setattr(recovery.asyncio, "sleep", _no_sleep)
-    assert run(spawner._submit("#!/bin/bash\n", {})) == "43"
+    cluster = spawner.driver.cluster
+    cluster.lose_next_submit(arrives=False)
+
+    async def backlog():
+        # the backlog's lookup is served before the backlog's sbatch
+        await cluster.wait_for(
+            lambda: any(c.kind == "find_jobs" and c.outcome == "ok" for c in cluster.history)
+        )
+        return cluster.deliver_lost()
+
+    async def scenario():
+        return await asyncio.wait_for(
+            asyncio.gather(spawner._submit(script_of(spawner), {}), backlog()), 10
+        )
+
+    job_id, (late,) = run(scenario())
+    assert job_id == late.job_id
+    assert cluster.count("find_jobs") == 2
 
 
 async def _no_sleep(_seconds):
@@ -167,38 +167,50 @@ async def _no_sleep(_seconds):
 
 def test_duplicates_found_are_cancelled_keeping_the_first():
     spawner = make_spawner()
-    spawner.driver.submit_results = [SlurmTimeout(["sbatch"], 30)]
-    spawner.driver.find_results = [["100", "99"]]
-    assert run(spawner._submit("#!/bin/bash\n", {})) == "99"
-    assert spawner.driver.cancelled == ["100"]
+    cluster = spawner.driver.cluster
+    cluster.lose_next_submit(arrives=True)
+    cluster.submit_script("alice", script_of(spawner), {})  # cannot happen with one sbatch
+    assert run(spawner._submit(script_of(spawner), {})) == "100"
+    assert [(c.kind, c.args) for c in cluster.history if c.kind == "cancel"] == [
+        ("cancel", ("alice", "101"))
+    ]
+    assert cluster.job("101").state == "CANCELLED"
+    assert cluster.job("100").state == "PENDING"
 
 
 def test_silent_controller_gives_up_and_leaves_a_reaper(monkeypatch):
     spawner = make_spawner(submit_recovery_timeout=0.05, poll_interval=1)
+    cluster = spawner.driver.cluster
     silent = SlurmError(["squeue"], 1, "Socket timed out on send/recv operation")
-    spawner.driver.submit_results = [SlurmTimeout(["sbatch"], 30)]
-    spawner.driver.find_results = [silent] * 50
+    cluster.lose_next_submit(arrives=False)
+    cluster.fail("find_jobs", silent, times=None)
     started = []
     monkeypatch.setattr(recovery, "start_reaper", lambda *args: started.append(args[2]))
     with pytest.raises(SpawnFailure) as info:
-        run(spawner._submit("#!/bin/bash\n", {}))
+        run(spawner._submit(script_of(spawner), {}))
     assert "not answering" in info.value.jupyterhub_message
     assert started == [spawner._job_comment()]
     assert spawner._job_comment().endswith(":alice:-:abc")
 
 
 def test_reaper_cancels_the_job_when_it_appears():
-    driver = ScriptedDriver()
+    cluster = FakeCluster()
+    driver = FakeSlurm(cluster=cluster)
     silent = SlurmError(["squeue"], 1, "Socket timed out on send/recv operation")
-    driver.find_results = [silent, [], ["77"]]
+    cluster.fail("find_jobs", silent)
 
     async def scenario():
         recovery.start_reaper(driver, "alice", "c", 0.01, logging.getLogger("test"))
         task = recovery._reapers["c"]
+        # the first look fails, the second finds nothing, then the job arrives
+        await asyncio.wait_for(cluster.wait_for(lambda: cluster.count("find_jobs") >= 2), 5)
+        job = cluster.submit_script("alice", "#!/bin/bash\n#SBATCH --comment=c\n", {})
         await asyncio.wait_for(task, 5)
+        return job
 
-    run(scenario())
-    assert driver.cancelled == ["77"]
+    job = run(scenario())
+    assert job.state == "CANCELLED"
+    assert cluster.count("cancel") == 1
     assert "c" not in recovery._reapers
 
 

@@ -10,38 +10,24 @@ from __future__ import annotations
 import asyncio
 import shlex
 import subprocess
-from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+from fakeslurm import FakeSlurm
 from hypothesis import given
 from hypothesis import strategies as st
+from jupyterhub.objects import Hub
 from traitlets.config import Config
 
-from hpcspawner.clusterinfo import parse_nodes, parse_partitions, summarize
-from hpcspawner.errors import SpawnFailure
+from hpcspawner.errors import SlurmError, SpawnFailure
 from hpcspawner.options import OPTION_FIELDS
-from hpcspawner.slurm import SlurmDriver
 from hpcspawner.spawner import SlurmSpawner
-
-DATA = Path(__file__).parent / "data"
-
-
-class RecordedDriver(SlurmDriver):
-    """Answers cluster questions from recorded ``scontrol`` output; submits nothing."""
-
-    async def cluster_snapshot(self):
-        return summarize(
-            parse_partitions((DATA / "scontrol_partitions.txt").read_text()),
-            parse_nodes((DATA / "scontrol_nodes_idle.txt").read_text()),
-        )
-
-    async def user_associations(self, username):
-        return None
 
 
 def make_spawner(**settings) -> SlurmSpawner:
     config = Config()
-    config.SlurmSpawner.driver_class = RecordedDriver
+    # the shared fake: recorded scontrol output (idle test cluster), no accounting
+    config.SlurmSpawner.driver_class = FakeSlurm
     config.SlurmSpawner.partitions = {
         "debug": {"max_runtime": "1:00:00"},
         "gpu": {"max_gpus": 2},
@@ -119,3 +105,98 @@ def test_hostile_options_give_a_400_or_a_safe_script(options):
     script = spawner.render_script(request, {"PATH": "/usr/bin:/bin"})
     check = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
     assert check.returncode == 0, check.stderr
+
+
+# ---------------------------------------------------------------- the API token's way to the job
+
+TOKEN = "5ec7e7" * 6
+
+
+class TokenDriver(FakeSlurm):
+    """Keeps the files the hub writes as the user in a dict; sbatch records and refuses."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.files: dict[str, tuple[str, bytes]] = {}
+        self.removed: list[tuple[str, str]] = []
+        self.submitted: list[tuple[str, dict, dict]] = []
+        self.cancelled: list[str] = []
+
+    async def install_files(self, username, directory, files):
+        for name, content in files.items():
+            self.files[f"{directory}/{name}"] = (username, content)
+
+    async def remove_file(self, username, path):
+        self.removed.append((username, path))
+        self.files.pop(path, None)
+
+    async def submit(self, username, script, env):
+        self.submitted.append((script, dict(env), dict(self.files)))
+        raise SlurmError(["sbatch"], 1, "sbatch: error: Batch job submission failed: Invalid qos")
+
+    async def cancel(self, username, job_id):
+        self.cancelled.append(job_id)
+
+    async def query(self, job_ids):
+        return {}  # every job is gone
+
+
+def token_spawner(**settings) -> SlurmSpawner:
+    spawner = make_spawner(driver_class=TokenDriver, **settings)
+    spawner.user = SimpleNamespace(name="alice", url="/user/alice/")
+    spawner.hub = Hub()
+    spawner.api_token = TOKEN
+    spawner.oauth_client_id = "jupyterhub-user-alice"
+    return spawner
+
+
+async def _failed_start(spawner) -> SpawnFailure:
+    try:
+        await asyncio.wait_for(spawner.start(), timeout=30)
+    except SpawnFailure as e:
+        return e
+    raise AssertionError("the start should have failed at sbatch")
+
+
+async def test_the_job_environment_names_a_token_file_not_the_token():
+    spawner = token_spawner(token_dir="/scratch/{username}/tokens/{server}")
+    failure = await _failed_start(spawner)
+    assert failure.reason == "job-rejected"
+    ((script, env, files_at_sbatch),) = spawner.driver.submitted
+    path = f"/scratch/alice/tokens/default/api-token-{spawner.spawn_id}"
+    assert env["HPCSPAWNER_TOKEN_FILE"] == path
+    assert "JUPYTERHUB_API_TOKEN" not in env and "JPY_API_TOKEN" not in env
+    assert not [name for name, value in env.items() if TOKEN in value]
+    assert TOKEN not in script
+    # written as the user before sbatch ran (the driver makes it 0600 in a 0700 directory)
+    assert files_at_sbatch == {path: ("alice", TOKEN.encode())}
+    # the failed start took it away again
+    assert spawner.driver.removed == [("alice", path)]
+    assert spawner.driver.files == {}
+
+
+async def test_token_delivery_environment_is_batchspawners_way():
+    spawner = token_spawner(launcher_command=["/opt/bs/bin/batchspawner-singleuser"])
+    assert spawner.token_delivery == "environment"
+    await _failed_start(spawner)
+    ((_, env, files_at_sbatch),) = spawner.driver.submitted
+    assert env["JUPYTERHUB_API_TOKEN"] == TOKEN
+    assert "HPCSPAWNER_TOKEN_FILE" not in env
+    assert files_at_sbatch == {}
+    assert spawner.driver.removed == []
+
+
+@pytest.mark.parametrize(
+    ("job_host", "removed"),
+    [
+        pytest.param("", True, id="stopped-before-the-server-ran"),
+        pytest.param("vm", False, id="server-ran-launcher-took-it"),
+    ],
+)
+async def test_stop_removes_a_token_file_the_launcher_never_took(job_host, removed):
+    spawner = token_spawner()
+    spawner.job_id, spawner.spawn_id, spawner.job_host = "42", "abc123", job_host
+    await asyncio.wait_for(spawner.stop(), timeout=30)
+    assert spawner.driver.cancelled == ["42"]
+    expected = [("alice", "/home/alice/.jupyterhub-tokens/default/api-token-abc123")]
+    assert spawner.driver.removed == (expected if removed else [])

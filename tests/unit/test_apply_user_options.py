@@ -1,0 +1,131 @@
+"""user_options go through JupyterHub's ``apply_user_options`` hook (JupyterHub >= 5.3).
+
+JupyterHub runs ``Spawner._run_apply_user_options`` before ``pre_spawn_hook`` and ``start()``;
+a spawner that does not set the hook gets "Received unhandled user_options" logged on every
+spawn. ``_run_apply_user_options`` is private: these tests pin the contract hpcspawner relies
+on (it calls our hook, passes our HTTP errors through unchanged), with the recorded cluster of
+the request tests.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from traitlets.config import Config
+
+from hpcspawner import spawner as spawner_module
+from hpcspawner.clusterinfo import parse_nodes, parse_partitions, summarize
+from hpcspawner.errors import SpawnFailure
+from hpcspawner.slurm import SlurmDriver
+from hpcspawner.spawner import SlurmSpawner
+
+DATA = Path(__file__).parent / "data"
+
+
+class RecordedDriver(SlurmDriver):
+    """Answers cluster questions from recorded ``scontrol`` output; submits nothing."""
+
+    async def cluster_snapshot(self):
+        return summarize(
+            parse_partitions((DATA / "scontrol_partitions.txt").read_text()),
+            parse_nodes((DATA / "scontrol_nodes_idle.txt").read_text()),
+        )
+
+    async def user_associations(self, username):
+        return None
+
+
+def make_spawner(**settings) -> SlurmSpawner:
+    config = Config()
+    config.SlurmSpawner.driver_class = RecordedDriver
+    config.SlurmSpawner.partitions = {"debug": {"max_runtime": "1:00:00"}, "gpu": {}}
+    config.SlurmSpawner.default_options = {"partition": "debug", "memory": "1G", "runtime": "30"}
+    for name, value in settings.items():
+        setattr(config.SlurmSpawner, name, value)
+    return SlurmSpawner(config=config, user=SimpleNamespace(name="alice"))
+
+
+@pytest.fixture(autouse=True)
+def _no_form_feedback_left():
+    # a failed validation keeps the user's values for the next render of the form
+    yield
+    spawner_module._form_feedback.pop("alice", None)
+
+
+async def apply(spawner, options):
+    """What JupyterHub's User.spawn does before pre_spawn_hook and start()."""
+    spawner.user_options = options
+    await spawner._run_apply_user_options(spawner.user_options)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param(
+            {"partition": "debug", "cpus": 1, "memory": "1G", "runtime": "0:30:00"}, id="api"
+        ),
+        pytest.param({"partition": "gpu", "cpus": "2", "memory": "", "runtime": ""}, id="form"),
+        pytest.param({}, id="defaults"),
+    ],
+)
+async def test_valid_options_are_applied_without_a_warning(options, caplog):
+    spawner = make_spawner()
+    with caplog.at_level(logging.DEBUG):
+        await apply(spawner, options)
+    noisy = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert noisy == []
+    request = await spawner._applied_request()
+    assert request.partition == options.get("partition", "debug")
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        pytest.param({"partition": "nosuch"}, "partition", id="unknown-partition"),
+        pytest.param({"partition": "debug", "runtime": "9:00:00"}, "runtime", id="over-limit"),
+        pytest.param({"partition": "debug", "evil": "$(id)"}, "options", id="unknown-key"),
+    ],
+)
+async def test_invalid_options_are_a_400_with_the_fields_message(options, field):
+    spawner = make_spawner()
+    spawner.user_options = options
+    with pytest.raises(SpawnFailure) as direct:
+        await spawner.validated_request()
+    with pytest.raises(SpawnFailure) as hooked:
+        await apply(make_spawner(), options)
+    # the same validator, the same words: JupyterHub passes HTTP errors through unchanged
+    assert hooked.value.status_code == 400
+    assert hooked.value.reason == "invalid-options"
+    assert hooked.value.jupyterhub_message == direct.value.jupyterhub_message
+    assert f"{field}: " in hooked.value.jupyterhub_message
+
+
+async def test_start_uses_the_request_the_hook_validated_once():
+    spawner = make_spawner()
+    await apply(spawner, {"partition": "gpu"})
+    first = await spawner._applied_request()
+    assert first.partition == "gpu"
+    # taken once: a later start without the hook (an admin's own hook) validates afresh
+    again = await spawner._applied_request()
+    assert again == first and again is not first
+
+
+async def test_options_changed_after_the_hook_are_validated_again():
+    # a pre_spawn_hook may change user_options after apply_user_options ran
+    spawner = make_spawner()
+    await apply(spawner, {"partition": "gpu"})
+    spawner.user_options["partition"] = "nosuch"
+    with pytest.raises(SpawnFailure, match="partition"):
+        await spawner._applied_request()
+
+
+async def test_an_admins_own_hook_replaces_ours_and_start_still_validates():
+    seen = []
+    spawner = make_spawner(apply_user_options=lambda spawner, options: seen.append(dict(options)))
+    await apply(spawner, {"partition": "nosuch"})
+    assert seen == [{"partition": "nosuch"}]
+    with pytest.raises(SpawnFailure, match="partition"):
+        await spawner._applied_request()
