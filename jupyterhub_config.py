@@ -72,6 +72,17 @@ c.ClusterOAuthenticator.no_account_message = (
 )
 c.ClusterOAuthenticator.no_account_url = "https://hpc.uni.example/apply"
 
+# Accounts no login may use and no server may run as: root, slurm, munge (and
+# slurm.conf's SlurmUser), uids below min_uid or from max_uid on, nologin/false
+# shells. The spawner checks again, with its own copy of these settings, before it
+# runs anything as the user. The defaults suit Debian; if your directory's uids
+# are high, or your service accounts have other names, set both the same, e.g.:
+#   for cls in (c.ClusterOAuthenticator, c.SlurmSpawner):
+#       cls.min_uid = 1000
+#       cls.max_uid = 2_000_000_000  # the default, 60000, is where Debian's package users start
+#       cls.refused_usernames = ["root", "nobody", "slurm", "munge", "slurmrest", "slurmrestd"]
+#       cls.refused_shells = ["nologin", "false"]  # [] if your users have nologin on purpose
+
 # Who may log in, and who is an admin: groups from the provider's "groups"
 # claim (the hub's groups mirror them). manage_groups must come first.
 c.ClusterOAuthenticator.manage_groups = True
@@ -141,6 +152,15 @@ c.SlurmSpawner.profiles = {
 
 # Where the job writes its output; shown to users when a start fails.
 c.SlurmSpawner.job_output = "{home}/.jupyterhub-slurm-%j.log"
+# The job's umask: the output file and the server's files are the user's only.
+# c.SlurmSpawner.job_umask = "077"  # the default; "027" lets the user's group read them
+
+# How the server's API token reaches the job: "file" (the default) writes it to a
+# 0600 file the launcher reads and deletes, so it stays out of Slurm's record of the
+# job; "environment" (for batchspawner-singleuser) passes it in sbatch's
+# environment, which slurmctld and slurmdbd (AccountingStoreFlags=job_env) keep.
+# c.SlurmSpawner.token_delivery = "file"
+# c.SlurmSpawner.token_dir = "{home}/.jupyterhub-tokens/{server}"
 
 # Ports the server may use on the compute node (open them from the hub to the nodes).
 c.SlurmSpawner.port_range = (40000, 49999)

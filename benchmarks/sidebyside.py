@@ -164,7 +164,7 @@ def hpcspawner_config(tag: str, work: Workload, settings: HubSettings, shims: Pa
 
 
 def batchspawner_config(tag: str, work: Workload, settings: HubSettings, shims: Path) -> str:
-    """The settings batchspawner 1.3.0 needs on JupyterHub 6 (notes/batchspawner-baseline.md)."""
+    """The settings batchspawner 1.3.0 needs on JupyterHub 6 (docs/topic/performance.md)."""
     cmd = [TINY_SERVER] if work.server == "tiny" else ["jupyterhub-singleuser"]
     options = f"--comment=hpcspawner:{tag}:batchspawner --no-requeue"
     if work.queued:
