@@ -15,8 +15,10 @@ the hub uses):
 Reading the user database and slurm.conf happens elsewhere
 (:func:`hpcspawner.identity.lookup_posix_account`,
 :func:`hpcspawner.identity.slurm_service_users`); this module only decides.
-It is the lowest layer of the login side: it imports nothing from the package,
-so the hub-free scheduler drivers may use :func:`is_posix_name` too.
+It is the lowest layer of the login side: it imports nothing from the package.
+The scheduler drivers keep their own last guard with the same name rule
+(:func:`hpcspawner.slurm.driver.may_act_as`; ``tests/unit/test_layers.py`` holds
+the two to the same answers).
 """
 
 from __future__ import annotations

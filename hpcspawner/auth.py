@@ -46,8 +46,6 @@ from .accountrules import (
     check_account,
     rules_from_config,
 )
-from .commands import run_argv
-from .errors import SlurmError
 from .identity import (
     AUTH_STATE_KEY,
     CLAIM_REASONS,
@@ -83,7 +81,9 @@ from .oidc import (
     discovery_url,
     parse_discovery,
 )
-from .slurmrecords import ParseError, parse_associations, sacctmgr_args
+from .slurm.commands import run_argv
+from .slurm.errors import SlurmError
+from .slurm.records import ParseError, parse_associations, sacctmgr_args
 
 #: What the page says when the provider sent no usable identity (not the user's fault).
 CLAIM_PROBLEM_MESSAGE = (

@@ -1,4 +1,9 @@
-"""Exception types shared by the scheduler drivers and the spawner."""
+"""The spawn failure a user sees: JupyterHub's ``SpawnException`` (6) or an HTTP error (5).
+
+Slurm's own errors (:class:`~hpcspawner.slurm.errors.SlurmError` and its kin) live
+in the hub-free :mod:`hpcspawner.slurm.errors`; this module is where the hub's
+side of a failure is built.
+"""
 
 from __future__ import annotations
 
@@ -8,71 +13,6 @@ try:  # JupyterHub >= 6
     from jupyterhub.spawner import SpawnException as _SpawnBase
 except ImportError:  # JupyterHub 5
     _SpawnBase = None
-
-
-class SlurmError(Exception):
-    """A Slurm command failed (non-zero exit) or could not run.
-
-    Carries what an admin needs to reproduce it; never the environment.
-    """
-
-    def __init__(self, argv, returncode, stderr="", stdout=""):
-        self.argv = list(argv)
-        self.returncode = returncode
-        self.stderr = (stderr or "").strip()
-        self.stdout = (stdout or "").strip()
-        super().__init__(
-            f"{' '.join(self.argv)} exited with {returncode}: {self.stderr or '(no stderr)'}"
-        )
-
-    @property
-    def slurm_message(self) -> str:
-        """Slurm's own words, without the ``sbatch: error:`` prefixes."""
-        lines = []
-        for line in self.stderr.splitlines():
-            line = line.strip()
-            for prefix in ("sbatch: error: ", "squeue: error: ", "scancel: error: ", "error: "):
-                if line.startswith(prefix):
-                    line = line[len(prefix) :]
-            if line:
-                lines.append(line)
-        return "; ".join(lines) or f"exit code {self.returncode}"
-
-
-class SlurmTimeout(SlurmError):
-    """A Slurm command did not finish within its timeout (it was killed)."""
-
-    def __init__(self, argv, timeout):
-        self.timeout = timeout
-        super().__init__(argv, None, f"no answer within {timeout:g} s")
-
-
-#: Slurm's messages when the controller cannot be reached.
-CONTROLLER_UNREACHABLE = (
-    "Unable to contact slurm controller",
-    "Socket timed out on send/recv operation",
-    "Zero Bytes were transmitted or received",
-)
-
-
-#: Of those, the ones after which a request may still have reached the controller
-#: (it was sent; the answer was lost). "connect failure" means nothing was sent.
-ANSWER_LOST = (
-    "Socket timed out on send/recv operation",
-    "Zero Bytes were transmitted or received",
-)
-
-
-def controller_unreachable(error: SlurmError) -> bool:
-    return isinstance(error, SlurmTimeout) or any(
-        text in error.stderr for text in CONTROLLER_UNREACHABLE
-    )
-
-
-def submission_uncertain(error: SlurmError) -> bool:
-    """True when a failed request may still take effect: a hung controller can
-    process it from its socket backlog after the client gave up."""
-    return isinstance(error, SlurmTimeout) or any(text in error.stderr for text in ANSWER_LOST)
 
 
 if _SpawnBase is not None:

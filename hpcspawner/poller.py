@@ -20,8 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import SlurmError
-from .jobstate import JobInfo, Liveness, liveness_of
+from .slurm import JobInfo, Liveness, SlurmError, liveness_of
 
 log = logging.getLogger(__name__)
 

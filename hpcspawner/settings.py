@@ -39,8 +39,7 @@ from .options import (
     partition_policies,
     profiles_from_config,
 )
-from .slurm import SlurmDriver
-from .slurm.local import LocalSlurmDriver
+from .slurm import LocalSlurmDriver, SlurmDriver
 
 
 class SlurmSpawnerSettings(Configurable):

@@ -39,10 +39,9 @@ from . import (
 )
 from ._version import __version__
 from .accountrules import MappingError, PosixAccount, check_account
-from .clusterinfo import ClusterInfo, ClusterView, association_choices, narrow_policy
-from .errors import SlurmError, SpawnFailure, controller_unreachable, submission_uncertain
+from .clusterinfo import ClusterInfo, ClusterView, narrow_policy
+from .errors import SpawnFailure
 from .identity import AUTH_STATE_KEY, lookup_posix_account
-from .jobstate import Liveness
 from .logtext import loggable
 from .options import (
     OptionsError,
@@ -51,7 +50,14 @@ from .options import (
 )
 from .poller import JobPoller, JobStatus
 from .settings import SlurmSpawnerSettings
-from .slurm import SlurmDriver
+from .slurm import (
+    Liveness,
+    SlurmDriver,
+    SlurmError,
+    association_choices,
+    controller_unreachable,
+    submission_uncertain,
+)
 
 #: Version of the state this spawner stores in the hub's database.
 STATE_VERSION = 1

@@ -1,133 +1,68 @@
-"""Scheduler access behind one small interface.
+"""The hub-free Slurm layer: the driver interface, Slurm's records, parsers and errors.
 
-A driver knows how to reach Slurm; the spawner and the poller only ever call
-these four coroutines. :class:`~hpcspawner.slurm.local.LocalSlurmDriver` runs
-the Slurm commands on the hub's host; drivers for a login node over SSH and
-for slurmrestd (JWT) implement the same methods.
+Nothing in this package imports JupyterHub, tornado or the rest of hpcspawner
+(``tests/unit/test_layers.py`` holds it to that). Two exceptions: traitlets,
+since drivers are configurables (``c.LocalSlurmDriver.*``), and
+:mod:`hpcspawner.logtext`, a leaf that needs only the standard library (the same
+test holds it to that) and that every room uses to escape text for the log.
+
+- :mod:`~hpcspawner.slurm.driver`: :class:`SlurmDriver`, the interface every driver
+  implements, and :class:`JobOutput`;
+- :mod:`~hpcspawner.slurm.local`: :class:`LocalSlurmDriver`, Slurm's commands on the
+  hub's host;
+- :mod:`~hpcspawner.slurm.jobstate`: ``squeue`` -> :class:`JobInfo`, alive/gone/unknown;
+- :mod:`~hpcspawner.slurm.records`: ``scontrol`` and ``sacctmgr`` -> :class:`NodeInfo`,
+  :class:`PartitionInfo`, :class:`Association`;
+- :mod:`~hpcspawner.slurm.snapshot`: partitions and nodes summed up into a
+  :class:`ClusterSnapshot`;
+- :mod:`~hpcspawner.slurm.hostlist`: Slurm's host list syntax;
+- :mod:`~hpcspawner.slurm.commands`: the subprocess runner (argv, timeout, output cap);
+- :mod:`~hpcspawner.slurm.errors`: :class:`SlurmError` and its kin.
 """
 
 from __future__ import annotations
 
-import dataclasses
+from .driver import OUTPUT_TAIL_BYTES, JobOutput, SlurmDriver, may_act_as
+from .errors import (
+    OutputTooLarge,
+    SlurmError,
+    SlurmTimeout,
+    controller_unreachable,
+    submission_uncertain,
+)
+from .jobstate import JobInfo, Liveness, liveness_of
+from .local import LocalSlurmDriver
+from .records import (
+    UNTYPED,
+    Association,
+    NodeInfo,
+    ParseError,
+    PartitionInfo,
+    association_choices,
+)
+from .snapshot import ClusterSnapshot, PartitionSummary, summarize
 
-from traitlets import Float
-from traitlets.config import LoggingConfigurable
-
-from ..clusterinfo import ClusterSnapshot
-from ..jobstate import JobInfo
-from ..slurmrecords import Association
-
-#: How many bytes (from its end) of a job's output file :meth:`SlurmDriver.read_output` reads.
-OUTPUT_TAIL_BYTES = 4096
-
-
-@dataclasses.dataclass(frozen=True)
-class JobOutput:
-    """The end of a job's output file, or why it was not read.
-
-    ``text`` is "" when the file was not read; ``problem`` then says why, in words
-    for the user that complete "The job's output file ...": "does not exist",
-    "is not a regular file (it is a FIFO)", "could not be read within 5 s".
-    """
-
-    text: str = ""
-    problem: str = ""
-
-
-class SlurmDriver(LoggingConfigurable):
-    """Base class of scheduler drivers. One instance serves the whole hub."""
-
-    command_timeout = Float(
-        30.0,
-        config=True,
-        help="""Seconds a scheduler request may take before it is abandoned.
-
-        Slurm clients wait MessageTimeout (10 s by default) per attempt when the
-        controller is down and retry once, so keep this above 2 x MessageTimeout.
-        A timed-out status query counts as "unknown" and never stops a server.
-
-            c.LocalSlurmDriver.command_timeout = 30
-        """,
-    )
-
-    #: How many scheduler requests this driver made, by kind (for tests and benchmarks).
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.calls: dict[str, int] = {}
-
-    def _count(self, kind: str) -> None:
-        self.calls[kind] = self.calls.get(kind, 0) + 1
-
-    async def submit(self, username: str, script: str, env: dict[str, str]) -> str:
-        """Submit ``script`` as ``username`` with ``env``; return the job id.
-
-        ``env`` is the job's whole environment and may hold secrets: it must
-        never reach argv, the script, or a log.
-        """
-        raise NotImplementedError
-
-    async def query(self, job_ids: list[str]) -> dict[str, JobInfo]:
-        """Ask about many jobs at once.
-
-        Returns the records Slurm has; a job missing from the result is unknown
-        to Slurm (gone). Raises :class:`~hpcspawner.errors.SlurmError` when
-        Slurm could not be asked: callers must treat that as "unknown".
-        """
-        raise NotImplementedError
-
-    async def cancel(self, username: str, job_id: str) -> None:
-        """Cancel a job of ``username``. Cancelling a finished job is not an error."""
-        raise NotImplementedError
-
-    async def find_jobs(self, username: str, comment: str) -> list[str]:
-        """Ids of ``username``'s jobs (in any state Slurm still remembers) whose comment
-        is exactly ``comment``. Raises :class:`~hpcspawner.errors.SlurmError` when
-        Slurm could not be asked."""
-        raise NotImplementedError
-
-    async def install_files(self, username: str, directory: str, files: dict[str, bytes]) -> None:
-        """Write ``files`` (name -> content) into ``directory`` as ``username``: the
-        directory mode 0700, each file 0600. Content never reaches argv. Raises
-        :class:`~hpcspawner.errors.SlurmError` on failure."""
-        raise NotImplementedError
-
-    async def remove_file(self, username: str, path: str) -> None:
-        """Remove the file ``path`` as ``username``; a missing file is not an error.
-        Raises :class:`~hpcspawner.errors.SlurmError` on failure."""
-        raise NotImplementedError
-
-    async def read_output(
-        self, username: str, path: str, max_bytes: int = OUTPUT_TAIL_BYTES
-    ) -> JobOutput:
-        """The last ``max_bytes`` bytes of a job's output file, read as ``username``.
-
-        The file is the user's to make anything: a driver reads it only if it is a
-        regular file (following symlinks, checked without opening it, so a FIFO or
-        ``/dev/zero`` is refused), reads at most ``max_bytes`` from its end, holds at
-        most that much (plus error messages), and gives up after a few seconds. It
-        never raises for a file it cannot read: it logs why and returns a
-        :class:`JobOutput` with empty ``text`` and the ``problem``. The text may hold
-        anything (control characters, escapes): callers escape it before logging
-        (:func:`hpcspawner.logtext.loggable`).
-        """
-        return JobOutput(problem="is not read by this driver")
-
-    async def cluster_snapshot(self) -> ClusterSnapshot:
-        """Partitions, nodes, limits and free resources, from one look at the cluster.
-
-        Asks as the hub (not as a user). Raises :class:`~hpcspawner.errors.SlurmError`
-        when Slurm could not be asked and :class:`~hpcspawner.slurmrecords.ParseError`
-        when its answer is not understood. :class:`~hpcspawner.clusterinfo.ClusterInfo`
-        caches the result for the whole hub; call that, not this, from request handlers.
-        """
-        raise NotImplementedError
-
-    async def user_associations(self, username: str) -> list[Association] | None:
-        """``username``'s Slurm associations (account, QOS, partition).
-
-        Returns None when the cluster has no accounting database (no slurmdbd):
-        accounts and QOS then come from the admin's config. Raises
-        :class:`~hpcspawner.errors.SlurmError` when accounting exists but could not
-        be asked, :class:`ValueError` for a user name that is not a plain name.
-        """
-        raise NotImplementedError
+__all__ = [
+    "OUTPUT_TAIL_BYTES",
+    "UNTYPED",
+    "Association",
+    "ClusterSnapshot",
+    "JobInfo",
+    "JobOutput",
+    "Liveness",
+    "LocalSlurmDriver",
+    "NodeInfo",
+    "OutputTooLarge",
+    "ParseError",
+    "PartitionInfo",
+    "PartitionSummary",
+    "SlurmDriver",
+    "SlurmError",
+    "SlurmTimeout",
+    "association_choices",
+    "controller_unreachable",
+    "liveness_of",
+    "may_act_as",
+    "submission_uncertain",
+    "summarize",
+]

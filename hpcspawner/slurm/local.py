@@ -9,19 +9,18 @@ import stat
 
 from traitlets import Float, Integer, List, Unicode, default
 
-from ..accountrules import is_posix_name
-from ..clusterinfo import summarize
-from ..commands import DEFAULT_MAX_OUTPUT, OutputTooLarge, run_argv
-from ..errors import SlurmError, SlurmTimeout
-from ..jobstate import (
+from ..logtext import loggable
+from .commands import DEFAULT_MAX_OUTPUT, run_argv
+from .driver import OUTPUT_TAIL_BYTES, JobOutput, SlurmDriver, may_act_as
+from .errors import OutputTooLarge, SlurmError, SlurmTimeout
+from .jobstate import (
     INVALID_JOB_ID_RE,
     SQUEUE_FORMAT,
     JobInfo,
     parse_comment_matches,
     parse_squeue,
 )
-from ..logtext import loggable
-from ..slurmrecords import (
+from .records import (
     NO_ACCOUNTING_RE,
     SCONTROL_NODES_ARGS,
     SCONTROL_PARTITIONS_ARGS,
@@ -30,7 +29,7 @@ from ..slurmrecords import (
     parse_partitions,
     sacctmgr_args,
 )
-from . import OUTPUT_TAIL_BYTES, JobOutput, SlurmDriver
+from .snapshot import summarize
 
 #: Variables of the hub's environment that Slurm's clients need to find the cluster.
 PASSED_SLURM_VARIABLES = ("SLURM_CONF", "SLURM_CLUSTERS")
@@ -147,7 +146,7 @@ class LocalSlurmDriver(SlurmDriver):
         The last guard whatever the callers checked: ``runuser -u root`` and a
         name that could be read as an option or carry a path are refused here.
         """
-        if not is_posix_name(username) or username.lower() == "root":
+        if not may_act_as(username):
             raise SlurmError(
                 [argv[0]],
                 None,
@@ -186,7 +185,7 @@ class LocalSlurmDriver(SlurmDriver):
         """Run argv; return (rc, stdout, stderr). Raise SlurmTimeout when it takes too long.
 
         ``timeout`` defaults to :attr:`command_timeout`; ``max_output`` caps what the
-        command may print (:class:`~hpcspawner.commands.OutputTooLarge` beyond it).
+        command may print (:class:`~hpcspawner.slurm.errors.OutputTooLarge` beyond it).
 
         The command runs in its own session so that a timeout kills it and
         everything it started (the prefix command's children included).

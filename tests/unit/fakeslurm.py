@@ -16,6 +16,15 @@ injects failures (:meth:`~FakeCluster.fail`, :meth:`~FakeCluster.reject_next_sub
 :meth:`~FakeCluster.wait_for` (an event per change, never a sleep). The job's
 port report goes through the hub's real callback handler (:func:`report_port`).
 
+Tests of one component (the poller, the cluster cache) give it a driver of their own,
+``FakeSlurm(cluster=cluster)``, read what it asked in :attr:`FakeCluster.history` (or
+:meth:`~FakeCluster.calls`) and wait for the answers with :meth:`~FakeCluster.answered`.
+Small knobs for them:
+:meth:`~FakeCluster.existing_job` (a job with a chosen id), :attr:`~FakeCluster.accounts`
+(login names the cluster knows beyond this host's passwd), an exception as a user's
+:attr:`~FakeCluster.associations` (sacctmgr fails for that user), and a submit call's
+:attr:`~FakeCall.env` and :attr:`~FakeCall.files` (what sbatch got, also when it refused).
+
 Import it as ``fakeslurm`` from tests/unit and as ``tests.unit.fakeslurm`` from
 tests/integration.
 """
@@ -37,10 +46,11 @@ from unittest import mock
 from tornado import httputil, web
 from traitlets import Instance, default
 
-from hpcspawner.clusterinfo import ClusterSnapshot, parse_nodes, parse_partitions, summarize
-from hpcspawner.errors import SlurmError, SlurmTimeout
-from hpcspawner.jobstate import ENDED_STATES, JobInfo
 from hpcspawner.slurm import OUTPUT_TAIL_BYTES, JobOutput, SlurmDriver
+from hpcspawner.slurm.errors import SlurmError, SlurmTimeout
+from hpcspawner.slurm.jobstate import ENDED_STATES, JobInfo
+from hpcspawner.slurm.records import parse_nodes, parse_partitions, sacctmgr_args
+from hpcspawner.slurm.snapshot import ClusterSnapshot, summarize
 
 DATA = Path(__file__).parent / "data"
 
@@ -152,9 +162,15 @@ class FakeCall:
 
     kind: str
     args: tuple
+    #: time.monotonic() when the call reached the scheduler, and when it returned
     started: float
+    ended: float | None = None
     #: "ok", "error: ...", "cancelled", or None while it runs
     outcome: str | None = None
+    #: submit only: the job's environment, and every file on the cluster at that moment
+    #: ((user, path) -> content, as :attr:`FakeCluster.files`)
+    env: dict[str, str] | None = None
+    files: dict[tuple[str, str], bytes] | None = None
 
 
 @dataclass
@@ -172,8 +188,11 @@ class FakeCluster:
         self.files: dict[tuple[str, str], bytes] = {}
         #: (user, directory) made by install_files (mode 0700)
         self.directories: set[tuple[str, str]] = set()
-        #: user -> associations; a user not in here: no accounting (None)
+        #: user -> associations; a user not in here: no accounting (None); an exception:
+        #: sacctmgr fails for that user (raised). Each answer is a new list, as parsed output is.
         self.associations: dict[str, Any] = {}
+        #: login names the cluster knows besides this host's passwd (e.g. behind an SSH driver)
+        self.accounts: set[str] = set()
         self.snapshot = snapshot if snapshot is not None else recorded_snapshot()
         #: scancel of a running job leaves it COMPLETING until the test ends it
         self.cancel_leaves_completing = False
@@ -231,6 +250,19 @@ class FakeCluster:
         """How many calls of ``kind`` (a driver method name) reached the scheduler."""
         return sum(1 for call in self.history if call.kind == kind)
 
+    def calls(self, kind: str) -> list[FakeCall]:
+        """The calls of ``kind`` so far, in order."""
+        return [call for call in self.history if call.kind == kind]
+
+    def settled(self, kind: str | None = None) -> bool:
+        """No call (of ``kind``) is still running or held: each has returned or raised."""
+        return all(call.outcome is not None for call in self.history if kind in (None, call.kind))
+
+    async def answered(self, kind: str, calls: int, timeout: float = 5.0) -> None:
+        """Wait until ``calls`` calls of ``kind`` have reached the scheduler and every one
+        has returned or raised (the caller has its answer when this returns)."""
+        await self.wait_for(lambda: self.count(kind) >= calls and self.settled(kind), timeout)
+
     # ------------------------------------------------------------ jobs
 
     def submit_script(self, user: str, script: str, env: dict[str, str]) -> FakeJob:
@@ -245,6 +277,15 @@ class FakeCluster:
         self.jobs[job.job_id] = job
         if self.on_submit is not None:
             self.on_submit(job)
+        self._notify()
+        return job
+
+    def existing_job(self, job_id: str, user: str = "alice") -> FakeJob:
+        """A job with the id ``job_id``, already in the queue when the test begins (PENDING,
+        submitted by someone else or an earlier hub); move it with :meth:`run`, :meth:`end`..."""
+        if job_id in self.jobs:
+            raise ValueError(f"job {job_id} exists")
+        job = self.jobs[job_id] = FakeJob(job_id, user, "#!/bin/bash\n", {})
         self._notify()
         return job
 
@@ -336,8 +377,8 @@ class FakeCluster:
         """How many calls of ``kind`` wait at a hold now."""
         return self._held.get(kind, 0)
 
-    async def _enter(self, kind: str, args: tuple) -> FakeCall:
-        call = FakeCall(kind, args, time.monotonic())
+    async def _enter(self, kind: str, args: tuple, **record) -> FakeCall:
+        call = FakeCall(kind, args, time.monotonic(), **record)
         self.history.append(call)
         self._notify()
         release = self._holds.get(kind)
@@ -347,7 +388,7 @@ class FakeCluster:
             try:
                 await release.wait()
             except asyncio.CancelledError:
-                call.outcome = "cancelled"
+                call.outcome, call.ended = "cancelled", time.monotonic()
                 raise
             finally:
                 self._held[kind] -= 1
@@ -359,13 +400,13 @@ class FakeCluster:
                 failure.remaining -= 1
                 if failure.remaining <= 0:
                     queue.pop(0)
-            call.outcome = f"error: {failure.error}"
+            call.outcome, call.ended = f"error: {failure.error}", time.monotonic()
             self._notify()
             raise failure.error
         return call
 
-    def _done(self, call: FakeCall) -> None:
-        call.outcome = "ok"
+    def _done(self, call: FakeCall, outcome: str = "ok") -> None:
+        call.outcome, call.ended = outcome, time.monotonic()
         self._notify()
 
 
@@ -385,14 +426,16 @@ class FakeSlurm(SlurmDriver):
     def _default_cluster(self):
         return FakeCluster()
 
-    async def _enter(self, kind: str, *args) -> FakeCall:
+    async def _enter(self, kind: str, *args, **record) -> FakeCall:
         self._count(COMMANDS[kind])
-        return await self.cluster._enter(kind, args)
+        return await self.cluster._enter(kind, args, **record)
 
     async def submit(self, username, script, env):
-        call = await self._enter("submit", username, script)
-        _check_user(username, "sbatch")
         cluster = self.cluster
+        call = await self._enter(
+            "submit", username, script, env=dict(env), files=dict(cluster.files)
+        )
+        _check_user(cluster, username, "sbatch")
         _check_secrets(cluster, username, script, env)
         if cluster._lost_submits:
             arrives = cluster._lost_submits.pop(0)
@@ -400,7 +443,7 @@ class FakeSlurm(SlurmDriver):
                 cluster.submit_script(username, script, env)
             else:
                 cluster._undelivered.append(FakeJob("", username, script, dict(env)))
-            call.outcome = "error: lost"
+            cluster._done(call, "error: lost")
             raise SlurmError(
                 ["sbatch", "--parsable"],
                 1,
@@ -421,7 +464,7 @@ class FakeSlurm(SlurmDriver):
 
     async def cancel(self, username, job_id):
         call = await self._enter("cancel", username, job_id)
-        _check_user(username, "scancel")
+        _check_user(self.cluster, username, "scancel")
         cluster = self.cluster
         job = cluster.jobs.get(job_id)
         if job is not None and not job.purged:
@@ -455,7 +498,7 @@ class FakeSlurm(SlurmDriver):
 
     async def install_files(self, username, directory, files):
         call = await self._enter("install_files", username, directory, tuple(files))
-        _check_user(username, "install")
+        _check_user(self.cluster, username, "install")
         for name in files:
             if "/" in name or name in ("", ".", ".."):
                 raise ValueError(f"not a plain file name: {name!r}")
@@ -467,7 +510,7 @@ class FakeSlurm(SlurmDriver):
 
     async def remove_file(self, username, path):
         call = await self._enter("remove_file", username, path)
-        _check_user(username, "rm")
+        _check_user(self.cluster, username, "rm")
         self.cluster.files.pop((username, path), None)
         self.cluster._done(call)
 
@@ -485,16 +528,24 @@ class FakeSlurm(SlurmDriver):
         return self.cluster.snapshot
 
     async def user_associations(self, username):
+        sacctmgr_args(username)  # the name check the local driver makes first (ValueError)
         call = await self._enter("user_associations", username)
+        answer = self.cluster.associations.get(username)
+        if isinstance(answer, BaseException):
+            self.cluster._done(call, f"error: {answer}")
+            raise answer
         self.cluster._done(call)
-        return self.cluster.associations.get(username)
+        return list(answer) if answer is not None else None
 
 
-def _check_user(username: str, command: str) -> None:
+def _check_user(cluster: FakeCluster, username: str, command: str) -> None:
     """Commands run as the user: never as root, and only for a login account on this
-    host (as ``runuser -u`` needs; alice and bob exist once the test cluster is set up)."""
+    host (as ``runuser -u`` needs; alice and bob exist once the test cluster is set up)
+    or one the test declared in ``cluster.accounts``."""
     if username == "root":
         raise AssertionError(f"{command} would run as root")
+    if username in cluster.accounts:
+        return
     try:
         pwd.getpwnam(username)
     except KeyError:

@@ -10,6 +10,7 @@ import asyncio
 from types import SimpleNamespace
 
 import pytest
+from fakeslurm import FakeSlurm
 from traitlets.config import Config
 
 from hpcspawner.accountrules import (
@@ -21,10 +22,9 @@ from hpcspawner.accountrules import (
     parse_slurm_conf_users,
     rules_from_config,
 )
-from hpcspawner.errors import SlurmError, SpawnFailure
+from hpcspawner.errors import SpawnFailure
 from hpcspawner.identity import slurm_service_users
-from hpcspawner.slurm import SlurmDriver
-from hpcspawner.slurm.local import LocalSlurmDriver
+from hpcspawner.slurm import LocalSlurmDriver, SlurmError
 from hpcspawner.spawner import SlurmSpawner
 
 DEFAULT = AccountRules()
@@ -173,35 +173,19 @@ def test_slurm_service_users_reads_slurm_conf_and_tolerates_its_absence(tmp_path
 # ---------------------------------------------------------------- the spawner checks again
 
 
-class RecordingDriver(SlurmDriver):
-    """Records what would run as the user; nothing reaches Slurm."""
+#: the driver methods that run a command as the user
+AS_USER = ("submit", "cancel", "install_files", "remove_file")
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.submitted: list[str] = []
-        self.cancelled: list[str] = []
-        #: every (method, username) of a command that would run as a user
-        self.as_user: list[tuple[str, str]] = []
 
-    async def submit(self, username, script, env):
-        self.submitted.append(username)
-        self.as_user.append(("submit", username))
-        return "1"
-
-    async def cancel(self, username, job_id):
-        self.cancelled.append(username)
-        self.as_user.append(("cancel", username))
-
-    async def install_files(self, username, directory, files):
-        self.as_user.append(("install_files", username))
-
-    async def remove_file(self, username, path):
-        self.as_user.append(("remove_file", username))
+def as_user(spawner, *kinds: str) -> list[tuple[str, str]]:
+    """Every (method, username) that ran, or would have run, as a user (of ``kinds``)."""
+    kinds = kinds or AS_USER
+    return [(c.kind, c.args[0]) for c in spawner.driver.cluster.history if c.kind in kinds]
 
 
 def make_spawner(name: str, **settings) -> SlurmSpawner:
     config = Config()
-    config.SlurmSpawner.driver_class = RecordingDriver
+    config.SlurmSpawner.driver_class = FakeSlurm
     for key, value in settings.items():
         setattr(config.SlurmSpawner, key, value)
     return SlurmSpawner(config=config, user=SimpleNamespace(name=name))
@@ -230,7 +214,7 @@ def make_spawner(name: str, **settings) -> SlurmSpawner:
 async def test_spawner_refuses_before_submitting(name, settings, reason):
     spawner = make_spawner(name, **settings)
     with pytest.raises(SpawnFailure) as info:
-        await asyncio.wait_for(spawner._start(), 10)
+        await asyncio.wait_for(spawner.start(), 10)
     error = info.value
     assert error.reason == reason
     assert error.status_code == 403
@@ -238,7 +222,7 @@ async def test_spawner_refuses_before_submitting(name, settings, reason):
         f"This hub cannot start servers for the account '{name}': "
         "it is a system or service account."
     )
-    assert spawner.driver.submitted == []
+    assert as_user(spawner, "submit") == []
     assert spawner.job_id == ""
 
 
@@ -247,11 +231,11 @@ async def test_a_refused_start_runs_nothing_as_the_account(token_delivery):
     # the whole start, with its clean-up after the failure: not even removing a token
     # file may run as slurm (runuser -u slurm -- rm ...)
     spawner = make_spawner("slurm", token_delivery=token_delivery)
-    before = len(spawner.driver.as_user)
+    before = len(as_user(spawner))
     with pytest.raises(SpawnFailure) as info:
         await asyncio.wait_for(spawner.start(), 10)
     assert info.value.reason == "service-account"
-    assert spawner.driver.as_user[before:] == []
+    assert as_user(spawner)[before:] == []
 
 
 async def test_spawner_refuses_to_cancel_as_a_service_account():
@@ -261,14 +245,19 @@ async def test_spawner_refuses_to_cancel_as_a_service_account():
         await asyncio.wait_for(spawner.stop(), 10)
     assert info.value.reason == "service-account"
     assert "stop servers" in info.value.jupyterhub_message
-    assert spawner.driver.cancelled == []
+    assert as_user(spawner, "cancel") == []
 
 
 async def test_spawner_lets_a_good_account_through():
     # the host's root is refused by name, so an unknown name stands in for a good account
     # (the hub host need not know a user: the cluster may, e.g. behind an SSH driver)
-    spawner = make_spawner("no-such-user-hpcspawner")
-    await asyncio.wait_for(spawner._check_account(), 10)
+    name = "no-such-user-hpcspawner"
+    spawner = make_spawner(name)
+    spawner.driver.cluster.accounts.add(name)
+    spawner.job_id = "42"
+    await asyncio.wait_for(spawner.stop(), 10)
+    assert as_user(spawner, "cancel") == [("cancel", name)]
+    await asyncio.wait_for(spawner.poller.close(), 10)
 
 
 def test_spawner_account_settings_default_to_the_authenticators():

@@ -10,37 +10,20 @@ the request tests.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from fakeslurm import FakeSlurm
 from traitlets.config import Config
 
 from hpcspawner import spawner as spawner_module
-from hpcspawner.clusterinfo import parse_nodes, parse_partitions, summarize
 from hpcspawner.errors import SpawnFailure
-from hpcspawner.slurm import SlurmDriver
 from hpcspawner.spawner import SlurmSpawner
-
-DATA = Path(__file__).parent / "data"
-
-
-class RecordedDriver(SlurmDriver):
-    """Answers cluster questions from recorded ``scontrol`` output; submits nothing."""
-
-    async def cluster_snapshot(self):
-        return summarize(
-            parse_partitions((DATA / "scontrol_partitions.txt").read_text()),
-            parse_nodes((DATA / "scontrol_nodes_idle.txt").read_text()),
-        )
-
-    async def user_associations(self, username):
-        return None
 
 
 def make_spawner(**settings) -> SlurmSpawner:
     config = Config()
-    config.SlurmSpawner.driver_class = RecordedDriver
+    config.SlurmSpawner.driver_class = FakeSlurm  # the recorded cluster, no accounting
     config.SlurmSpawner.partitions = {"debug": {"max_runtime": "1:00:00"}, "gpu": {}}
     config.SlurmSpawner.default_options = {"partition": "debug", "memory": "1G", "runtime": "30"}
     for name, value in settings.items():

@@ -20,7 +20,7 @@ from traitlets.config import Config
 
 from hpcspawner.auth import ClusterOAuthenticator, NoClusterAccount, _expired
 from hpcspawner.oidc import DiscoveryError
-from hpcspawner.slurmrecords import sacctmgr_args
+from hpcspawner.slurm.records import sacctmgr_args
 
 ISSUER = "https://idp.uni.example/realms/hpc"
 #: What sacctmgr says (rc 1) on this test cluster, which has no slurmdbd.
@@ -528,7 +528,8 @@ class DiscoveryHandler(web.RequestHandler):
 
     async def get(self):
         self.served["requests"] += 1
-        await asyncio.sleep(0.05)  # let concurrent callers pile up
+        self.served["arrived"].set()
+        await self.served["release"].wait()  # a test may hold the answer (callers pile up)
         if self.served["failures"]:
             self.served["failures"] -= 1
             raise web.HTTPError(500)
@@ -537,11 +538,16 @@ class DiscoveryHandler(web.RequestHandler):
 
 @pytest.fixture
 async def provider():
-    """An issuer on loopback serving a discovery document (``failures`` first answer 500)."""
+    """An issuer on loopback serving a discovery document (``failures`` first answer 500).
+    ``arrived`` is set by each request; answers wait while ``release`` is clear."""
     sock, port = bind_unused_port()
     issuer = f"http://127.0.0.1:{port}/realms/hpc"
+    release = asyncio.Event()
+    release.set()
     served = {
         "requests": 0,
+        "arrived": asyncio.Event(),
+        "release": release,
         "failures": 0,
         "document": {
             "issuer": issuer,
@@ -564,7 +570,12 @@ async def provider():
 async def test_discovery_fills_the_urls_once(provider):
     issuer = provider["issuer"]
     authenticator = make(issuer=issuer, token_url="https://override.example/token")
-    results = await bounded(asyncio.gather(*(authenticator.discover() for _ in range(5))))
+    provider["release"].clear()
+    logins = asyncio.gather(*(authenticator.discover() for _ in range(5)))
+    # all five asked before the request reached the provider; it answers once they piled up
+    await bounded(provider["arrived"].wait())
+    provider["release"].set()
+    results = await bounded(logins)
     assert provider["requests"] == 1, "concurrent logins share one discovery request"
     assert all(result is results[0] for result in results)
     assert authenticator.authorize_url == f"{issuer}/auth"

@@ -1,4 +1,4 @@
-"""hpcspawner.clusterinfo, .slurmrecords, .hostlist: parsers, host lists, summaries, policy, cache.
+"""hpcspawner.clusterinfo, .slurm.records, .slurm.snapshot, .slurm.hostlist: parsers, host lists, summaries, policy, cache.
 
 ``tests/unit/data`` holds outputs recorded from the real local cluster by
 ``record_clusterinfo.sh`` and synthetic ones in the same format for what the
@@ -13,17 +13,13 @@ import logging
 from pathlib import Path
 
 import pytest
+from fakeslurm import FakeCluster, FakeSlurm
 
-from hpcspawner.clusterinfo import (
-    ClusterInfo,
-    ClusterSnapshot,
-    narrow_policy,
-    summarize,
-)
-from hpcspawner.errors import SlurmError
-from hpcspawner.hostlist import HostlistError, expand_hostlist
+from hpcspawner.clusterinfo import ClusterInfo, narrow_policy
 from hpcspawner.options import PartitionPolicy, Policy
-from hpcspawner.slurmrecords import (
+from hpcspawner.slurm.errors import SlurmError
+from hpcspawner.slurm.hostlist import HostlistError, expand_hostlist
+from hpcspawner.slurm.records import (
     NO_ACCOUNTING_RE,
     UNTYPED,
     Association,
@@ -41,6 +37,7 @@ from hpcspawner.slurmrecords import (
     parse_tres_gpus,
     sacctmgr_args,
 )
+from hpcspawner.slurm.snapshot import ClusterSnapshot, summarize
 
 DATA = Path(__file__).parent / "data"
 
@@ -827,37 +824,10 @@ def snapshot_at(taken_at: float) -> ClusterSnapshot:
     return ClusterSnapshot(partitions={}, taken_at=taken_at)
 
 
-class FakeDriver:
-    """Answers from queues; ``gate`` (when set) holds every answer until it opens."""
-
-    def __init__(self):
-        self.snapshots: list = []
-        self.associations: dict[str, object] = {}
-        self.snapshot_calls = 0
-        self.association_calls: list[str] = []
-        self.gate: asyncio.Event | None = None
-
-    async def _pass_gate(self):
-        if self.gate is not None:
-            await self.gate.wait()
-
-    async def cluster_snapshot(self):
-        self.snapshot_calls += 1
-        await self._pass_gate()
-        answer = self.snapshots.pop(0)
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
-
-    async def user_associations(self, username):
-        self.association_calls.append(username)
-        await self._pass_gate()
-        answer = self.associations[username]
-        if isinstance(answer, list):
-            answer = self.associations[username] = list(answer)  # a fresh list each time
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
+@pytest.fixture
+def cluster():
+    """The scheduler the cache asks (tests/unit/fakeslurm.py); set its answers per test."""
+    return FakeCluster()
 
 
 @pytest.fixture
@@ -866,8 +836,8 @@ def clock():
 
 
 @pytest.fixture
-def driver():
-    return FakeDriver()
+def driver(cluster):
+    return FakeSlurm(cluster=cluster)
 
 
 @pytest.fixture
@@ -884,26 +854,36 @@ async def make_info(driver, clock):
         return info
 
     yield make
-    if driver.gate is not None:
-        driver.gate.set()
     for info in made:
-        await within(info.close())
+        await within(info.close())  # also cancels calls still held
+
+
+def snapshot_calls(cluster) -> int:
+    return cluster.count("cluster_snapshot")
+
+
+def association_calls(cluster) -> list[str]:
+    return [call.args[0] for call in cluster.calls("user_associations")]
+
+
+async def held(cluster, kind: str, calls: int = 1) -> None:
+    """Wait until ``calls`` calls of ``kind`` wait at the cluster's hold."""
+    await within(cluster.wait_for(lambda: cluster.held(kind) >= calls))
 
 
 SLURM_DOWN = SlurmError(["scontrol"], 1, "Unable to contact slurm controller (connect failure)")
 
 
-async def test_first_call_waits_for_the_first_answer(make_info, driver):
-    first = snapshot_at(1.0)
-    driver.snapshots = [first]
+async def test_first_call_waits_for_the_first_answer(make_info, cluster):
+    first = cluster.snapshot = snapshot_at(1.0)
     info = make_info()
     view = await within(info.snapshot())
     assert (view.snapshot, view.stale, view.error, view.age_s) == (first, False, None, 0.0)
-    assert info.refreshes == driver.snapshot_calls == 1
+    assert info.refreshes == snapshot_calls(cluster) == 1
 
 
-async def test_within_ttl_no_scheduler_call(make_info, driver, clock):
-    driver.snapshots = [snapshot_at(1.0)]
+async def test_within_ttl_no_scheduler_call(make_info, cluster, clock):
+    cluster.snapshot = snapshot_at(1.0)
     info = make_info()
     await within(info.snapshot())
     for _ in range(100):
@@ -911,48 +891,50 @@ async def test_within_ttl_no_scheduler_call(make_info, driver, clock):
         view = await within(info.snapshot())
         assert not view.stale
     assert view.age_s == pytest.approx(50.0)
-    assert driver.snapshot_calls == 1
+    assert snapshot_calls(cluster) == 1
 
 
-async def test_concurrent_callers_share_one_refresh(make_info, driver):
-    driver.snapshots = [snapshot_at(1.0)]
-    driver.gate = asyncio.Event()
+async def test_concurrent_callers_share_one_refresh(make_info, cluster):
+    cluster.snapshot = snapshot_at(1.0)
+    release = cluster.hold("cluster_snapshot")
     info = make_info()
     callers = [asyncio.ensure_future(info.snapshot()) for _ in range(50)]
-    await asyncio.sleep(0)
-    driver.gate.set()
+    await held(cluster, "cluster_snapshot")  # every caller has asked by then
+    release.set()
     views = await within(asyncio.gather(*callers))
     assert {id(view.snapshot) for view in views} == {id(views[0].snapshot)}
     assert views[0].snapshot is not None
-    assert driver.snapshot_calls == info.refreshes == 1
+    assert snapshot_calls(cluster) == info.refreshes == 1
 
 
-async def test_after_ttl_old_snapshot_at_once_marked_stale(make_info, driver, clock):
+async def test_after_ttl_old_snapshot_at_once_marked_stale(make_info, cluster, clock):
     old, new = snapshot_at(1.0), snapshot_at(2.0)
-    driver.snapshots = [old, new]
+    cluster.snapshot = old
     info = make_info()
     await within(info.snapshot())
     clock.now += 61
-    driver.gate = asyncio.Event()  # the scheduler is slow now
+    cluster.snapshot = new
+    release = cluster.hold("cluster_snapshot")  # the scheduler is slow now
     views = [await within(info.snapshot(), timeout=0.5) for _ in range(10)]
     assert all(view.snapshot is old and view.stale and view.error is None for view in views)
     assert views[0].age_s == pytest.approx(61)
-    assert driver.snapshot_calls == 2  # one refresh for all ten
-    driver.gate.set()
-    await within(info._snapshot.task)
+    assert snapshot_calls(cluster) == 2  # one refresh for all ten
+    release.set()
+    await within(cluster.answered("cluster_snapshot", 2))
     view = await within(info.snapshot())
     assert (view.snapshot, view.stale) == (new, False)
-    assert driver.snapshot_calls == 2
+    assert snapshot_calls(cluster) == 2
 
 
-async def test_failed_refresh_keeps_the_last_snapshot(make_info, driver, clock, caplog):
+async def test_failed_refresh_keeps_the_last_snapshot(make_info, cluster, clock, caplog):
     old, new = snapshot_at(1.0), snapshot_at(2.0)
-    driver.snapshots = [old, SLURM_DOWN, new]
+    cluster.snapshot = old
     info = make_info()
     await within(info.snapshot())
     clock.now += 61
+    cluster.fail("cluster_snapshot", SLURM_DOWN)
     await within(info.snapshot())
-    await within(info._snapshot.task)
+    await within(cluster.answered("cluster_snapshot", 2))
     view = await within(info.snapshot())
     assert view.snapshot is old and view.stale
     assert "Unable to contact slurm controller" in view.error
@@ -960,13 +942,14 @@ async def test_failed_refresh_keeps_the_last_snapshot(make_info, driver, clock, 
     # no new attempt within retry_after, then one
     clock.now += 5
     await within(info.snapshot())
-    assert driver.snapshot_calls == 2
+    assert snapshot_calls(cluster) == 2
     clock.now += 6
+    cluster.snapshot = new
     await within(info.snapshot())
-    await within(info._snapshot.task)
+    await within(cluster.answered("cluster_snapshot", 3))
     view = await within(info.snapshot())
     assert (view.snapshot, view.stale, view.error) == (new, False, None)
-    assert driver.snapshot_calls == 3
+    assert snapshot_calls(cluster) == 3
 
 
 @pytest.mark.parametrize(
@@ -978,8 +961,8 @@ async def test_failed_refresh_keeps_the_last_snapshot(make_info, driver, clock, 
         pytest.param(NotImplementedError(), "NotImplementedError", id="driver-without-it"),
     ],
 )
-async def test_never_answered_gives_an_empty_view(make_info, driver, failure, message):
-    driver.snapshots = [failure]
+async def test_never_answered_gives_an_empty_view(make_info, cluster, failure, message):
+    cluster.fail("cluster_snapshot", failure)
     info = make_info()
     view = await within(info.snapshot())
     assert view.snapshot is None and view.partitions == {} and not view.stale
@@ -987,54 +970,55 @@ async def test_never_answered_gives_an_empty_view(make_info, driver, failure, me
     # within retry_after: no new attempt, same answer, no wait
     view = await within(info.snapshot(), timeout=0.1)
     assert message in view.error
-    assert driver.snapshot_calls == 1
+    assert snapshot_calls(cluster) == 1
 
 
-async def test_first_wait_bounds_the_wait_for_a_slow_scheduler(make_info, driver):
-    driver.snapshots = [snapshot_at(1.0)]
-    driver.gate = asyncio.Event()
+async def test_first_wait_bounds_the_wait_for_a_slow_scheduler(make_info, cluster):
+    cluster.snapshot = snapshot_at(1.0)
+    release = cluster.hold("cluster_snapshot")
     info = make_info(first_wait=0.05)
+    # the 0.05 s are the behaviour under test: the caller gives up waiting after first_wait
     view = await within(info.snapshot(), timeout=1.0)
     assert view.snapshot is None
     assert "not answered within 0.05 s" in view.error
     # the refresh goes on; callers meanwhile wait again (bounded), and share it
     view = await within(info.snapshot(), timeout=1.0)
-    assert view.snapshot is None and driver.snapshot_calls == 1
-    driver.gate.set()
-    await within(info._snapshot.task)
+    assert view.snapshot is None and snapshot_calls(cluster) == 1
+    release.set()
+    await within(cluster.answered("cluster_snapshot", 1))
     view = await within(info.snapshot())
     assert view.snapshot is not None and view.error is None
 
 
-async def test_cancelled_caller_does_not_cancel_the_refresh(make_info, driver):
-    driver.snapshots = [snapshot_at(1.0)]
-    driver.gate = asyncio.Event()
+async def test_cancelled_caller_does_not_cancel_the_refresh(make_info, cluster):
+    cluster.snapshot = snapshot_at(1.0)
+    release = cluster.hold("cluster_snapshot")
     info = make_info()
     caller = asyncio.ensure_future(info.snapshot())
-    await asyncio.sleep(0.01)
+    await held(cluster, "cluster_snapshot")
     caller.cancel()
     with pytest.raises(asyncio.CancelledError):
         await within(caller)
-    driver.gate.set()
-    await within(info._snapshot.task)
+    release.set()
+    await within(cluster.answered("cluster_snapshot", 1))
     assert (await within(info.snapshot())).snapshot is not None
-    assert driver.snapshot_calls == 1
+    assert snapshot_calls(cluster) == 1
 
 
-async def test_cached_never_refreshes(make_info, driver):
+async def test_cached_never_refreshes(make_info, cluster):
     info = make_info()
     assert info.cached().snapshot is None
-    assert driver.snapshot_calls == 0
+    assert snapshot_calls(cluster) == 0
 
 
-async def test_close_cancels_a_refresh_in_flight(make_info, driver):
-    driver.snapshots = [snapshot_at(1.0)]
-    driver.gate = asyncio.Event()
+async def test_close_cancels_a_refresh_in_flight(make_info, cluster):
+    cluster.snapshot = snapshot_at(1.0)
+    cluster.hold("cluster_snapshot")
     info = make_info(first_wait=0.01)
     await within(info.snapshot())
-    task = info._snapshot.task
+    await held(cluster, "cluster_snapshot")
     await within(info.close())
-    assert task.cancelled()
+    assert [call.outcome for call in cluster.calls("cluster_snapshot")] == ["cancelled"]
 
 
 # ---------------------------------------------------------------- associations cache
@@ -1044,99 +1028,96 @@ BOB = [Association("chemistry", ("normal", "high"), "normal", None)]
 NO_DBD = SlurmError(["sacctmgr"], 1, "Problem talking to the database: Connection refused")
 
 
-async def test_associations_cached_per_user(make_info, driver, clock):
-    driver.associations = {"alice": ALICE, "bob": BOB}
+async def test_associations_cached_per_user(make_info, cluster, clock):
+    cluster.associations = {"alice": ALICE, "bob": BOB}
     info = make_info()
     assert await within(info.associations("alice")) == ALICE
     assert await within(info.associations("alice")) == ALICE
     assert await within(info.associations("bob")) == BOB
-    assert driver.association_calls == ["alice", "bob"]
+    assert association_calls(cluster) == ["alice", "bob"]
     clock.now += 299
     assert await within(info.associations("alice")) == ALICE
     assert info.association_queries == 2
     # after the TTL: the cached list at once, one query in the background
     clock.now += 2
-    driver.associations["alice"] = BOB
+    cluster.associations["alice"] = BOB
     assert await within(info.associations("alice")) == ALICE
-    await within(info._associations["alice"].task)
+    await within(cluster.answered("user_associations", 3))
     assert await within(info.associations("alice")) == BOB
-    assert driver.association_calls == ["alice", "bob", "alice"]
+    assert association_calls(cluster) == ["alice", "bob", "alice"]
 
 
-async def test_a_users_list_is_a_copy(make_info, driver):
-    driver.associations = {"alice": ALICE}
+async def test_a_users_list_is_a_copy(make_info, cluster):
+    cluster.associations = {"alice": ALICE}
     info = make_info()
     (await within(info.associations("alice"))).clear()
     assert await within(info.associations("alice")) == ALICE
 
 
-async def test_no_accounting_costs_one_query_per_ttl_for_the_hub(make_info, driver, clock):
-    driver.associations = {name: None for name in ("alice", "bob", "carol")}
+async def test_no_accounting_costs_one_query_per_ttl_for_the_hub(make_info, cluster, clock):
+    cluster.associations = {name: None for name in ("alice", "bob", "carol")}
     info = make_info()
     for name in ("alice", "bob", "carol", "alice"):
         assert await within(info.associations(name)) is None
-    assert driver.association_calls == ["alice"]
+    assert association_calls(cluster) == ["alice"]
     clock.now += 301
     for name in ("bob", "carol"):
         assert await within(info.associations(name)) is None
-    assert driver.association_calls == ["alice", "bob"]
+    assert association_calls(cluster) == ["alice", "bob"]
 
 
-async def test_no_accounting_concurrent_first_callers_share_one_query(make_info, driver):
+async def test_no_accounting_concurrent_first_callers_share_one_query(make_info, cluster):
     users = [f"user{i}" for i in range(20)]
-    driver.associations = dict.fromkeys(users)
-    driver.gate = asyncio.Event()
+    cluster.associations = dict.fromkeys(users)
+    release = cluster.hold("user_associations")
     info = make_info()
     callers = [asyncio.ensure_future(info.associations(name)) for name in users]
-    await asyncio.sleep(0.01)
-    driver.gate.set()
+    await held(cluster, "user_associations")  # every caller has asked by then
+    release.set()
     assert await within(asyncio.gather(*callers)) == [None] * 20
-    assert driver.association_calls == ["user0"]
+    assert association_calls(cluster) == ["user0"]
 
 
-async def test_with_accounting_concurrent_users_each_asked_once(make_info, driver):
-    driver.associations = {"alice": ALICE, "bob": BOB}
+async def test_with_accounting_concurrent_users_each_asked_once(make_info, cluster):
+    cluster.associations = {"alice": ALICE, "bob": BOB}
     info = make_info()
     assert await within(info.associations("alice")) == ALICE  # accounting exists
-    driver.gate = asyncio.Event()
+    release = cluster.hold("user_associations")
     callers = [asyncio.ensure_future(info.associations(n)) for n in ["bob"] * 5 + ["carol"] * 5]
-    driver.associations["carol"] = []
-    await asyncio.sleep(0.01)
-    driver.gate.set()
+    cluster.associations["carol"] = []
+    await held(cluster, "user_associations", 2)  # bob's and carol's
+    release.set()
     assert await within(asyncio.gather(*callers)) == [BOB] * 5 + [[]] * 5
-    assert sorted(driver.association_calls) == ["alice", "bob", "carol"]
+    assert sorted(association_calls(cluster)) == ["alice", "bob", "carol"]
 
 
-async def test_association_errors_fall_back(make_info, driver, clock, caplog):
+async def test_association_errors_fall_back(make_info, cluster, clock, caplog):
     caplog.set_level(logging.WARNING)
-    driver.associations = {"alice": NO_DBD, "bob": BOB}
+    cluster.associations = {"alice": NO_DBD, "bob": BOB}
     info = make_info()
     assert await within(info.associations("alice")) is None
     assert "Connection refused" in caplog.text
     assert await within(info.associations("bob")) == BOB
     # a failing refresh keeps bob's last list; no retry within retry_after
     clock.now += 301
-    driver.associations["bob"] = NO_DBD
+    cluster.associations["bob"] = NO_DBD
     assert await within(info.associations("bob")) == BOB
-    await within(info._associations["bob"].task)
+    await within(cluster.answered("user_associations", 3))
     assert await within(info.associations("bob")) == BOB
-    assert driver.association_calls == ["alice", "bob", "bob"]
+    assert association_calls(cluster) == ["alice", "bob", "bob"]
     clock.now += 11
-    driver.associations["bob"] = []
+    cluster.associations["bob"] = []
     await within(info.associations("bob"))
-    await within(info._associations["bob"].task)
+    await within(cluster.answered("user_associations", 4))
     assert await within(info.associations("bob")) == []
 
 
-async def test_associations_of_an_odd_name_are_none(make_info, driver, caplog):
-    class Strict(FakeDriver):
-        async def user_associations(self, username):
-            sacctmgr_args(username)  # what the local driver does first
-
-    info = ClusterInfo(Strict())
+async def test_associations_of_an_odd_name_are_none(make_info, cluster, caplog):
+    # the driver checks the name before any command (as the local driver's sacctmgr_args)
+    info = make_info()
     assert await within(info.associations("alice,bob")) is None
     assert "not a user name" in caplog.text
-    await within(info.close())
+    assert association_calls(cluster) == []
 
 
 def test_node_info_defaults():

@@ -1,4 +1,4 @@
-"""hpcspawner.commands.run_argv: output cap, timeout, group kill, stdin (real processes, no Slurm)."""
+"""hpcspawner.slurm.commands.run_argv: output cap, timeout, group kill, stdin (real processes, no Slurm)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hpcspawner.commands import DEFAULT_MAX_OUTPUT, OutputTooLarge, run_argv
-from hpcspawner.errors import SlurmError, SlurmTimeout
+from hpcspawner.slurm.commands import DEFAULT_MAX_OUTPUT, run_argv
+from hpcspawner.slurm.errors import OutputTooLarge, SlurmError, SlurmTimeout
 
 MB = 1024 * 1024
 

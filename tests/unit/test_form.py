@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hpcspawner import form
-from hpcspawner.clusterinfo import narrow_policy, parse_nodes, parse_partitions, summarize
+from hpcspawner.clusterinfo import narrow_policy
 from hpcspawner.options import (
     OptionsError,
     Policy,
@@ -17,6 +17,8 @@ from hpcspawner.options import (
     profiles_from_config,
     validate_options,
 )
+from hpcspawner.slurm.records import parse_nodes, parse_partitions
+from hpcspawner.slurm.snapshot import summarize
 
 DATA = Path(__file__).parent / "data"
 

@@ -1,4 +1,4 @@
-"""hpcspawner.jobstate: squeue parsing and the Slurm state table.
+"""hpcspawner.slurm.jobstate: squeue parsing and the Slurm state table.
 
 ``tests/unit/data`` holds outputs recorded from the real local cluster by
 ``tests/unit/data/record.sh`` (see the README there); synthetic lines cover what a
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from hpcspawner.errors import SlurmError, controller_unreachable
-from hpcspawner.jobstate import (
+from hpcspawner.slurm.errors import SlurmError, controller_unreachable
+from hpcspawner.slurm.jobstate import (
     ALIVE_STATES,
     ENDED_EXPLANATIONS,
     ENDED_STATES,

@@ -98,7 +98,7 @@ def new_spawner(new_hub, db):
         if orm_user is None:
             orm_user = orm.User(name=user)
             db.add(orm_user)
-        orm_spawner = next((s for s in orm_user._orm_spawners if s.name == name), None)
+        orm_spawner = orm_user.orm_spawners.get(name)
         if orm_spawner is None:
             orm_spawner = orm.Spawner(user=orm_user, name=name)
             db.add(orm_spawner)

@@ -15,8 +15,9 @@ from traitlets.config import Config
 from hpcspawner import recovery
 from hpcspawner import spawner as spawner_module
 from hpcspawner.api import token_matches
-from hpcspawner.errors import SlurmError, SlurmTimeout, SpawnFailure, submission_uncertain
-from hpcspawner.jobstate import JobInfo, parse_comment_matches
+from hpcspawner.errors import SpawnFailure
+from hpcspawner.slurm.errors import SlurmError, SlurmTimeout, submission_uncertain
+from hpcspawner.slurm.jobstate import JobInfo, parse_comment_matches
 from hpcspawner.spawner import SlurmSpawner
 
 CONNECT = "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"

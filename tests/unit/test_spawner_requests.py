@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 from jupyterhub.objects import Hub
 from traitlets.config import Config
 
-from hpcspawner.errors import SlurmError, SpawnFailure
+from hpcspawner.errors import SpawnFailure
 from hpcspawner.options import OPTION_FIELDS
+from hpcspawner.slurm import SlurmError
 from hpcspawner.spawner import SlurmSpawner
 
 
@@ -112,37 +113,14 @@ def test_hostile_options_give_a_400_or_a_safe_script(options):
 TOKEN = "5ec7e7" * 6
 
 
-class TokenDriver(FakeSlurm):
-    """Keeps the files the hub writes as the user in a dict; sbatch records and refuses."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.files: dict[str, tuple[str, bytes]] = {}
-        self.removed: list[tuple[str, str]] = []
-        self.submitted: list[tuple[str, dict, dict]] = []
-        self.cancelled: list[str] = []
-
-    async def install_files(self, username, directory, files):
-        for name, content in files.items():
-            self.files[f"{directory}/{name}"] = (username, content)
-
-    async def remove_file(self, username, path):
-        self.removed.append((username, path))
-        self.files.pop(path, None)
-
-    async def submit(self, username, script, env):
-        self.submitted.append((script, dict(env), dict(self.files)))
-        raise SlurmError(["sbatch"], 1, "sbatch: error: Batch job submission failed: Invalid qos")
-
-    async def cancel(self, username, job_id):
-        self.cancelled.append(job_id)
-
-    async def query(self, job_ids):
-        return {}  # every job is gone
-
-
 def token_spawner(**settings) -> SlurmSpawner:
-    spawner = make_spawner(driver_class=TokenDriver, **settings)
+    spawner = make_spawner(**settings)
+    # sbatch records what it got (the job's environment, the files on the cluster) and refuses
+    spawner.driver.cluster.fail(
+        "submit",
+        SlurmError(["sbatch"], 1, "sbatch: error: Batch job submission failed: Invalid qos"),
+        times=None,
+    )
     spawner.user = SimpleNamespace(name="alice", url="/user/alice/")
     spawner.hub = Hub()
     spawner.api_token = TOKEN
@@ -158,11 +136,24 @@ async def _failed_start(spawner) -> SpawnFailure:
     raise AssertionError("the start should have failed at sbatch")
 
 
+def submitted(spawner) -> list[tuple[str, dict, dict]]:
+    """Each sbatch: (script, environment, the files on the cluster: path -> (user, content))."""
+    return [
+        (call.args[1], call.env, {path: (user, data) for (user, path), data in call.files.items()})
+        for call in spawner.driver.cluster.calls("submit")
+    ]
+
+
+def removals(spawner) -> list[tuple[str, str]]:
+    """Each file removed as a user: (user, path)."""
+    return [call.args[:2] for call in spawner.driver.cluster.calls("remove_file")]
+
+
 async def test_the_job_environment_names_a_token_file_not_the_token():
     spawner = token_spawner(token_dir="/scratch/{username}/tokens/{server}")
     failure = await _failed_start(spawner)
     assert failure.reason == "job-rejected"
-    ((script, env, files_at_sbatch),) = spawner.driver.submitted
+    ((script, env, files_at_sbatch),) = submitted(spawner)
     path = f"/scratch/alice/tokens/default/api-token-{spawner.spawn_id}"
     assert env["HPCSPAWNER_TOKEN_FILE"] == path
     assert "JUPYTERHUB_API_TOKEN" not in env and "JPY_API_TOKEN" not in env
@@ -171,19 +162,19 @@ async def test_the_job_environment_names_a_token_file_not_the_token():
     # written as the user before sbatch ran (the driver makes it 0600 in a 0700 directory)
     assert files_at_sbatch == {path: ("alice", TOKEN.encode())}
     # the failed start took it away again
-    assert spawner.driver.removed == [("alice", path)]
-    assert spawner.driver.files == {}
+    assert removals(spawner) == [("alice", path)]
+    assert spawner.driver.cluster.files == {}
 
 
 async def test_token_delivery_environment_is_batchspawners_way():
     spawner = token_spawner(launcher_command=["/opt/bs/bin/batchspawner-singleuser"])
     assert spawner.token_delivery == "environment"
     await _failed_start(spawner)
-    ((_, env, files_at_sbatch),) = spawner.driver.submitted
+    ((_, env, files_at_sbatch),) = submitted(spawner)
     assert env["JUPYTERHUB_API_TOKEN"] == TOKEN
     assert "HPCSPAWNER_TOKEN_FILE" not in env
     assert files_at_sbatch == {}
-    assert spawner.driver.removed == []
+    assert removals(spawner) == []
 
 
 @pytest.mark.parametrize(
@@ -195,8 +186,11 @@ async def test_token_delivery_environment_is_batchspawners_way():
 )
 async def test_stop_removes_a_token_file_the_launcher_never_took(job_host, removed):
     spawner = token_spawner()
-    spawner.job_id, spawner.spawn_id, spawner.job_host = "42", "abc123", job_host
+    job = spawner.driver.cluster.existing_job("42", user="alice")
+    if job_host:
+        spawner.driver.cluster.run(job.job_id, job_host)
+    spawner.load_state({"job_id": "42", "spawn_id": "abc123", "job_host": job_host})
     await asyncio.wait_for(spawner.stop(), timeout=30)
-    assert spawner.driver.cancelled == ["42"]
+    assert [call.args[1] for call in spawner.driver.cluster.calls("cancel")] == ["42"]
     expected = [("alice", "/home/alice/.jupyterhub-tokens/default/api-token-abc123")]
-    assert spawner.driver.removed == (expected if removed else [])
+    assert removals(spawner) == (expected if removed else [])

@@ -12,41 +12,42 @@ import asyncio
 from types import SimpleNamespace
 
 import pytest
-from fakeslurm import FakeSlurm
+from fakeslurm import FakeCluster, FakeSlurm
 from jupyterhub.objects import Hub
 from traitlets.config import Config
 
-from hpcspawner.errors import SlurmError, SpawnFailure
+from hpcspawner.errors import SpawnFailure
+from hpcspawner.slurm import SlurmError
 from hpcspawner.spawner import SlurmSpawner
 
+NAME = "no-such-user-hpcspawner"
+REFUSED = SlurmError(["sbatch"], 1, "sbatch: error: Batch job submission failed: Invalid qos")
 
-class FileDriver(FakeSlurm):
-    """Records what would run as the user; sbatch refuses every job."""
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.as_user: list[tuple[str, str]] = []
-
-    async def install_files(self, username, directory, files):
-        self.as_user.append(("install_files", directory))
-
-    async def remove_file(self, username, path):
-        self.as_user.append(("remove_file", path))
-
-    async def submit(self, username, script, env):
-        self.as_user.append(("submit", ""))
-        raise SlurmError(["sbatch"], 1, "sbatch: error: Batch job submission failed: Invalid qos")
+def as_user(spawner) -> list[tuple[str, str]]:
+    """What ran as the user, in order: files installed (their directory), sbatch, files removed."""
+    shown = {
+        "install_files": lambda call: call.args[1],
+        "submit": lambda call: "",
+        "remove_file": lambda call: call.args[1],
+    }
+    cluster = spawner.driver.cluster
+    return [(call.kind, shown[call.kind](call)) for call in cluster.history if call.kind in shown]
 
 
 def make_spawner() -> SlurmSpawner:
+    cluster = FakeCluster()
+    # a name the hub host does not know: checked by name only, and it is no service account
+    cluster.accounts.add(NAME)
+    cluster.fail("submit", REFUSED, times=None)  # sbatch refuses every job
     config = Config()
-    config.SlurmSpawner.driver_class = FileDriver
+    config.SlurmSpawner.driver_class = FakeSlurm
+    config.FakeSlurm.cluster = cluster
+    config.SlurmSpawner.startup_poll_interval = 0.01
     config.SlurmSpawner.partitions = {"debug": {"max_runtime": "1:00:00"}}
     config.SlurmSpawner.default_options = {"partition": "debug", "memory": "1G", "runtime": "30"}
     config.SlurmSpawner.token_dir = "/scratch/{username}/tokens/{server}"
-    # a name the hub host does not know: checked by name only, and it is no service account
-    spawner = SlurmSpawner(config=config, user=SimpleNamespace(name="no-such-user-hpcspawner"))
-    spawner.user.url = "/user/no-such-user-hpcspawner/"
+    spawner = SlurmSpawner(config=config, user=SimpleNamespace(name=NAME, url=f"/user/{NAME}/"))
     spawner.hub = Hub()
     spawner.api_token = "a1b2c3d4" * 4
     spawner.oauth_client_id = "jupyterhub-user-x"
@@ -65,7 +66,7 @@ async def test_a_start_refused_before_the_file_runs_nothing_as_the_user():
     spawner.user_options = {"partition": "nosuch"}
     failure = await _start_fails(spawner)
     assert failure.reason == "invalid-options"
-    assert spawner.driver.as_user == []
+    assert as_user(spawner) == []
 
 
 async def test_a_start_refused_by_slurm_removes_the_file_it_wrote():
@@ -73,7 +74,7 @@ async def test_a_start_refused_by_slurm_removes_the_file_it_wrote():
     failure = await _start_fails(spawner)
     assert failure.reason == "job-rejected"
     path = f"/scratch/no-such-user-hpcspawner/tokens/default/api-token-{spawner.spawn_id}"
-    assert spawner.driver.as_user == [
+    assert as_user(spawner) == [
         ("install_files", path.rpartition("/")[0]),
         ("submit", ""),
         ("remove_file", path),
@@ -84,9 +85,12 @@ async def test_after_a_hub_restart_a_start_whose_job_ended_early_removes_the_fil
     # the new hub resumes the start; the job ends before its server ran: the failure
     # forgets the job id, and the clean-up must still know a file was written
     spawner = make_spawner()
+    cluster = spawner.driver.cluster
+    cluster.existing_job("42", user=NAME)
     spawner.load_state({"job_id": "42", "job_host": "", "spawn_id": "abc123"})
-    spawner.job_id = ""  # what the "job ended before the server started" failure does
-    await asyncio.wait_for(spawner._cleanup_failed_start(), timeout=30)
-    assert spawner.driver.as_user == [
+    assert await asyncio.wait_for(spawner.poll(), timeout=30) is None  # following it again
+    cluster.end("42", "FAILED", "NonZeroExitCode")
+    await asyncio.wait_for(cluster.wait_for(lambda: cluster.settled() and spawner.job_id == ""), 30)
+    assert as_user(spawner) == [
         ("remove_file", "/scratch/no-such-user-hpcspawner/tokens/default/api-token-abc123")
     ]

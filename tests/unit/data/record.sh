@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 REPO=$(cd ../../.. && pwd)
 RECORD_LOG=${RECORD_LOG:-/tmp/hpcspawner-record.log} # exit codes and durations, for the README
-FMT='%i|%T|%r|%B|%N|%S|%P|%u|%l|%M|%D' # hpcspawner.jobstate.SQUEUE_FORMAT
+FMT='%i|%T|%r|%B|%N|%S|%P|%u|%l|%M|%D' # hpcspawner.slurm.jobstate.SQUEUE_FORMAT
 sq() { squeue --noheader --states=all --jobs="$1" --format="$FMT"; }
 # sub USER SBATCH-ARGS...: submit as USER from their home, print the job id
 sub() { local u=$1; shift; (cd "/home/$u" && runuser -u "$u" -- sbatch --parsable -o /dev/null "$@"); }

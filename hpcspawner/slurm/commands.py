@@ -10,7 +10,7 @@ import asyncio
 import os
 import signal
 
-from .errors import SlurmError, SlurmTimeout
+from .errors import OutputTooLarge, SlurmError, SlurmTimeout
 
 #: Default cap on the bytes a command may print (stdout and stderr together). Generous:
 #: ``scontrol show nodes`` of a 10 000-node cluster is ~20 MB. Callers reading what a
@@ -21,19 +21,6 @@ _READ_CHUNK = 64 * 1024
 
 #: Seconds to wait for a killed command's pipes to close.
 _REAP_TIMEOUT = 5
-
-
-class OutputTooLarge(SlurmError):
-    """A command printed more than its cap; it was stopped and killed (its whole group)."""
-
-    def __init__(self, argv, max_output, stderr=""):
-        self.max_output = max_output
-        super().__init__(
-            argv,
-            None,
-            f"printed more than {max_output} bytes (stdout and stderr together); "
-            f"stopped and killed. {stderr[-2000:]}",
-        )
 
 
 class _Overflow(Exception):

@@ -5,8 +5,9 @@
   (``--details`` adds ``GresUsed``, the GPUs in use),
 - :func:`parse_associations` reads ``sacctmgr --noheader --parsable2 show assoc``.
 
-Anything unexpected raises :class:`ParseError`. :mod:`hpcspawner.clusterinfo`
-sums the records up for the spawn page.
+Anything unexpected raises :class:`ParseError`. :mod:`hpcspawner.slurm.snapshot`
+sums the records up per partition. (A job's record, :class:`~hpcspawner.slurm.jobstate.JobInfo`,
+lives with its ``squeue`` parser in :mod:`hpcspawner.slurm.jobstate`.)
 """
 
 from __future__ import annotations

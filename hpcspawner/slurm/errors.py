@@ -1,0 +1,88 @@
+"""Slurm's errors: a command that failed, timed out or printed too much (hub-free).
+
+:class:`SlurmError` carries the argv, return code and stderr an admin needs to
+reproduce a failure, never the environment. :func:`controller_unreachable` and
+:func:`submission_uncertain` read what Slurm said; what the hub makes of it
+(the user's message, the HTTP status) is decided outside this package, in
+:mod:`hpcspawner.errors`.
+"""
+
+from __future__ import annotations
+
+
+class SlurmError(Exception):
+    """A Slurm command failed (non-zero exit) or could not run.
+
+    Carries what an admin needs to reproduce it; never the environment.
+    """
+
+    def __init__(self, argv, returncode, stderr="", stdout=""):
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stderr = (stderr or "").strip()
+        self.stdout = (stdout or "").strip()
+        super().__init__(
+            f"{' '.join(self.argv)} exited with {returncode}: {self.stderr or '(no stderr)'}"
+        )
+
+    @property
+    def slurm_message(self) -> str:
+        """Slurm's own words, without the ``sbatch: error:`` prefixes."""
+        lines = []
+        for line in self.stderr.splitlines():
+            line = line.strip()
+            for prefix in ("sbatch: error: ", "squeue: error: ", "scancel: error: ", "error: "):
+                if line.startswith(prefix):
+                    line = line[len(prefix) :]
+            if line:
+                lines.append(line)
+        return "; ".join(lines) or f"exit code {self.returncode}"
+
+
+class SlurmTimeout(SlurmError):
+    """A Slurm command did not finish within its timeout (it was killed)."""
+
+    def __init__(self, argv, timeout):
+        self.timeout = timeout
+        super().__init__(argv, None, f"no answer within {timeout:g} s")
+
+
+class OutputTooLarge(SlurmError):
+    """A command printed more than its cap; it was stopped and killed (its whole group)."""
+
+    def __init__(self, argv, max_output, stderr=""):
+        self.max_output = max_output
+        super().__init__(
+            argv,
+            None,
+            f"printed more than {max_output} bytes (stdout and stderr together); "
+            f"stopped and killed. {stderr[-2000:]}",
+        )
+
+
+#: Slurm's messages when the controller cannot be reached.
+CONTROLLER_UNREACHABLE = (
+    "Unable to contact slurm controller",
+    "Socket timed out on send/recv operation",
+    "Zero Bytes were transmitted or received",
+)
+
+
+#: Of those, the ones after which a request may still have reached the controller
+#: (it was sent; the answer was lost). "connect failure" means nothing was sent.
+ANSWER_LOST = (
+    "Socket timed out on send/recv operation",
+    "Zero Bytes were transmitted or received",
+)
+
+
+def controller_unreachable(error: SlurmError) -> bool:
+    return isinstance(error, SlurmTimeout) or any(
+        text in error.stderr for text in CONTROLLER_UNREACHABLE
+    )
+
+
+def submission_uncertain(error: SlurmError) -> bool:
+    """True when a failed request may still take effect: a hung controller can
+    process it from its socket backlog after the client gave up."""
+    return isinstance(error, SlurmTimeout) or any(text in error.stderr for text in ANSWER_LOST)
