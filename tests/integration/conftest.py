@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from .browser import launch
-from .hub import ACTIVE_HUBS, CHP, Hub, dump_cluster_state, run
+from .hub import ACTIVE_HUBS, CHP, Hub, dump_cluster_state, home_entries, remove_new_entries, run
 
 SINGLEUSER_VENV = Path(
     os.environ.get("HPCSPAWNER_SINGLEUSER_VENV", "/opt/hpcspawner-dev/singleuser")
@@ -28,6 +28,15 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slurm)
         if item.fspath.basename.startswith("test_drills_"):
             item.add_marker(pytest.mark.drill)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _users_homes_left_as_found():
+    """Remove what the run's jobs and servers left in the test users' homes (output logs,
+    certificates, notebooks): the demo's JupyterLab shows these homes. Only new names go."""
+    before = home_entries()
+    yield
+    remove_new_entries(before)
 
 
 @pytest.fixture(scope="session")

@@ -325,6 +325,31 @@ def cancel_tagged_jobs(tag: str) -> list[str]:
     return ids
 
 
+#: the accounts scripts/cluster/setup.sh makes; tests run servers as them
+TEST_USERS = ("alice", "bob", "carol")
+
+
+def home_entries(users=TEST_USERS) -> dict[str, set[str]]:
+    """What is in each user's home now (names only), to remove later what a run adds."""
+    return {home: set(os.listdir(home)) for home in {pwd.getpwnam(u).pw_dir for u in users}}
+
+
+def remove_new_entries(before: dict[str, set[str]]) -> list[str]:
+    """Remove what appeared in the users' homes since ``before``; return the paths.
+
+    Only names that were not there before go: what the user (or the demo) had stays."""
+    removed = []
+    for home, entries in before.items():
+        for name in sorted(set(os.listdir(home)) - entries):
+            path = Path(home) / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(str(path))
+    return removed
+
+
 def dump_cluster_state() -> str:
     parts = []
     for argv in (["sinfo"], ["squeue", "--states=all"]):
