@@ -89,8 +89,10 @@ c.ClusterOAuthenticator.manage_groups = True
 c.ClusterOAuthenticator.allowed_groups = {"hpc-users"}
 c.ClusterOAuthenticator.admin_groups = {"hpc-admins"}
 
-# The Slurm accounts a user may charge, looked up at login; the spawn form offers
-# only these (the demo cluster has no accounting database: left unset there).
+# The Slurm accounts a user may charge, looked up at login through the spawner's
+# driver (c.LocalSlurmDriver.*; one cache with the spawn page, for
+# c.SlurmSpawner.associations_ttl seconds); the spawn form offers only these
+# (the demo cluster has no accounting database: left unset there).
 # c.ClusterOAuthenticator.slurm_accounts = "sacctmgr"
 
 # auth_state (tokens, cluster identity, Slurm accounts) is stored encrypted: the

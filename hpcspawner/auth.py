@@ -81,9 +81,8 @@ from .oidc import (
     discovery_url,
     parse_discovery,
 )
-from .slurm.commands import run_argv
-from .slurm.errors import SlurmError
-from .slurm.records import ParseError, parse_associations, sacctmgr_args
+from .sharedslurm import SharedSlurm, shared_slurm
+from .slurm import association_choices
 
 #: What the page says when the provider sent no usable identity (not the user's fault).
 CLAIM_PROBLEM_MESSAGE = (
@@ -105,6 +104,17 @@ IDENTITY_CHANGED_MESSAGE = (
     "The cluster account for {identity} belongs to another identity at the identity "
     "provider. Please contact the hub's administrators."
 )
+#: Settings of the authenticator's own ``sacctmgr`` before logins went through the driver:
+#: their old default, and what to set instead (the hub warns at start-up when one is set).
+DEPRECATED_SLURM_SETTINGS = {
+    "sacctmgr_command": (
+        ["sacctmgr"],
+        "c.LocalSlurmDriver.commands_path (where sacctmgr is) and "
+        "c.LocalSlurmDriver.query_command_prefix (a wrapper such as sudo)",
+    ),
+    "sacctmgr_timeout": (10.0, "c.LocalSlurmDriver.command_timeout"),
+    "accounts_cache_seconds": (300.0, "c.SlurmSpawner.associations_ttl"),
+}
 
 
 # ---------------------------------------------------------------- the authenticator
@@ -396,7 +406,10 @@ class ClusterOAuthenticator(GenericOAuthenticator):
         The spawner offers only these and refuses any other ``account`` with a
         message naming the field. ``"none"`` (default): not known, the spawner's
         ``allowed_accounts`` apply and Slurm checks associations. ``"sacctmgr"``:
-        ask Slurm's accounting (``sacctmgr show associations``) at login; when it
+        ask Slurm's accounting (``sacctmgr show associations``) at login, through
+        the spawner's driver (``c.SlurmSpawner.driver_class``, e.g.
+        ``c.LocalSlurmDriver.*``) and the hub's one cache of associations
+        (``c.SlurmSpawner.associations_ttl``), which the spawn page shares; when it
         fails (no slurmdbd, a timeout) the accounts count as not known. A dict
         ``{username: [account, ...]}``: a user missing from it may charge no
         account explicitly. A callable ``(authenticator, username, claims)``,
@@ -415,24 +428,43 @@ class ClusterOAuthenticator(GenericOAuthenticator):
 
     sacctmgr_command = List(
         Unicode(),
-        ["sacctmgr"],
+        DEPRECATED_SLURM_SETTINGS["sacctmgr_command"][0],
         config=True,
-        help="""How to run ``sacctmgr`` for ``slurm_accounts = "sacctmgr"``, as a list.
+        help="""Deprecated and ignored: logins ask ``sacctmgr`` through the spawner's driver.
 
-            c.ClusterOAuthenticator.sacctmgr_command = ["ssh", "slurm-login1", "sacctmgr"]
+        The hub logs a warning at start-up when it is set. Configure the driver
+        instead: ``c.LocalSlurmDriver.commands_path`` says where ``sacctmgr`` is
+        found on the hub's host, and ``c.LocalSlurmDriver.query_command_prefix``
+        wraps it (and ``squeue``, ``scontrol``) in a command such as ``sudo``::
+
+            c.LocalSlurmDriver.commands_path = "/opt/slurm/bin"
+            c.LocalSlurmDriver.query_command_prefix = ["sudo", "-n", "-u", "slurm", "--"]
+
+        A ``sacctmgr`` reached only over ``ssh`` has no equivalent until a driver
+        over SSH exists; give ``slurm_accounts`` a callable meanwhile.
         """,
     )
 
     sacctmgr_timeout = Float(
-        10.0,
+        DEPRECATED_SLURM_SETTINGS["sacctmgr_timeout"][0],
         config=True,
-        help="""Seconds a login waits for ``sacctmgr``; after that the accounts count as not known.""",
+        help="""Deprecated and ignored: ``sacctmgr`` runs through the spawner's driver.
+
+        Set ``c.LocalSlurmDriver.command_timeout`` (the time any Slurm command may
+        take). A login waits for the answer at most 5 s, after which the accounts
+        count as not known for this login (the query goes on and fills the cache).
+        """,
     )
 
     accounts_cache_seconds = Float(
-        300.0,
+        DEPRECATED_SLURM_SETTINGS["accounts_cache_seconds"][0],
         config=True,
-        help="""How long a user's accounts from ``sacctmgr`` are reused (logins and refreshes).""",
+        help="""Deprecated and ignored: the login and the spawn page share one cache.
+
+        Set ``c.SlurmSpawner.associations_ttl`` (default 300 s) instead::
+
+            c.SlurmSpawner.associations_ttl = 300
+        """,
     )
 
     # ------------------------------------------------------------ set-up
@@ -447,7 +479,6 @@ class ClusterOAuthenticator(GenericOAuthenticator):
         self._startup_discovery: asyncio.Task | None = None
         self._map: dict[str, str] | None = None
         self._map_mtime: int | None = None
-        self._accounts_cache: dict[str, tuple[float, tuple[str, ...]]] = {}
         # fail at start-up, not at the first login
         if not self.issuer and not (self.authorize_url and self.token_url):
             raise ValueError(
@@ -460,6 +491,17 @@ class ClusterOAuthenticator(GenericOAuthenticator):
         self._service_users = slurm_service_users()
         self._account_rules = self._build_account_rules()
         self._username_map()
+        self._warn_deprecated()
+
+    def _warn_deprecated(self) -> None:
+        for name, (default_value, instead) in DEPRECATED_SLURM_SETTINGS.items():
+            if getattr(self, name) != default_value:
+                self.log.warning(
+                    "c.ClusterOAuthenticator.%s is deprecated and ignored: logins ask Slurm "
+                    "through the spawner's driver; set %s instead",
+                    name,
+                    instead,
+                )
 
     @observe(
         "username_claim",
@@ -697,22 +739,21 @@ class ClusterOAuthenticator(GenericOAuthenticator):
             return await self._sacctmgr_accounts(username)
         return None
 
+    @property
+    def shared_slurm(self) -> SharedSlurm:
+        """The hub's one driver and cluster cache, the ones its spawners use."""
+        return shared_slurm(
+            self.config, self.log, spawner_class=getattr(self.parent, "spawner_class", None)
+        )
+
     async def _sacctmgr_accounts(self, username: str) -> list[str] | None:
-        now = time.monotonic()
-        cached = self._accounts_cache.get(username)
-        if cached is not None and now - cached[0] < self.accounts_cache_seconds:
-            return list(cached[1])
-        # the same question and parser as the spawner's driver (LocalSlurmDriver.user_associations)
-        argv = [*self.sacctmgr_command, *sacctmgr_args(username)]
-        try:
-            stdout = await _run(argv, self.sacctmgr_timeout)
-            associations = parse_associations(stdout, username)
-        except (SlurmError, ParseError) as e:
-            self.log.warning("Slurm accounts of %s are not known: %s", username, e)
+        # the hub's cache of associations (the spawn page's too), filled through the driver;
+        # None: no accounting, or sacctmgr failed or is slow (ClusterInfo logged why)
+        associations = await self.shared_slurm.cluster_info.associations(username)
+        if associations is None:
+            self.log.info("Slurm accounts of %s are not known", username)
             return None
-        # one association per account and partition: names repeat
-        accounts = tuple(dict.fromkeys(a.account for a in associations))
-        self._accounts_cache[username] = (now, accounts)
+        accounts, _ = association_choices(associations)
         return list(accounts)
 
     async def update_auth_model(self, auth_model):
@@ -877,14 +918,6 @@ class ClusterOAuthenticator(GenericOAuthenticator):
 def _expired(auth_state) -> bool:
     expires_at = (auth_state or {}).get("expires_at")
     return isinstance(expires_at, int | float) and time.time() >= expires_at
-
-
-async def _run(argv: list[str], timeout: float) -> str:
-    """Run argv (no shell) with a timeout; return stdout or raise SlurmError."""
-    returncode, out, err = await run_argv(argv, timeout=timeout, cwd=None)
-    if returncode != 0:
-        raise SlurmError(argv, returncode, err, out)
-    return out
 
 
 __all__ = ["ClusterOAuthenticator", "NoClusterAccount"]

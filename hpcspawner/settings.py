@@ -590,6 +590,20 @@ class SlurmSpawnerSettings(Configurable):
         """,
     )
 
+    associations_ttl = Float(
+        300.0,
+        config=True,
+        help="""Seconds a user's Slurm associations (accounts and QOS, from ``sacctmgr``)
+        are reused, by the spawn page and by the login
+        (``c.ClusterOAuthenticator.slurm_accounts = "sacctmgr"``): one cache for both.
+
+        "Slurm has no accounting" is remembered as long, for the whole hub.
+        This replaces ``c.ClusterOAuthenticator.accounts_cache_seconds``.
+
+            c.SlurmSpawner.associations_ttl = 300
+        """,
+    )
+
     options_form_template = Unicode(
         "",
         config=True,

@@ -50,6 +50,7 @@ from .options import (
 )
 from .poller import JobPoller, JobStatus
 from .settings import SlurmSpawnerSettings
+from .sharedslurm import SharedSlurm, shared_slurm
 from .slurm import (
     Liveness,
     SlurmDriver,
@@ -70,9 +71,6 @@ OUTPUT_LINE_LIMIT = 300
 
 #: Where JupyterHub's get_env() puts the server's API token.
 TOKEN_VARIABLES = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
-
-# One driver, poller and cluster view per driver class and config, shared by every spawner.
-_shared: dict[tuple, tuple[SlurmDriver, JobPoller, ClusterInfo]] = {}
 
 # What a failed form submission showed, per user, for the next render of the form:
 # JupyterHub re-renders the form of the user's default spawner after a failed spawn.
@@ -123,29 +121,22 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
 
     # ------------------------------------------------------------ shared driver + poller
 
-    def _shared_key(self) -> tuple:
-        return (self.driver_class, id(self.config))
+    @property
+    def shared(self) -> SharedSlurm:
+        """The hub's one driver, cluster cache and poller (shared with the authenticator)."""
+        return shared_slurm(self.config, self.log, settings=self)
 
     @property
     def driver(self) -> SlurmDriver:
-        return self._shared()[0]
+        return self.shared.driver
 
     @property
     def poller(self) -> JobPoller:
-        return self._shared()[1]
+        return self.shared.poller(self.poll_interval, self.log)
 
     @property
     def cluster_info(self) -> ClusterInfo:
-        return self._shared()[2]
-
-    def _shared(self) -> tuple[SlurmDriver, JobPoller, ClusterInfo]:
-        key = self._shared_key()
-        if key not in _shared:
-            driver = self.driver_class(config=self.config, log=self.log)
-            poller = JobPoller(driver, interval=self.poll_interval, logger=self.log)
-            info = ClusterInfo(driver, ttl=self.cluster_info_ttl, logger=self.log)
-            _shared[key] = (driver, poller, info)
-        return _shared[key]
+        return self.shared.cluster_info
 
     # ------------------------------------------------------------ state
 

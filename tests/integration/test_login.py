@@ -373,6 +373,21 @@ def auth_state(hub, name: str) -> dict:
     return user_model(hub, name)["auth_state"]
 
 
+def test_login_asks_slurm_accounting_through_the_spawners_driver(refresh_hub, page):
+    """slurm_accounts = "sacctmgr" goes through the driver (its debug log of the command and
+    of the "no accounting" answer), not a sacctmgr of the authenticator's own."""
+    hub = refresh_hub
+    mark = log_mark(hub)
+    assert login(page, hub, "bob").status == 302
+    page.wait_for_url(f"{hub.url}/hub/home")
+    assert auth_state(hub, "bob")["hpcspawner"]["accounts"] is None
+    assert "Slurm accounts of bob are not known" in log_since(hub, mark)
+    # the hub's first login asked (no accounting is then remembered for the whole hub)
+    whole_log = log_since(hub, 0)
+    assert re.search(r"Running \[[^\]]*sacctmgr'[^\]]*'user=", whole_log), whole_log[-3000:]
+    assert "Slurm has no accounting database" in whole_log
+
+
 def test_expired_access_token_is_refreshed(refresh_hub, short_provider, page):
     hub = refresh_hub
     mark = log_mark(hub)

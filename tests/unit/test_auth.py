@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
+import logging
 import time
-from pathlib import Path
 
 import pytest
+from fakeslurm import FakeCluster, FakeSlurm, controller_down, timed_out
 from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
@@ -20,14 +20,9 @@ from traitlets.config import Config
 
 from hpcspawner.auth import ClusterOAuthenticator, NoClusterAccount, _expired
 from hpcspawner.oidc import DiscoveryError
-from hpcspawner.slurm.records import sacctmgr_args
+from hpcspawner.slurm import Association
 
 ISSUER = "https://idp.uni.example/realms/hpc"
-#: What sacctmgr says (rc 1) on this test cluster, which has no slurmdbd.
-NO_DBD_STDERR = (
-    "You are not running a supported accounting_storage plugin\n"
-    "Only 'accounting_storage/slurmdbd' is supported.\n"
-)
 
 
 def make(**settings) -> ClusterOAuthenticator:
@@ -458,65 +453,102 @@ async def test_accounts_from_a_map_and_a_callable():
         await bounded(authenticator.slurm_accounts_of("a", {"projects": ["a b"]}))
 
 
-# ---------------------------------------------------------------- sacctmgr (a stand-in command)
+# ---------------------------------------------------------------- sacctmgr (through the driver)
 
 
-def fake_sacctmgr(tmp_path: Path, body: str) -> list[str]:
-    """A stand-in for sacctmgr that logs its argv to calls.log, then runs ``body``."""
-    script = tmp_path / "sacctmgr.py"
-    script.write_text(
-        "import json, sys, time\n"
-        f"open({str(tmp_path / 'calls.log')!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
-        + body
-    )
-    return [sys.executable, str(script)]
+def on_cluster(
+    cluster: FakeCluster, associations_ttl: float = 300, **settings
+) -> ClusterOAuthenticator:
+    """An authenticator whose hub's spawners reach ``cluster`` (c.SlurmSpawner.driver_class)."""
+    config = Config()
+    config.SlurmSpawner.driver_class = FakeSlurm
+    config.SlurmSpawner.associations_ttl = associations_ttl
+    config.FakeSlurm.cluster = cluster
+    config.ClusterOAuthenticator.issuer = ISSUER
+    config.ClusterOAuthenticator.slurm_accounts = "sacctmgr"
+    for name, value in settings.items():
+        config.ClusterOAuthenticator[name] = value
+    return ClusterOAuthenticator(config=config)
 
 
-def calls(tmp_path: Path) -> list[list[str]]:
-    log = tmp_path / "calls.log"
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+ASSOCIATIONS = [
+    Association("proja", ("normal",), "normal", None),
+    Association("projb", ("normal", "high"), None, "gpu"),
+    Association("proja", ("normal",), None, "gpu"),
+]
 
 
-ASSOCIATIONS = "alice|proja|normal|normal|\nalice|projb|normal,high||gpu\nalice|proja|normal||gpu\n"
-
-
-async def test_sacctmgr_accounts_are_parsed_and_cached(tmp_path):
-    command = fake_sacctmgr(tmp_path, f"print({ASSOCIATIONS!r}, end='')\n")
-    authenticator = make(slurm_accounts="sacctmgr", sacctmgr_command=command)
+async def test_sacctmgr_accounts_come_from_the_driver_and_are_cached():
+    cluster = FakeCluster()
+    cluster.associations["alice"] = ASSOCIATIONS
+    authenticator = on_cluster(cluster)
     assert await bounded(authenticator.slurm_accounts_of("alice", {})) == ["proja", "projb"]
     assert await bounded(authenticator.slurm_accounts_of("alice", {})) == ["proja", "projb"]
-    # the same question as the spawner's driver asks
-    assert calls(tmp_path) == [sacctmgr_args("alice")]
+    # the driver's question (LocalSlurmDriver.user_associations runs sacctmgr), asked once
+    assert [call.args for call in cluster.calls("user_associations")] == [("alice",)]
+    assert authenticator.shared_slurm.driver.calls == {"sacctmgr": 1}
 
 
 @pytest.mark.parametrize(
-    ("body", "timeout"),
+    "answer",
     [
-        pytest.param(
-            f"sys.stderr.write({NO_DBD_STDERR!r})\nsys.exit(1)\n",
-            10,
-            id="no-slurmdbd",
-        ),
-        pytest.param("time.sleep(30)\n", 0.5, id="timeout"),
-        pytest.param("print('proja')\n", 10, id="unparseable"),
-        pytest.param("print('bob|proja|normal|normal|')\n", 10, id="about-another-user"),
+        pytest.param(None, id="no-slurmdbd"),
+        pytest.param(controller_down("user_associations"), id="sacctmgr-fails"),
+        pytest.param(timed_out("user_associations", 10), id="timeout"),
     ],
 )
-async def test_sacctmgr_failure_means_not_known_and_is_not_cached(tmp_path, body, timeout):
-    command = fake_sacctmgr(tmp_path, body)
-    authenticator = make(
-        slurm_accounts="sacctmgr", sacctmgr_command=command, sacctmgr_timeout=timeout
-    )
-    started = time.monotonic()
+async def test_sacctmgr_failure_means_not_known(answer):
+    cluster = FakeCluster()
+    if answer is not None:
+        cluster.associations["alice"] = answer
+    authenticator = on_cluster(cluster)
     assert await bounded(authenticator.slurm_accounts_of("alice", {})) is None
+    # a login soon after does not ask again: the hub remembers the failure for a while
     assert await bounded(authenticator.slurm_accounts_of("alice", {})) is None
-    assert time.monotonic() - started < 5
-    assert len(calls(tmp_path)) == 2
+    assert cluster.count("user_associations") == 1
 
 
-async def test_sacctmgr_missing_means_not_known():
-    authenticator = make(slurm_accounts="sacctmgr", sacctmgr_command=["/nonexistent/sacctmgr"])
-    assert await bounded(authenticator.slurm_accounts_of("alice", {})) is None
+async def test_sacctmgr_failure_after_an_answer_keeps_the_known_accounts():
+    cluster = FakeCluster()
+    cluster.associations["alice"] = ASSOCIATIONS
+    authenticator = on_cluster(cluster, associations_ttl=0)  # every login asks again
+    assert await bounded(authenticator.slurm_accounts_of("alice", {})) == ["proja", "projb"]
+    cluster.associations["alice"] = controller_down("user_associations")
+    assert await bounded(authenticator.slurm_accounts_of("alice", {})) == ["proja", "projb"]
+    await bounded(cluster.answered("user_associations", 2))
+    assert cluster.calls("user_associations")[1].outcome.startswith("error")
+
+
+async def test_a_hub_of_another_config_has_its_own_driver():
+    cluster = FakeCluster()
+    first, second = on_cluster(cluster), on_cluster(cluster)
+    assert first.shared_slurm.driver is first.shared_slurm.driver
+    assert first.shared_slurm.driver is not second.shared_slurm.driver
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "instead"),
+    [
+        pytest.param(
+            "sacctmgr_command",
+            ["ssh", "login1", "sacctmgr"],
+            "c.LocalSlurmDriver.query_command_prefix",
+            id="command",
+        ),
+        pytest.param("sacctmgr_timeout", 3.0, "c.LocalSlurmDriver.command_timeout", id="timeout"),
+        pytest.param("accounts_cache_seconds", 60.0, "c.SlurmSpawner.associations_ttl", id="cache"),
+    ],
+)
+def test_old_sacctmgr_settings_warn_naming_what_to_set(caplog, name, value, instead):
+    cluster = FakeCluster()
+    with caplog.at_level(logging.WARNING):
+        on_cluster(cluster, **{name: value})
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(f"{name} is deprecated" in w and instead in w for w in warnings), warnings
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        on_cluster(cluster)
+    assert not [r for r in caplog.records if "deprecated" in r.getMessage()]
 
 
 # ---------------------------------------------------------------- discovery
