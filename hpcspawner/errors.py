@@ -29,6 +29,7 @@ if _SpawnBase is not None:
                 message, reason=reason, log_message=log_message, status_code=status_code
             )
             self.jupyterhub_message = message
+            self.headers: dict[str, str] = {}  # what JupyterHub's form handler copies
 
 else:  # pragma: no cover - exercised by the JupyterHub 5 CI run
 
@@ -42,6 +43,9 @@ else:  # pragma: no cover - exercised by the JupyterHub 5 CI run
             self.message = message
             self.jupyterhub_message = message
             self.detail = log_message or message
+            # JupyterHub 5.4's spawn form handler copies an HTTPError's headers onto its
+            # answer (tornado's HTTPError has none): without them a refused form is a 500
+            self.headers: dict[str, str] = {}
 
         def __str__(self):
             return f"{self.status_code} SpawnFailure(reason={self.reason}): {self.detail}"

@@ -25,6 +25,7 @@ from datetime import datetime
 from jupyterhub.spawner import Spawner
 from sqlalchemy.orm import object_session
 from traitlets import (
+    Any,
     List,
     Unicode,
     default,
@@ -81,6 +82,19 @@ _unconfirmed_links: set[str] = set()
 
 class SlurmSpawner(SlurmSpawnerSettings, Spawner):
     """Start each user's server as a Slurm batch job submitted as that user."""
+
+    # JupyterHub 5 sets the REST API's JSON body as user_options without looking at its
+    # type (JupyterHub 6 checks it first): a body such as ``42`` failed Spawner's Dict
+    # check inside JupyterHub, a 500 that left the server listed as pending. Any value is
+    # taken here; the one validator refuses what is not an object, with a 400.
+    user_options = Any(
+        help="""The options of this start, as the user sent them (hostile: validated
+        by hpcspawner.options.validate_options before use)."""
+    )
+
+    @default("user_options")
+    def _default_user_options(self):
+        return {}
 
     # ------------------------------------------------------------ runtime state
 
@@ -473,7 +487,7 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         try:
             return validate_options(raw, policy)
         except OptionsError as e:
-            _form_feedback[self.user.name] = (dict(raw), e.errors)
+            _form_feedback[self.user.name] = (_as_dict(raw), e.errors)
             raise SpawnFailure(
                 f"Invalid server options: {e.summary()}", reason="invalid-options"
             ) from None
@@ -524,7 +538,7 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         policy, view, associations = await self.effective_policy()
         values, errors = _form_feedback.pop(self.user.name, (None, {}))
         if values is None:
-            values = dict(getattr(self.orm_spawner, "user_options", None) or {})
+            values = _as_dict(getattr(self.orm_spawner, "user_options", None))
         accounts = qos = None
         if associations is not None:
             accounts, qos = association_choices(associations)
@@ -890,6 +904,11 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
             self._log_name,
             self.stop_timeout,
         )
+
+
+def _as_dict(options) -> dict:
+    """``user_options`` as a dict for the form: a stored body that was no object is none."""
+    return dict(options) if isinstance(options, dict) else {}
 
 
 async def _apply_user_options(spawner: SlurmSpawner, user_options: dict) -> None:

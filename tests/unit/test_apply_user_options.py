@@ -112,3 +112,26 @@ async def test_an_admins_own_hook_replaces_ours_and_start_still_validates():
     assert seen == [{"partition": "nosuch"}]
     with pytest.raises(SpawnFailure, match="partition"):
         await spawner._applied_request()
+
+
+def test_a_refusal_carries_the_headers_the_spawn_form_copies():
+    # JupyterHub 5.4's spawn form handler reads ``e.headers`` of an HTTPError that the
+    # spawn raised (tornado's HTTPError has none): without it a refused form is a 500
+    failure = SpawnFailure("Invalid server options: partition", reason="invalid-options")
+    assert failure.headers == {}
+    assert failure.status_code == 400
+
+
+@pytest.mark.parametrize("body", [42, "partition=debug", ["debug"], True, 1.5])
+async def test_options_that_are_not_an_object_are_a_400_not_a_500(body):
+    # JupyterHub 5 sets a REST body that is no JSON object as user_options unchecked
+    spawner = make_spawner()
+    spawner.user_options = body  # Spawner's own Dict trait raised TraitError here (a 500)
+    with pytest.raises(SpawnFailure) as caught:
+        await spawner._run_apply_user_options(spawner.user_options)
+    assert caught.value.status_code == 400
+    assert "must be an object" in str(caught.value)
+    # the form shown next renders (the body fills in nothing) and names the problem
+    page = await spawner.render_options_form()
+    assert 'name="partition"' in page
+    assert "must be an object" in page
