@@ -13,9 +13,12 @@ the hub uses):
 - the login shell, when known, is not a refused one (``nologin``, ``false``).
 
 Reading the user database and slurm.conf happens elsewhere
-(:func:`hpcspawner.identity.lookup_posix_account`,
-:func:`hpcspawner.identity.slurm_service_users`); this module only decides.
+(:func:`hpcspawner.auth.posix.lookup_posix_account`,
+:func:`hpcspawner.auth.posix.slurm_service_users`); this module only decides.
 It is the lowest layer of the login side: it imports nothing from the package.
+It stays outside ``hpcspawner/auth/`` because two rooms apply it independently:
+the authenticator at login, and the spawner before it runs anything as the user,
+whatever authenticator the hub uses (its check must not depend on the auth room).
 The scheduler drivers keep their own last guard with the same name rule
 (:func:`hpcspawner.slurm.driver.may_act_as`; ``tests/unit/test_layers.py`` holds
 the two to the same answers).

@@ -31,7 +31,7 @@ from .accountrules import (
     AccountRules,
     rules_from_config,
 )
-from .identity import slurm_service_users
+from .auth.posix import slurm_service_users
 from .options import (
     Policy,
     check_defaults,

@@ -40,9 +40,10 @@ from . import (
 )
 from ._version import __version__
 from .accountrules import MappingError, PosixAccount, check_account
+from .auth.mapping import AUTH_STATE_KEY
+from .auth.posix import lookup_posix_account
 from .clusterinfo import ClusterInfo, ClusterView, narrow_policy
 from .errors import SpawnFailure
-from .identity import AUTH_STATE_KEY, lookup_posix_account
 from .logtext import loggable
 from .options import (
     OptionsError,

@@ -22,8 +22,8 @@ from hpcspawner.accountrules import (
     parse_slurm_conf_users,
     rules_from_config,
 )
+from hpcspawner.auth.posix import slurm_service_users
 from hpcspawner.errors import SpawnFailure
-from hpcspawner.identity import slurm_service_users
 from hpcspawner.slurm import LocalSlurmDriver, SlurmError
 from hpcspawner.spawner import SlurmSpawner
 

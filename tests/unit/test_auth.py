@@ -18,8 +18,9 @@ from tornado.testing import bind_unused_port
 from traitlets import TraitError
 from traitlets.config import Config
 
-from hpcspawner.auth import ClusterOAuthenticator, NoClusterAccount, _expired
-from hpcspawner.oidc import DiscoveryError
+from hpcspawner.auth import ClusterOAuthenticator, NoClusterAccount
+from hpcspawner.auth.authenticator import _expired
+from hpcspawner.auth.oidc import DiscoveryError
 from hpcspawner.slurm import Association
 
 ISSUER = "https://idp.uni.example/realms/hpc"

@@ -1,4 +1,4 @@
-"""hpcspawner.identity and hpcspawner.oidc: login -> cluster user name, and OIDC discovery."""
+"""hpcspawner.auth.mapping, .posix and .oidc: login -> cluster user name, and OIDC discovery."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from hpcspawner.identity import (
+from hpcspawner.auth.mapping import (
     MappingError,
     MappingRules,
     check_account_map,
@@ -17,11 +17,10 @@ from hpcspawner.identity import (
     check_username,
     compile_pattern,
     identity_pin,
-    lookup_posix_account,
     parse_username_map,
     username_from_claims,
 )
-from hpcspawner.oidc import (
+from hpcspawner.auth.oidc import (
     DiscoveryError,
     ProviderMetadata,
     check_issuer,
@@ -29,6 +28,7 @@ from hpcspawner.oidc import (
     is_loopback,
     parse_discovery,
 )
+from hpcspawner.auth.posix import lookup_posix_account
 
 
 def rules(**kwargs) -> MappingRules:

@@ -6,6 +6,11 @@ Two checks: the imports each module's source names (relative forms such as
 ``from .. import x`` included, wherever they stand: in functions, under
 ``TYPE_CHECKING``), and a real import of every module in a fresh interpreter in
 which the hub's packages cannot be imported at all.
+
+The same walk holds the login mapping (``hpcspawner.auth.mapping``) pure: no file
+or system I/O (that is ``hpcspawner.auth.posix``), nothing from the hub; and the
+spawner reaches the auth room's mapping and lookups without loading the
+authenticator.
 """
 
 from __future__ import annotations
@@ -85,11 +90,11 @@ def violation(name: str) -> str | None:
     return None
 
 
-def violations(source: str, module: str, is_package: bool) -> list[str]:
+def violations(source: str, module: str, is_package: bool, rule=violation) -> list[str]:
     """One line per import statement that breaks the layering (all its offending names)."""
     by_line: dict[int, tuple[list[str], str]] = {}
     for line, name in imported_names(source, module, is_package):
-        why = violation(name)
+        why = rule(name)
         if why is not None:
             by_line.setdefault(line, ([], why))[0].append(name)
     return [
@@ -221,3 +226,110 @@ def test_the_drivers_guard_agrees_with_the_login_side_on_user_names(name):
 
 def test_the_drivers_guard_refuses_root_in_any_case():
     assert not may_act_as("root") and not may_act_as("ROOT") and may_act_as("rooted")
+
+
+# ---------------------------------------------------------------- the login mapping is pure
+
+MAPPING = "hpcspawner.auth.mapping"
+
+#: Standard-library modules through which a module reads files or asks the system.
+IO_MODULES = (
+    "os",
+    "pwd",
+    "grp",
+    "io",
+    "pathlib",
+    "shutil",
+    "glob",
+    "tempfile",
+    "subprocess",
+    "socket",
+    "asyncio",
+    "spwd",
+)
+
+#: Modules of the package the mapping may import: pure, standard library only (checked below).
+MAPPING_MAY_IMPORT = ("hpcspawner.accountrules", "hpcspawner.options")
+
+
+def pure_violation(name: str) -> str | None:
+    """Why the pure login mapping may not import ``name``, or None."""
+    root = name.split(".")[0]
+    if root in IO_MODULES:
+        return "file or system I/O (hpcspawner.auth.posix does that)"
+    if name.startswith("."):
+        return "a relative import that leaves the package"
+    if root == "hpcspawner":
+        if any(name == m or name.startswith(m + ".") for m in MAPPING_MAY_IMPORT):
+            return None
+        return "a module of the package that is not known to be pure"
+    if root not in sys.stdlib_module_names:
+        return "a third-party package (the hub's among them)"
+    return None
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        pytest.param("import pwd", "pwd", id="pwd"),
+        pytest.param("from grp import getgrgid", "grp", id="grp"),
+        pytest.param("import os", "os", id="os"),
+        pytest.param("from pathlib import Path", "pathlib", id="pathlib"),
+        pytest.param(
+            "from .posix import lookup_posix_account", "hpcspawner.auth.posix", id="posix"
+        ),
+        pytest.param("from . import authenticator", "hpcspawner.auth.authenticator", id="class"),
+        pytest.param("from jupyterhub.utils import url_path_join", "jupyterhub.utils", id="hub"),
+        pytest.param("from traitlets import Unicode", "traitlets", id="traitlets"),
+        pytest.param("def f():\n    import pwd", "pwd", id="inside-a-function"),
+    ],
+)
+def test_the_purity_check_catches(source, expected):
+    found = violations(source, MAPPING, is_package=False, rule=pure_violation)
+    assert len(found) == 1, found
+    names = found[0].split(" imports ", 1)[1].split(": ", 1)[0].split(", ")
+    assert expected in names, found
+
+
+def test_the_purity_check_allows_the_standard_library_and_the_account_rules():
+    source = (
+        "import json, re\nfrom ..accountrules import MappingError\nfrom ..options import NAME_RE"
+    )
+    assert violations(source, MAPPING, is_package=False, rule=pure_violation) == []
+
+
+def test_the_login_mapping_is_pure():
+    path = PACKAGE_DIR / "auth" / "mapping.py"
+    assert violations(path.read_text(), MAPPING, is_package=False, rule=pure_violation) == []
+
+
+@pytest.mark.parametrize("allowed", MAPPING_MAY_IMPORT)
+def test_what_the_login_mapping_imports_from_the_package_is_pure_too(allowed):
+    path = PACKAGE_DIR.parent.joinpath(*allowed.split(".")).with_suffix(".py")
+    names = imported_names(path.read_text(), allowed, is_package=False)
+    found = [f"{allowed}:{line} imports {name}" for line, name in names if pure_violation(name)]
+    assert found == []
+
+
+def test_the_spawner_reaches_the_auth_room_without_the_authenticator():
+    """AUTH_STATE_KEY and the POSIX lookups load; the authenticator and oauthenticator do not."""
+    code = textwrap.dedent(
+        """
+        import sys
+        for name in ("pwd", "grp", "jupyterhub", "tornado", "oauthenticator"):
+            sys.modules[name] = None  # "import name" now raises ImportError
+        import hpcspawner.auth.mapping
+        assert "hpcspawner.auth.authenticator" not in sys.modules
+        for name in ("pwd", "grp", "jupyterhub", "tornado", "oauthenticator"):
+            del sys.modules[name]
+        import hpcspawner.spawner
+        loaded = {"hpcspawner.auth.authenticator", "hpcspawner.auth.handlers", "oauthenticator"}
+        assert not loaded & set(sys.modules), sorted(loaded & set(sys.modules))
+        import hpcspawner.auth
+        assert hpcspawner.auth.ClusterOAuthenticator.__module__ == "hpcspawner.auth.authenticator"
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]

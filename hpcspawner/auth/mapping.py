@@ -1,4 +1,4 @@
-"""Who a login is on the cluster: identity provider claims -> POSIX account (pure).
+"""Who a login is on the cluster: identity provider claims -> cluster user name (pure).
 
 The identity provider says who logged in (``preferred_username``, ``eppn``,
 ``email``, ...); the cluster knows POSIX accounts. :func:`username_from_claims`
@@ -16,31 +16,27 @@ Every refusal is a :class:`MappingError` with a short fixed ``reason`` label and
 a ``detail`` for the log. Which accounts a login may then use (uid range,
 service accounts, shells) is :mod:`hpcspawner.accountrules`. The login's
 provider identity ``(iss, sub)`` is pinned to the account it mapped to
-(:func:`check_pin`). Looking the name up in the system's user database
-(:func:`lookup_posix_account`), reading slurm.conf (:func:`slurm_service_users`)
-and asking Slurm for the user's accounts happen in :mod:`hpcspawner.auth`;
-the parsers for their answers are here.
+(:func:`check_pin`). This module reads no file and asks no database
+(``tests/unit/test_layers.py`` checks): looking the name up in the system's user
+database and reading slurm.conf are :mod:`hpcspawner.auth.posix`; reading the
+username map file, and asking Slurm for the user's accounts (through the hub's
+driver), are :class:`~hpcspawner.auth.ClusterOAuthenticator`'s.
 """
 
 from __future__ import annotations
 
-import grp
 import json
-import os
-import pwd
 import re
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from .accountrules import (
+from ..accountrules import (
     POSIX_NAME_MIXED_CASE_RE,
     POSIX_NAME_RE,
     MappingError,
-    PosixAccount,
-    parse_slurm_conf_users,
 )
-from .options import NAME_RE
+from ..options import NAME_RE
 
 #: Key of hpcspawner's part of ``auth_state``: ``username``, ``uid``, ``gid``, ``groups``,
 #: ``accounts`` (read by the spawner, written by the authenticator), and ``iss`` and
@@ -52,9 +48,6 @@ RESERVED_NAMES = frozenset({"root", "nobody"})
 
 #: Reasons that mean "the claim itself is missing or unusable": the page does not blame the user.
 CLAIM_REASONS = frozenset({"missing-claim", "invalid-claim"})
-
-#: Where Slurm's clients find slurm.conf when ``SLURM_CONF`` is not set (Debian's packages).
-DEFAULT_SLURM_CONF = "/etc/slurm/slurm.conf"
 
 
 @dataclass(frozen=True)
@@ -250,40 +243,6 @@ def parse_username_map(text: str, *, lowercase: bool = True) -> dict[str, str]:
     return mapping
 
 
-# ---------------------------------------------------------------- the system's user database
-
-
-def lookup_posix_account(name: str) -> PosixAccount | None:
-    """The user ``name`` in the system's user database (files, LDAP/SSSD via NSS), or None.
-
-    Blocks while NSS answers: call it in an executor.
-    """
-    try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
-        return None
-    groups = []
-    for gid in os.getgrouplist(entry.pw_name, entry.pw_gid):
-        try:
-            groups.append(grp.getgrgid(gid).gr_name)
-        except KeyError:
-            continue  # a gid without a name: nothing a policy could refer to
-    return PosixAccount(entry.pw_name, entry.pw_uid, entry.pw_gid, tuple(groups), entry.pw_shell)
-
-
-def slurm_service_users(path: str | None = None) -> tuple[str, ...]:
-    """The ``SlurmUser``/``SlurmdUser`` of slurm.conf (``SLURM_CONF``, else /etc/slurm/slurm.conf).
-
-    Reads the local file only (no controller call); () when it is missing or unreadable.
-    """
-    path = path or os.environ.get("SLURM_CONF") or DEFAULT_SLURM_CONF
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return parse_slurm_conf_users(f.read())
-    except OSError:
-        return ()
-
-
 # ---------------------------------------------------------------- pinning the provider identity
 
 
@@ -344,11 +303,8 @@ def check_account_names(accounts, where: str) -> tuple[str, ...]:
 __all__ = [
     "AUTH_STATE_KEY",
     "CLAIM_REASONS",
-    "POSIX_NAME_MIXED_CASE_RE",
-    "POSIX_NAME_RE",
     "MappingError",
     "MappingRules",
-    "PosixAccount",
     "check_account_map",
     "check_account_names",
     "check_ascii",
@@ -358,9 +314,7 @@ __all__ = [
     "claim_identity",
     "compile_pattern",
     "identity_pin",
-    "lookup_posix_account",
     "parse_username_map",
-    "slurm_service_users",
     "transform",
     "username_from_claims",
 ]

@@ -3,8 +3,9 @@
 A :class:`~oauthenticator.generic.GenericOAuthenticator` that
 
 - configures itself from the provider's issuer URL (OpenID Connect discovery,
-  :mod:`hpcspawner.oidc`), with PKCE, the state check and auth_state on;
-- maps the login to a POSIX account (:mod:`hpcspawner.identity`) and refuses a
+  :mod:`hpcspawner.auth.oidc`), with PKCE, the state check and auth_state on;
+- maps the login to a POSIX account (:mod:`hpcspawner.auth.mapping`,
+  :mod:`hpcspawner.auth.posix`) and refuses a
   login without one with a page that says what to do;
 - tells the spawner, through ``auth_state["hpcspawner"]``, who the user is on
   the cluster and which Slurm accounts they may charge;
@@ -19,112 +20,64 @@ import os
 import time
 from inspect import isawaitable
 
-from jupyterhub.traitlets import Callable
 from oauthenticator.generic import GenericOAuthenticator
 from tornado import web
 from tornado.httpclient import HTTPClientError
 from traitlets import (
-    Bool,
-    Dict,
-    Enum,
-    Float,
-    Integer,
-    List,
-    Unicode,
-    Union,
     default,
     observe,
     validate,
 )
 
-from .accountrules import (
-    DEFAULT_MAX_UID,
-    DEFAULT_MIN_UID,
-    DEFAULT_REFUSED_NAMES,
-    DEFAULT_REFUSED_SHELLS,
+from ..accountrules import (
     AccountRules,
+    PosixAccount,
     check_account,
     rules_from_config,
 )
-from .identity import (
+from ..logtext import loggable
+from ..sharedslurm import SharedSlurm, shared_slurm
+from ..slurm import association_choices
+from .handlers import (
+    CLAIM_LOG_LIMIT,
+    ClusterCallbackHandler,
+    ClusterLoginHandler,
+    NoClusterAccount,
+    refusal_message,
+    unavailable,
+)
+from .mapping import (
     AUTH_STATE_KEY,
-    CLAIM_REASONS,
     MappingError,
     MappingRules,
-    PosixAccount,
-    check_account_map,
     check_account_names,
     check_pin,
     check_username,
     claim_identity,
     compile_pattern,
     identity_pin,
-    lookup_posix_account,
     parse_username_map,
-    slurm_service_users,
     transform,
     username_from_claims,
 )
-from .loginhandlers import (
-    CLAIM_LOG_LIMIT,
-    ClusterCallbackHandler,
-    ClusterLoginHandler,
-    NoClusterAccount,
-    unavailable,
-)
-from .logtext import loggable
 from .oidc import (
     DiscoveryError,
     ProviderMetadata,
-    check_issuer,
     check_secure_url,
     discovery_url,
     parse_discovery,
 )
-from .sharedslurm import SharedSlurm, shared_slurm
-from .slurm import association_choices
-
-#: What the page says when the provider sent no usable identity (not the user's fault).
-CLAIM_PROBLEM_MESSAGE = (
-    "The identity provider did not tell this hub who you are. "
-    "Please contact the hub's administrators."
-)
-#: Reasons of :mod:`hpcspawner.accountrules` (and root/nobody): the account exists but is not
-#: a person's; applying for an account would not help.
-ACCOUNT_RULE_REASONS = frozenset(
-    {"reserved-username", "service-account", "system-account", "high-uid", "no-login-shell"}
-)
-#: What the page says for those.
-SYSTEM_ACCOUNT_MESSAGE = (
-    "The cluster account for {identity} is a system or service account, which cannot be "
-    "used on this hub. If you think this is wrong, please contact the hub's administrators."
-)
-#: What the page says when the account belongs to another identity at the provider.
-IDENTITY_CHANGED_MESSAGE = (
-    "The cluster account for {identity} belongs to another identity at the identity "
-    "provider. Please contact the hub's administrators."
-)
-#: Settings of the authenticator's own ``sacctmgr`` before logins went through the driver:
-#: their old default, and what to set instead (the hub warns at start-up when one is set).
-DEPRECATED_SLURM_SETTINGS = {
-    "sacctmgr_command": (
-        ["sacctmgr"],
-        "c.LocalSlurmDriver.commands_path (where sacctmgr is) and "
-        "c.LocalSlurmDriver.query_command_prefix (a wrapper such as sudo)",
-    ),
-    "sacctmgr_timeout": (10.0, "c.LocalSlurmDriver.command_timeout"),
-    "accounts_cache_seconds": (300.0, "c.SlurmSpawner.associations_ttl"),
-}
-
+from .posix import lookup_posix_account, slurm_service_users
+from .settings import DEPRECATED_SLURM_SETTINGS, ClusterOAuthenticatorSettings
 
 # ---------------------------------------------------------------- the authenticator
 
 
-class ClusterOAuthenticator(GenericOAuthenticator):
+class ClusterOAuthenticator(ClusterOAuthenticatorSettings, GenericOAuthenticator):
     """Log in with the site's OpenID Connect provider and map the login to a cluster account.
 
-    Select it with ``c.JupyterHub.authenticator_class = "hpc"``. Besides the
-    options below it takes every option of oauthenticator's
+    Select it with ``c.JupyterHub.authenticator_class = "hpc"``. Its options
+    are declared in :mod:`hpcspawner.auth.settings`. Besides the options below it takes every option of oauthenticator's
     ``GenericOAuthenticator`` (``client_id``, ``client_secret``,
     ``oauth_callback_url``, ``allowed_groups``, ``admin_groups``,
     ``manage_groups``, ``auth_state_groups_key``, ...). Its defaults differ:
@@ -138,26 +91,7 @@ class ClusterOAuthenticator(GenericOAuthenticator):
     login_handler = ClusterLoginHandler
     callback_handler = ClusterCallbackHandler
 
-    # ------------------------------------------------------------ the provider
-
-    issuer = Unicode(
-        "",
-        config=True,
-        help="""The provider's issuer URL; its endpoints are found by OpenID Connect discovery.
-
-        The hub reads ``<issuer>/.well-known/openid-configuration`` once, at start-up
-        or at the first login, and takes ``authorize_url``, ``token_url`` and
-        ``userdata_url`` from it. URLs you set explicitly win. The issuer must use
-        https (http only on 127.0.0.1 or localhost, for tests), and the document
-        must name the same issuer.
-
-            c.ClusterOAuthenticator.issuer = "https://keycloak.example.org/realms/hpc"
-        """,
-    )
-
-    @validate("issuer")
-    def _check_issuer(self, proposal):
-        return check_issuer(proposal.value) if proposal.value else ""
+    # ------------------------------------------------------------ the provider's defaults
 
     @validate("oauth_callback_url")
     def _check_callback_url(self, proposal):
@@ -183,289 +117,6 @@ class ClusterOAuthenticator(GenericOAuthenticator):
     def _default_enable_auth_state(self):
         # the spawner learns the user's cluster identity and accounts from auth_state
         return True
-
-    # ------------------------------------------------------------ login -> cluster user name
-
-    username_claim = Union(
-        [Unicode("preferred_username"), Callable()],
-        config=True,
-        help="""The claim that names the user, or a callable taking the claims and returning it.
-
-        Common choices: ``preferred_username`` (Keycloak), ``eppn`` (CILogon,
-        Shibboleth), ``email``. The value then goes through, in this order:
-        ``username_lowercase``, ``username_strip_domains``,
-        ``username_rewrite_pattern``, ``username_map_file`` or
-        ``username_lookup_hook``, and must end as a valid POSIX user name.
-
-            c.ClusterOAuthenticator.username_claim = "eppn"
-        """,
-    )
-
-    username_lowercase = Bool(
-        True,
-        config=True,
-        help="""Lower-case the claim before the other steps.
-
-        Turn it off only if your cluster has user names with capitals; JupyterHub
-        then keeps the case too.
-        """,
-    )
-
-    username_strip_domains = List(
-        Unicode(),
-        config=True,
-        help="""E-mail style domains to strip from the claim (``alice@uni.example`` -> ``alice``).
-
-        A claim with any other domain is refused: ``alice@elsewhere.example`` is
-        not the cluster's ``alice``. A claim without ``@`` (no domain at all) is
-        refused too (reason ``unscoped-claim``): it could come from anywhere.
-
-            c.ClusterOAuthenticator.username_strip_domains = ["uni.example", "physics.uni.example"]
-        """,
-    )
-
-    username_rewrite_pattern = Unicode(
-        "",
-        config=True,
-        help="""A regular expression the claim must match in full; the name is then
-        ``username_rewrite_template`` filled from the match.
-
-        A claim that does not match is refused, so a pattern alone is also a filter.
-
-            c.ClusterOAuthenticator.username_rewrite_pattern = r"(?P<user>[a-z0-9]+)@(?:[a-z]+\\.)?uni\\.example"
-        """,
-    )
-
-    username_rewrite_template = Unicode(
-        "{0}",
-        config=True,
-        help="""The user name built from ``username_rewrite_pattern``'s match.
-
-        ``{0}`` is the whole match, ``{1}``, ``{2}``... the groups, ``{user}`` a
-        named group.
-
-            c.ClusterOAuthenticator.username_rewrite_template = "{user}"
-        """,
-    )
-
-    @validate("username_rewrite_pattern")
-    def _check_rewrite_pattern(self, proposal):
-        compile_pattern(proposal.value)
-        return proposal.value
-
-    username_map_file = Unicode(
-        "",
-        config=True,
-        help="""A file mapping logins to cluster user names; a login not in it has no account.
-
-        Keys are the claim after the transforms above. Either a JSON object
-        ``{"login": "username"}``, or one ``login username`` pair per line (``#``
-        starts a comment). The hub reads it at start-up (and refuses to start if it
-        is invalid) and again whenever it changes; a broken new version is logged
-        and the previous one kept.
-
-            c.ClusterOAuthenticator.username_map_file = "/etc/jupyterhub/usernames.map"
-        """,
-    )
-
-    username_lookup_hook = Callable(
-        None,
-        allow_none=True,
-        config=True,
-        help="""An (async) callable mapping a login to a cluster user name, instead of a map file.
-
-        Called as ``await hook(authenticator, login, claims)`` with the claim after
-        the transforms above and all the claims; returns the user name, or None
-        when the login has no account. For example::
-
-            async def lookup(authenticator, login, claims):
-                return await my_directory.username_for(claims["sub"])
-            c.ClusterOAuthenticator.username_lookup_hook = lookup
-        """,
-    )
-
-    require_posix_account = Bool(
-        True,
-        config=True,
-        help="""Require the user name to exist in the hub host's user database (``getpwnam``:
-        /etc/passwd, or LDAP/SSSD through NSS).
-
-        A login whose name does not exist gets the "No cluster account" page; uid,
-        gid and groups for ``auth_state`` come from here. Turn it off only when the
-        hub cannot see the cluster's users and the map or hook is authoritative.
-        """,
-    )
-
-    min_uid = Integer(
-        DEFAULT_MIN_UID,
-        config=True,
-        help="""Smallest uid a login may map to; system accounts below it are refused.
-
-        Checked whenever the hub host knows the account (also with
-        ``require_posix_account`` off); uid 0 is always refused (reason
-        ``system-account``). Keep ``c.SlurmSpawner.min_uid`` equal: the spawner
-        checks again before it runs anything as the user.
-
-            c.ClusterOAuthenticator.min_uid = 10000
-        """,
-    )
-
-    max_uid = Integer(
-        DEFAULT_MAX_UID,
-        config=True,
-        help="""The first uid a login may no longer map to (reason ``high-uid``).
-
-        Debian gives packages' users uids from 60000 (``slurm``, Slurm's own
-        super-user, is 64030) and ``nobody`` is 65534. If your users' uids go
-        higher (LDAP or AD often use uids above 100000), raise it above the largest
-        one, and ``c.SlurmSpawner.max_uid`` with it.
-
-            c.ClusterOAuthenticator.max_uid = 2_000_000_000
-        """,
-    )
-
-    refused_usernames = List(
-        Unicode(),
-        list(DEFAULT_REFUSED_NAMES),
-        config=True,
-        help="""Accounts a login may never map to, whatever their uid (reason ``service-account``).
-
-        Checked even with ``require_posix_account`` off, and compared without
-        regard to case. ``root`` and the ``SlurmUser`` and ``SlurmdUser`` of
-        slurm.conf (``SLURM_CONF``, else /etc/slurm/slurm.conf, read at start-up)
-        are always refused too. Add your site's service accounts, and set the
-        same list as ``c.SlurmSpawner.refused_usernames``:
-
-            c.ClusterOAuthenticator.refused_usernames = ["root", "nobody", "slurm", "munge", "slurmrest", "slurmrestd", "backup-svc"]
-        """,
-    )
-
-    refused_shells = List(
-        Unicode(),
-        list(DEFAULT_REFUSED_SHELLS),
-        config=True,
-        help="""Login shells that mark an account a login may not map to (reason ``no-login-shell``).
-
-        An absolute path matches exactly; a bare name matches the shell's last
-        component (``nologin`` matches /usr/sbin/nologin and /sbin/nologin).
-        Use ``[]`` if your users' accounts have ``nologin`` on purpose (e.g. no
-        SSH to the login nodes) and should still get servers, and set
-        ``c.SlurmSpawner.refused_shells`` the same.
-
-            c.ClusterOAuthenticator.refused_shells = ["nologin", "false", "/usr/local/bin/locked"]
-        """,
-    )
-
-    no_account_message = Unicode(
-        "There is no cluster account for {identity}. If you need one, please apply for it; "
-        "if you have one, please contact the hub's administrators.",
-        config=True,
-        help="""What a user without a cluster account reads (plain text; ``{identity}`` is
-        the login the provider reported).
-
-        The page also links to ``no_account_url`` if you set it.
-
-            c.ClusterOAuthenticator.no_account_message = "No cluster account for {identity}: apply at https://hpc.uni.example/apply"
-        """,
-    )
-
-    @validate("no_account_message")
-    def _check_no_account_message(self, proposal):
-        try:
-            proposal.value.format(identity="alice@uni.example")
-        except (KeyError, IndexError, ValueError) as e:
-            raise ValueError(
-                f"no_account_message: only {{identity}} may appear in braces ({e!r}); "
-                "write {{ and }} for literal braces"
-            ) from None
-        return proposal.value
-
-    no_account_url = Unicode(
-        "",
-        config=True,
-        help="""Where users apply for a cluster account; the "No cluster account" page links to it.
-
-            c.ClusterOAuthenticator.no_account_url = "https://hpc.uni.example/apply"
-        """,
-    )
-
-    @validate("no_account_url")
-    def _check_no_account_url(self, proposal):
-        if proposal.value and not proposal.value.startswith(("https://", "http://")):
-            raise ValueError(f"no_account_url {proposal.value!r} must be an http(s) URL")
-        return proposal.value
-
-    # ------------------------------------------------------------ Slurm accounts
-
-    slurm_accounts = Union(
-        [Enum(["none", "sacctmgr"]), Dict(), Callable()],
-        default_value="none",
-        config=True,
-        help="""Where the Slurm accounts a user may charge come from.
-
-        The spawner offers only these and refuses any other ``account`` with a
-        message naming the field. ``"none"`` (default): not known, the spawner's
-        ``allowed_accounts`` apply and Slurm checks associations. ``"sacctmgr"``:
-        ask Slurm's accounting (``sacctmgr show associations``) at login, through
-        the spawner's driver (``c.SlurmSpawner.driver_class``, e.g.
-        ``c.LocalSlurmDriver.*``) and the hub's one cache of associations
-        (``c.SlurmSpawner.associations_ttl``), which the spawn page shares; when it
-        fails (no slurmdbd, a timeout) the accounts count as not known. A dict
-        ``{username: [account, ...]}``: a user missing from it may charge no
-        account explicitly. A callable ``(authenticator, username, claims)``,
-        which may be async, returning a list or None (not known).
-
-            c.ClusterOAuthenticator.slurm_accounts = "sacctmgr"
-            c.ClusterOAuthenticator.slurm_accounts = {"alice": ["proj-a"], "bob": ["proj-a", "proj-b"]}
-        """,
-    )
-
-    @validate("slurm_accounts")
-    def _check_slurm_accounts(self, proposal):
-        if isinstance(proposal.value, dict):
-            return check_account_map(proposal.value)
-        return proposal.value
-
-    sacctmgr_command = List(
-        Unicode(),
-        DEPRECATED_SLURM_SETTINGS["sacctmgr_command"][0],
-        config=True,
-        help="""Deprecated and ignored: logins ask ``sacctmgr`` through the spawner's driver.
-
-        The hub logs a warning at start-up when it is set. Configure the driver
-        instead: ``c.LocalSlurmDriver.commands_path`` says where ``sacctmgr`` is
-        found on the hub's host, and ``c.LocalSlurmDriver.query_command_prefix``
-        wraps it (and ``squeue``, ``scontrol``) in a command such as ``sudo``::
-
-            c.LocalSlurmDriver.commands_path = "/opt/slurm/bin"
-            c.LocalSlurmDriver.query_command_prefix = ["sudo", "-n", "-u", "slurm", "--"]
-
-        A ``sacctmgr`` reached only over ``ssh`` has no equivalent until a driver
-        over SSH exists; give ``slurm_accounts`` a callable meanwhile.
-        """,
-    )
-
-    sacctmgr_timeout = Float(
-        DEPRECATED_SLURM_SETTINGS["sacctmgr_timeout"][0],
-        config=True,
-        help="""Deprecated and ignored: ``sacctmgr`` runs through the spawner's driver.
-
-        Set ``c.LocalSlurmDriver.command_timeout`` (the time any Slurm command may
-        take). A login waits for the answer at most 5 s, after which the accounts
-        count as not known for this login (the query goes on and fills the cache).
-        """,
-    )
-
-    accounts_cache_seconds = Float(
-        DEPRECATED_SLURM_SETTINGS["accounts_cache_seconds"][0],
-        config=True,
-        help="""Deprecated and ignored: the login and the spawn page share one cache.
-
-        Set ``c.SlurmSpawner.associations_ttl`` (default 300 s) instead::
-
-            c.SlurmSpawner.associations_ttl = 300
-        """,
-    )
 
     # ------------------------------------------------------------ set-up
 
@@ -578,7 +229,7 @@ class ClusterOAuthenticator(GenericOAuthenticator):
         """Fetch and apply the issuer's discovery document, once; None without an issuer.
 
         Concurrent callers share one request; a failure is not cached, so the
-        next caller tries again. Raises :class:`~hpcspawner.oidc.DiscoveryError`.
+        next caller tries again. Raises :class:`~hpcspawner.auth.oidc.DiscoveryError`.
         """
         if not self.issuer:
             return None
@@ -656,14 +307,7 @@ class ClusterOAuthenticator(GenericOAuthenticator):
             raise self._no_account(e, identity="", claims=user_info) from None
 
     def _no_account(self, error: MappingError, *, identity: str, claims) -> NoClusterAccount:
-        if error.reason in CLAIM_REASONS:
-            message = CLAIM_PROBLEM_MESSAGE
-        elif error.reason == "identity-changed":
-            message = IDENTITY_CHANGED_MESSAGE.format(identity=identity)
-        elif error.reason in ACCOUNT_RULE_REASONS:
-            message = SYSTEM_ACCOUNT_MESSAGE.format(identity=identity)
-        else:
-            message = self.no_account_message.format(identity=identity)
+        message = refusal_message(error.reason, identity, self.no_account_message)
         subject = claims.get("sub") if isinstance(claims, dict) else None
         return NoClusterAccount(
             error, identity=identity, message=message, subject=str(subject or "")

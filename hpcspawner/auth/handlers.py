@@ -17,13 +17,49 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader
 from oauthenticator.oauth2 import OAuthCallbackHandler, OAuthLoginHandler
 from tornado import web
 
-from .identity import MappingError
-from .logtext import loggable
+from ..logtext import loggable
+from .mapping import CLAIM_REASONS, MappingError
 
 NO_ACCOUNT_TEMPLATE = "no_cluster_account.html"
 #: How much of one claim value (identity, sub) reaches the log, escaped.
 CLAIM_LOG_LIMIT = 200
-_TEMPLATES = Path(__file__).resolve().parent / "templates"
+#: The package's templates (``hpcspawner/templates``, shipped as package data).
+_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+
+#: What the page says when the provider sent no usable identity (not the user's fault).
+CLAIM_PROBLEM_MESSAGE = (
+    "The identity provider did not tell this hub who you are. "
+    "Please contact the hub's administrators."
+)
+#: Reasons of :mod:`hpcspawner.accountrules` (and root/nobody): the account exists but is not
+#: a person's; applying for an account would not help.
+ACCOUNT_RULE_REASONS = frozenset(
+    {"reserved-username", "service-account", "system-account", "high-uid", "no-login-shell"}
+)
+#: What the page says for those.
+SYSTEM_ACCOUNT_MESSAGE = (
+    "The cluster account for {identity} is a system or service account, which cannot be "
+    "used on this hub. If you think this is wrong, please contact the hub's administrators."
+)
+#: What the page says when the account belongs to another identity at the provider.
+IDENTITY_CHANGED_MESSAGE = (
+    "The cluster account for {identity} belongs to another identity at the identity "
+    "provider. Please contact the hub's administrators."
+)
+
+
+def refusal_message(reason: str, identity: str, no_account_message: str) -> str:
+    """What the "No cluster account" page says for a refusal with ``reason``.
+
+    ``no_account_message`` is the admin's text for a login that has no account.
+    """
+    if reason in CLAIM_REASONS:
+        return CLAIM_PROBLEM_MESSAGE
+    if reason == "identity-changed":
+        return IDENTITY_CHANGED_MESSAGE.format(identity=identity)
+    if reason in ACCOUNT_RULE_REASONS:
+        return SYSTEM_ACCOUNT_MESSAGE.format(identity=identity)
+    return no_account_message.format(identity=identity)
 
 
 class NoClusterAccount(web.HTTPError):
@@ -103,10 +139,15 @@ class ClusterCallbackHandler(OAuthCallbackHandler):
 
 
 __all__ = [
+    "ACCOUNT_RULE_REASONS",
     "CLAIM_LOG_LIMIT",
+    "CLAIM_PROBLEM_MESSAGE",
+    "IDENTITY_CHANGED_MESSAGE",
     "NO_ACCOUNT_TEMPLATE",
     "ClusterCallbackHandler",
     "ClusterLoginHandler",
     "NoClusterAccount",
+    "SYSTEM_ACCOUNT_MESSAGE",
+    "refusal_message",
     "unavailable",
 ]

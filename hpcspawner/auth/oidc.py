@@ -4,7 +4,7 @@ An OIDC provider publishes its endpoints at
 ``<issuer>/.well-known/openid-configuration`` (OpenID Connect Discovery 1.0).
 :func:`parse_discovery` checks that document against the issuer the admin
 configured and returns the endpoints the authenticator needs. Fetching it is
-:mod:`hpcspawner.auth`'s job.
+:class:`~hpcspawner.auth.ClusterOAuthenticator`'s job.
 """
 
 from __future__ import annotations
