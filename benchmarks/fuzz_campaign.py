@@ -63,8 +63,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from hpcspawner import batchscript  # noqa: E402
-from hpcspawner.options import (  # noqa: E402
+from hpcspawner.job import batchscript  # noqa: E402
+from hpcspawner.resources.options import (  # noqa: E402
     OPTION_FIELDS,
     OptionsError,
     Policy,

@@ -13,7 +13,7 @@ import sys
 
 from traitlets.config.loader import ConfigFileNotFound, PyFileConfigLoader
 
-from .options import format_memory, format_runtime
+from .resources.options import format_memory, format_runtime
 
 
 def load(path: str):

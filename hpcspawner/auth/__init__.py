@@ -5,11 +5,11 @@
 - :mod:`~hpcspawner.auth.handlers`: the login and callback handlers, the "No cluster account" page;
 - :mod:`~hpcspawner.auth.oidc`: OpenID Connect discovery (pure);
 - :mod:`~hpcspawner.auth.mapping`: login claims -> cluster user name, pinning (pure);
-- :mod:`~hpcspawner.auth.posix`: the system's user database and slurm.conf (I/O).
+- :mod:`~hpcspawner.accounts.posix`: the system's user database and slurm.conf (I/O).
 
 ``hpcspawner.auth.ClusterOAuthenticator`` (and the entry point ``hpc``) keep naming the
 class. It is loaded on first use: the spawner imports :mod:`~hpcspawner.auth.mapping` and
-:mod:`~hpcspawner.auth.posix` without loading the authenticator (and oauthenticator).
+:mod:`~hpcspawner.accounts.posix` without loading the authenticator (and oauthenticator).
 """
 
 __all__ = ["ClusterOAuthenticator", "NoClusterAccount"]

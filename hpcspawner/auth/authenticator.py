@@ -5,7 +5,7 @@ A :class:`~oauthenticator.generic.GenericOAuthenticator` that
 - configures itself from the provider's issuer URL (OpenID Connect discovery,
   :mod:`hpcspawner.auth.oidc`), with PKCE, the state check and auth_state on;
 - maps the login to a POSIX account (:mod:`hpcspawner.auth.mapping`,
-  :mod:`hpcspawner.auth.posix`) and refuses a
+  :mod:`hpcspawner.accounts.posix`) and refuses a
   login without one with a page that says what to do;
 - tells the spawner, through ``auth_state["hpcspawner"]``, who the user is on
   the cluster and which Slurm accounts they may charge;
@@ -29,15 +29,16 @@ from traitlets import (
     validate,
 )
 
-from ..accountrules import (
+from ..accounts.posix import lookup_posix_account, slurm_service_users
+from ..accounts.rules import (
     AccountRules,
     PosixAccount,
     check_account,
     rules_from_config,
 )
 from ..logtext import loggable
-from ..sharedslurm import SharedSlurm, shared_slurm
 from ..slurm import association_choices
+from ..spawner.shared import SharedSlurm, shared_slurm
 from .handlers import (
     CLAIM_LOG_LIMIT,
     ClusterCallbackHandler,
@@ -67,7 +68,6 @@ from .oidc import (
     discovery_url,
     parse_discovery,
 )
-from .posix import lookup_posix_account, slurm_service_users
 from .settings import DEPRECATED_SLURM_SETTINGS, ClusterOAuthenticatorSettings
 
 # ---------------------------------------------------------------- the authenticator

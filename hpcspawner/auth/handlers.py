@@ -23,15 +23,15 @@ from .mapping import CLAIM_REASONS, MappingError
 NO_ACCOUNT_TEMPLATE = "no_cluster_account.html"
 #: How much of one claim value (identity, sub) reaches the log, escaped.
 CLAIM_LOG_LIMIT = 200
-#: The package's templates (``hpcspawner/templates``, shipped as package data).
-_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+#: The auth room's templates (``hpcspawner/auth/templates``, shipped as package data).
+_TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 #: What the page says when the provider sent no usable identity (not the user's fault).
 CLAIM_PROBLEM_MESSAGE = (
     "The identity provider did not tell this hub who you are. "
     "Please contact the hub's administrators."
 )
-#: Reasons of :mod:`hpcspawner.accountrules` (and root/nobody): the account exists but is not
+#: Reasons of :mod:`hpcspawner.accounts.rules` (and root/nobody): the account exists but is not
 #: a person's; applying for an account would not help.
 ACCOUNT_RULE_REASONS = frozenset(
     {"reserved-username", "service-account", "system-account", "high-uid", "no-login-shell"}

@@ -14,11 +14,11 @@ maps one to the other in fixed steps, each optional except the first:
 
 Every refusal is a :class:`MappingError` with a short fixed ``reason`` label and
 a ``detail`` for the log. Which accounts a login may then use (uid range,
-service accounts, shells) is :mod:`hpcspawner.accountrules`. The login's
+service accounts, shells) is :mod:`hpcspawner.accounts.rules`. The login's
 provider identity ``(iss, sub)`` is pinned to the account it mapped to
 (:func:`check_pin`). This module reads no file and asks no database
 (``tests/unit/test_layers.py`` checks): looking the name up in the system's user
-database and reading slurm.conf are :mod:`hpcspawner.auth.posix`; reading the
+database and reading slurm.conf are :mod:`hpcspawner.accounts.posix`; reading the
 username map file, and asking Slurm for the user's accounts (through the hub's
 driver), are :class:`~hpcspawner.auth.ClusterOAuthenticator`'s.
 """
@@ -31,12 +31,12 @@ import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from ..accountrules import (
+from ..accounts.rules import (
     POSIX_NAME_MIXED_CASE_RE,
     POSIX_NAME_RE,
     MappingError,
 )
-from ..options import NAME_RE
+from ..resources.options import NAME_RE
 
 #: Key of hpcspawner's part of ``auth_state``: ``username``, ``uid``, ``gid``, ``groups``,
 #: ``accounts`` (read by the spawner, written by the authenticator), and ``iss`` and

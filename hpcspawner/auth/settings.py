@@ -12,7 +12,7 @@ from jupyterhub.traitlets import Callable
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, Union, validate
 from traitlets.config import Configurable
 
-from ..accountrules import (
+from ..accounts.rules import (
     DEFAULT_MAX_UID,
     DEFAULT_MIN_UID,
     DEFAULT_REFUSED_NAMES,

@@ -31,7 +31,7 @@ def may_act_as(username: object) -> bool:
     """True when a driver may run commands as ``username``: a plain name, never root.
 
     The last guard of every driver whatever its callers checked (who may log in
-    is decided by :mod:`hpcspawner.accountrules`, above this package).
+    is decided by :mod:`hpcspawner.accounts.rules`, above this package).
     """
     return (
         isinstance(username, str)
@@ -136,7 +136,7 @@ class SlurmDriver(LoggingConfigurable):
 
         Asks as the hub (not as a user). Raises :class:`~hpcspawner.slurm.errors.SlurmError`
         when Slurm could not be asked and :class:`~hpcspawner.slurm.records.ParseError`
-        when its answer is not understood. :class:`~hpcspawner.clusterinfo.ClusterInfo`
+        when its answer is not understood. :class:`~hpcspawner.spawner.clusterinfo.ClusterInfo`
         caches the result for the whole hub; call that, not this, from request handlers.
         """
         raise NotImplementedError

@@ -4,7 +4,7 @@
 reproduce a failure, never the environment. :func:`controller_unreachable` and
 :func:`submission_uncertain` read what Slurm said; what the hub makes of it
 (the user's message, the HTTP status) is decided outside this package, in
-:mod:`hpcspawner.errors`.
+:mod:`hpcspawner.spawner.errors`.
 """
 
 from __future__ import annotations

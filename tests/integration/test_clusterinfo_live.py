@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from hpcspawner.clusterinfo import ClusterInfo, narrow_policy
-from hpcspawner.options import PartitionPolicy, Policy
+from hpcspawner.resources.options import PartitionPolicy, Policy
 from hpcspawner.slurm.local import LocalSlurmDriver
+from hpcspawner.spawner.clusterinfo import ClusterInfo, narrow_policy
 
 from .hub import run
 

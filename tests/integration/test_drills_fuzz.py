@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hpcspawner.options import OPTION_FIELDS
+from hpcspawner.resources.options import OPTION_FIELDS
 
 from .drills import login_session, record
 from .hub import job_environ, run, squeue_fields

@@ -576,7 +576,7 @@ def _check_secrets(cluster: FakeCluster, username: str, script: str, env: dict[s
 
 async def report_port(user, token: str, port: int | None = None, *, body: bytes | None = None):
     """POST ``{"port": port}`` (or ``body``) with ``token`` to the hub's real port
-    callback handler (:class:`hpcspawner.api.PortCallbackHandler`), as the job's
+    callback handler (:class:`hpcspawner.spawner.callback.PortCallbackHandler`), as the job's
     launcher does; ``user`` is the token's owner (with ``.spawners``).
 
     Returns ``(status, message)``: 201 accepted, 400 bad body, 403 wrong token,
@@ -585,7 +585,7 @@ async def report_port(user, token: str, port: int | None = None, *, body: bytes 
     """
     from jupyterhub.objects import Hub
 
-    from hpcspawner.api import CALLBACK_PATH, PortCallbackHandler
+    from hpcspawner.spawner.callback import CALLBACK_PATH, PortCallbackHandler
 
     if body is None:
         body = json.dumps({"port": port}).encode()

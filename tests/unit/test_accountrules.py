@@ -1,4 +1,4 @@
-"""hpcspawner.accountrules: which POSIX accounts a login may map to and a server may run as.
+"""hpcspawner.accounts.rules: which POSIX accounts a login may map to and a server may run as.
 
 Pure: the accounts are built here, not looked up. The authenticator and the spawner
 that apply these rules are tested in test_auth.py and below (the spawner's check).
@@ -13,7 +13,8 @@ import pytest
 from fakeslurm import FakeSlurm
 from traitlets.config import Config
 
-from hpcspawner.accountrules import (
+from hpcspawner.accounts.posix import slurm_service_users
+from hpcspawner.accounts.rules import (
     AccountRules,
     MappingError,
     PosixAccount,
@@ -22,10 +23,9 @@ from hpcspawner.accountrules import (
     parse_slurm_conf_users,
     rules_from_config,
 )
-from hpcspawner.auth.posix import slurm_service_users
-from hpcspawner.errors import SpawnFailure
 from hpcspawner.slurm import LocalSlurmDriver, SlurmError
 from hpcspawner.spawner import SlurmSpawner
+from hpcspawner.spawner.errors import SpawnFailure
 
 DEFAULT = AccountRules()
 NOLOGIN = "/usr/sbin/nologin"

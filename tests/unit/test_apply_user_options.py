@@ -16,9 +16,9 @@ import pytest
 from fakeslurm import FakeSlurm
 from traitlets.config import Config
 
-from hpcspawner import spawner as spawner_module
-from hpcspawner.errors import SpawnFailure
 from hpcspawner.spawner import SlurmSpawner
+from hpcspawner.spawner import spawner as spawner_module
+from hpcspawner.spawner.errors import SpawnFailure
 
 
 def make_spawner(**settings) -> SlurmSpawner:

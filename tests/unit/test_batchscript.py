@@ -1,4 +1,4 @@
-"""hpcspawner.batchscript and the packaged template: golden files, injection, StrictUndefined.
+"""hpcspawner.job.batchscript and the packaged template: golden files, injection, StrictUndefined.
 
 Golden files live in ``tests/unit/golden/*.sh``. After an intended change to the
 template, regenerate them and review the diff::
@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from hpcspawner.batchscript import (
+from hpcspawner.job.batchscript import (
     UnsafeValueError,
     check_umask,
     default_template,
@@ -29,7 +29,7 @@ from hpcspawner.batchscript import (
     render,
     shell_quote,
 )
-from hpcspawner.options import (
+from hpcspawner.resources.options import (
     NAME_RE,
     OPTION_FIELDS,
     Environment,

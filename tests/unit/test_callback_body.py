@@ -1,10 +1,10 @@
-"""hpcspawner.api.parse_port_body: the only thing a starting job may tell the hub."""
+"""hpcspawner.spawner.callback.parse_port_body: the only thing a starting job may tell the hub."""
 
 from __future__ import annotations
 
 import pytest
 
-from hpcspawner.api import parse_port_body
+from hpcspawner.spawner.callback import parse_port_body
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""hpcspawner.api.token_matches: any token a client can send is a clean yes or no.
+"""hpcspawner.spawner.callback.token_matches: any token a client can send is a clean yes or no.
 
 Tornado decodes header values as latin-1, so the handler may see any character up to
 U+00FF (UTF-8 bytes arrive as two such characters each); the comparison must not raise
@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from hpcspawner.api import token_matches
+from hpcspawner.spawner.callback import token_matches
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 LIVE = SimpleNamespace(api_token=TOKEN, token_sha256="")

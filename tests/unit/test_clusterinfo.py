@@ -1,4 +1,4 @@
-"""hpcspawner.clusterinfo, .slurm.records, .slurm.snapshot, .slurm.hostlist: parsers, host lists, summaries, policy, cache.
+"""hpcspawner.spawner.clusterinfo, .slurm.records, .slurm.snapshot, .slurm.hostlist: parsers, host lists, summaries, policy, cache.
 
 ``tests/unit/data`` holds outputs recorded from the real local cluster by
 ``record_clusterinfo.sh`` and synthetic ones in the same format for what the
@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 from fakeslurm import FakeCluster, FakeSlurm
 
-from hpcspawner.clusterinfo import ClusterInfo, narrow_policy
-from hpcspawner.options import PartitionPolicy, Policy
+from hpcspawner.resources.options import PartitionPolicy, Policy
 from hpcspawner.slurm.errors import SlurmError
 from hpcspawner.slurm.hostlist import HostlistError, expand_hostlist
 from hpcspawner.slurm.records import (
@@ -38,6 +37,7 @@ from hpcspawner.slurm.records import (
     sacctmgr_args,
 )
 from hpcspawner.slurm.snapshot import ClusterSnapshot, summarize
+from hpcspawner.spawner.clusterinfo import ClusterInfo, narrow_policy
 
 DATA = Path(__file__).parent / "data"
 

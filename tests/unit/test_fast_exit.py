@@ -1,4 +1,4 @@
-"""hpcspawner.singleuser's fast exit: which servers it applies to, and that a script
+"""hpcspawner.job.launcher's fast exit: which servers it applies to, and that a script
 run through it behaves as when run directly (argv, paths, exit code, atexit)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from hpcspawner.singleuser import PYTHON_FAST_EXIT, fast_exit_argv, python_interpreter
+from hpcspawner.job.launcher import PYTHON_FAST_EXIT, fast_exit_argv, python_interpreter
 
 # ---------------------------------------------------------------- python_interpreter
 

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcspawner import form
-from hpcspawner.clusterinfo import narrow_policy
-from hpcspawner.options import (
+from hpcspawner.resources.options import (
     OptionsError,
     Policy,
     environments_from_config,
@@ -19,6 +17,8 @@ from hpcspawner.options import (
 )
 from hpcspawner.slurm.records import parse_nodes, parse_partitions
 from hpcspawner.slurm.snapshot import summarize
+from hpcspawner.spawner import form
+from hpcspawner.spawner.clusterinfo import narrow_policy
 
 DATA = Path(__file__).parent / "data"
 

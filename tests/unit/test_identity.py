@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from hpcspawner.accounts.posix import lookup_posix_account
 from hpcspawner.auth.mapping import (
     MappingError,
     MappingRules,
@@ -28,7 +29,6 @@ from hpcspawner.auth.oidc import (
     is_loopback,
     parse_discovery,
 )
-from hpcspawner.auth.posix import lookup_posix_account
 
 
 def rules(**kwargs) -> MappingRules:

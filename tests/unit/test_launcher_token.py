@@ -67,7 +67,7 @@ def launch(tmp_path, env):
         [
             sys.executable,
             "-m",
-            "hpcspawner.singleuser",
+            "hpcspawner.job.launcher",
             sys.executable,
             str(server),
             str(tmp_path / "env.json"),

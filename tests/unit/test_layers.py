@@ -8,7 +8,7 @@ Two checks: the imports each module's source names (relative forms such as
 which the hub's packages cannot be imported at all.
 
 The same walk holds the login mapping (``hpcspawner.auth.mapping``) pure: no file
-or system I/O (that is ``hpcspawner.auth.posix``), nothing from the hub; and the
+or system I/O (that is ``hpcspawner.accounts.posix``), nothing from the hub; and the
 spawner reaches the auth room's mapping and lookups without loading the
 authenticator.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 import hpcspawner
-from hpcspawner.accountrules import is_posix_name
+from hpcspawner.accounts.rules import is_posix_name
 from hpcspawner.slurm import may_act_as
 
 PACKAGE_DIR = Path(hpcspawner.__file__).parent
@@ -121,11 +121,19 @@ def slurm_modules() -> list[Path]:
         pytest.param(
             "from oauthenticator.generic import X", "oauthenticator.generic", id="submodule"
         ),
-        pytest.param("from ..errors import SpawnFailure", "hpcspawner.errors", id="dot-dot-module"),
-        pytest.param("from .. import clusterinfo", "hpcspawner.clusterinfo", id="dot-dot-import"),
+        pytest.param(
+            "from ..spawner.errors import SpawnFailure",
+            "hpcspawner.spawner.errors",
+            id="dot-dot-module",
+        ),
+        pytest.param("from .. import spawner", "hpcspawner.spawner", id="dot-dot-import"),
         pytest.param("from ...x import y", "...x", id="beyond-the-top"),
         pytest.param("from hpcspawner import spawner", "hpcspawner.spawner", id="absolute"),
-        pytest.param("import hpcspawner.options", "hpcspawner.options", id="absolute-module"),
+        pytest.param(
+            "import hpcspawner.resources.options",
+            "hpcspawner.resources.options",
+            id="absolute-module",
+        ),
     ],
 )
 def test_the_check_catches(source, expected):
@@ -249,14 +257,14 @@ IO_MODULES = (
 )
 
 #: Modules of the package the mapping may import: pure, standard library only (checked below).
-MAPPING_MAY_IMPORT = ("hpcspawner.accountrules", "hpcspawner.options")
+MAPPING_MAY_IMPORT = ("hpcspawner.accounts.rules", "hpcspawner.resources.options")
 
 
 def pure_violation(name: str) -> str | None:
     """Why the pure login mapping may not import ``name``, or None."""
     root = name.split(".")[0]
     if root in IO_MODULES:
-        return "file or system I/O (hpcspawner.auth.posix does that)"
+        return "file or system I/O (hpcspawner.accounts.posix does that)"
     if name.startswith("."):
         return "a relative import that leaves the package"
     if root == "hpcspawner":
@@ -276,7 +284,9 @@ def pure_violation(name: str) -> str | None:
         pytest.param("import os", "os", id="os"),
         pytest.param("from pathlib import Path", "pathlib", id="pathlib"),
         pytest.param(
-            "from .posix import lookup_posix_account", "hpcspawner.auth.posix", id="posix"
+            "from ..accounts.posix import lookup_posix_account",
+            "hpcspawner.accounts.posix",
+            id="posix",
         ),
         pytest.param("from . import authenticator", "hpcspawner.auth.authenticator", id="class"),
         pytest.param("from jupyterhub.utils import url_path_join", "jupyterhub.utils", id="hub"),
@@ -293,7 +303,8 @@ def test_the_purity_check_catches(source, expected):
 
 def test_the_purity_check_allows_the_standard_library_and_the_account_rules():
     source = (
-        "import json, re\nfrom ..accountrules import MappingError\nfrom ..options import NAME_RE"
+        "import json, re\nfrom ..accounts.rules import MappingError\n"
+        "from ..resources.options import NAME_RE"
     )
     assert violations(source, MAPPING, is_package=False, rule=pure_violation) == []
 

@@ -20,8 +20,8 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import sessionmaker
 from traitlets.config import Config
 
-from hpcspawner.errors import SpawnFailure
 from hpcspawner.spawner import SlurmSpawner
+from hpcspawner.spawner.errors import SpawnFailure
 
 #: Upper bound of every await here (seconds): the fake answers at once.
 TIMEOUT = 5.0

@@ -1,10 +1,10 @@
-"""hpcspawner.options: value parsers, the one validator, and the config builders."""
+"""hpcspawner.resources.options: value parsers, the one validator, and the config builders."""
 
 from __future__ import annotations
 
 import pytest
 
-from hpcspawner.options import (
+from hpcspawner.resources.options import (
     OPTION_FIELDS,
     Environment,
     OptionsError,

@@ -79,7 +79,8 @@ def test_the_lowest_jupyterhub_allowed_is_the_one_installed_and_tested():
 @pytest.mark.parametrize(
     "module",
     [
-        pytest.param("singleuser.py", id="launcher"),
+        pytest.param("job/launcher.py", id="launcher"),
+        pytest.param("job/__init__.py", id="job-package"),
         pytest.param("_version.py", id="version"),
         pytest.param("__init__.py", id="package"),
     ],
@@ -92,7 +93,7 @@ def test_the_launcher_runs_without_site_packages():
     # -I -S: no site-packages, no PYTHONPATH, no user site: only the stdlib and the work tree
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]); "
-        "import hpcspawner, hpcspawner.singleuser as launcher; "
+        "import hpcspawner, hpcspawner.job.launcher as launcher; "
         "print(callable(launcher.main)); "
         f"print(sorted(set(sys.modules) & {set(HUB_SIDE)!r}))"
     )

@@ -1,4 +1,4 @@
-"""hpcspawner.poller.JobPoller: the cache and query coalescing, with an in-memory driver.
+"""hpcspawner.spawner.poller.JobPoller: the cache and query coalescing, with an in-memory driver.
 
 This tests the poller's own logic only (one query for many callers, min_gap,
 unknown on error); tests/integration runs it against the real squeue.
@@ -13,9 +13,9 @@ from itertools import accumulate, islice
 import pytest
 from fakeslurm import FakeCluster, FakeSlurm
 
-from hpcspawner.poller import JobPoller, JobStatus
 from hpcspawner.slurm import Liveness, SlurmError
-from hpcspawner.spawner import stop_check_pauses
+from hpcspawner.spawner.poller import JobPoller, JobStatus
+from hpcspawner.spawner.spawner import stop_check_pauses
 
 #: Upper bound for every await in these tests (seconds).
 TIMEOUT = 2.0

@@ -12,13 +12,12 @@ import pytest
 from fakeslurm import FakeCluster, FakeSlurm
 from traitlets.config import Config
 
-from hpcspawner import recovery
-from hpcspawner import spawner as spawner_module
-from hpcspawner.api import token_matches
-from hpcspawner.errors import SpawnFailure
 from hpcspawner.slurm.errors import SlurmError, SlurmTimeout, submission_uncertain
 from hpcspawner.slurm.jobstate import JobInfo, parse_comment_matches
-from hpcspawner.spawner import SlurmSpawner
+from hpcspawner.spawner import SlurmSpawner, recovery
+from hpcspawner.spawner import spawner as spawner_module
+from hpcspawner.spawner.callback import token_matches
+from hpcspawner.spawner.errors import SpawnFailure
 
 CONNECT = "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"
 TIMED_OUT = "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation"

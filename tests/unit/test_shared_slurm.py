@@ -1,5 +1,5 @@
 """One door to Slurm: the authenticator's account lookup and the spawners share the hub's
-driver and its one cache of associations (hpcspawner.sharedslurm)."""
+driver and its one cache of associations (hpcspawner.spawner.shared)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from fakeslurm import FakeCluster, FakeSlurm
 from traitlets.config import Config
 
 from hpcspawner.auth import ClusterOAuthenticator
-from hpcspawner.settings import SlurmSpawnerSettings
-from hpcspawner.sharedslurm import shared_slurm, spawner_settings
 from hpcspawner.slurm import Association, LocalSlurmDriver
 from hpcspawner.spawner import SlurmSpawner
+from hpcspawner.spawner.settings import SlurmSpawnerSettings
+from hpcspawner.spawner.shared import shared_slurm, spawner_settings
 
 ISSUER = "https://idp.uni.example/realms/hpc"
 #: a login name this host does not know (require_posix_account is off below)

@@ -1,4 +1,4 @@
-"""hpcspawner.singleuser: the pure helpers of the job-side launcher."""
+"""hpcspawner.job.launcher: the pure helpers of the job-side launcher."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from hpcspawner.singleuser import (
+from hpcspawner.job.launcher import (
     _exit_code,
     candidate_ports,
     listening_inodes,

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from jupyterhub.objects import Hub
 from traitlets.config import Config
 
-from hpcspawner.errors import SpawnFailure
-from hpcspawner.options import OPTION_FIELDS
+from hpcspawner.resources.options import OPTION_FIELDS
 from hpcspawner.slurm import SlurmError
 from hpcspawner.spawner import SlurmSpawner
+from hpcspawner.spawner.errors import SpawnFailure
 
 
 def make_spawner(**settings) -> SlurmSpawner:

@@ -1,7 +1,7 @@
 """Cross-site spawn links: ``GET /hub/spawn?opt-...`` from another site shows the
 pre-filled form instead of starting a server (issue 10, finding 9).
 
-The rule is pure (:func:`hpcspawner.spawnlink.link_may_spawn`); the spawner's
+The rule is pure (:func:`hpcspawner.spawner.spawnlink.link_may_spawn`); the spawner's
 ``options_from_query`` applies it to the request JupyterHub's SpawnHandler hands it
 (``spawner.handler``). That the real hub and a real browser behave so is shown by
 tests/integration/test_spawn_page.py.
@@ -19,7 +19,7 @@ from tornado.httputil import HTTPHeaders
 from traitlets.config import Config
 
 from hpcspawner.spawner import SlurmSpawner
-from hpcspawner.spawnlink import SpawnLinkNotConfirmed, link_may_spawn
+from hpcspawner.spawner.spawnlink import SpawnLinkNotConfirmed, link_may_spawn
 
 HUB = "hub.example.org"
 

@@ -16,9 +16,9 @@ from fakeslurm import FakeCluster, FakeSlurm
 from jupyterhub.objects import Hub
 from traitlets.config import Config
 
-from hpcspawner.errors import SpawnFailure
 from hpcspawner.slurm import SlurmError
 from hpcspawner.spawner import SlurmSpawner
+from hpcspawner.spawner.errors import SpawnFailure
 
 NAME = "no-such-user-hpcspawner"
 REFUSED = SlurmError(["sbatch"], 1, "sbatch: error: Batch job submission failed: Invalid qos")

@@ -2,12 +2,12 @@
 
 The spawner orchestrates; the work is done elsewhere:
 
-- :mod:`hpcspawner.options` validates what the user asked for;
-- :mod:`hpcspawner.batchscript` renders the batch script;
+- :mod:`hpcspawner.resources.options` validates what the user asked for;
+- :mod:`hpcspawner.job.batchscript` renders the batch script;
 - a :class:`~hpcspawner.slurm.SlurmDriver` talks to Slurm;
-- the hub-wide :class:`~hpcspawner.poller.JobPoller` answers "is the job alive?"
+- the hub-wide :class:`~hpcspawner.spawner.poller.JobPoller` answers "is the job alive?"
   for every server with one batched query;
-- :mod:`hpcspawner.api` receives the port the job reports.
+- :mod:`hpcspawner.spawner.callback` receives the port the job reports.
 """
 
 from __future__ import annotations
@@ -31,29 +31,18 @@ from traitlets import (
     default,
 )
 
-from . import (
-    api,  # noqa: F401 - registers the port callback handler
-    batchscript,
-    form,
-    recovery,
-    spawnlink,
-)
-from ._version import __version__
-from .accountrules import MappingError, PosixAccount, check_account
-from .auth.mapping import AUTH_STATE_KEY
-from .auth.posix import lookup_posix_account
-from .clusterinfo import ClusterInfo, ClusterView, narrow_policy
-from .errors import SpawnFailure
-from .logtext import loggable
-from .options import (
+from .._version import __version__
+from ..accounts.posix import lookup_posix_account
+from ..accounts.rules import MappingError, PosixAccount, check_account
+from ..auth.mapping import AUTH_STATE_KEY
+from ..job import batchscript
+from ..logtext import loggable
+from ..resources.options import (
     OptionsError,
     Policy,
     validate_options,
 )
-from .poller import JobPoller, JobStatus
-from .settings import SlurmSpawnerSettings
-from .sharedslurm import SharedSlurm, shared_slurm
-from .slurm import (
+from ..slurm import (
     Liveness,
     SlurmDriver,
     SlurmError,
@@ -61,6 +50,17 @@ from .slurm import (
     controller_unreachable,
     submission_uncertain,
 )
+from . import (
+    callback,  # noqa: F401 - registers the port callback handler
+    form,
+    recovery,
+    spawnlink,
+)
+from .clusterinfo import ClusterInfo, ClusterView, narrow_policy
+from .errors import SpawnFailure
+from .poller import JobPoller, JobStatus
+from .settings import SlurmSpawnerSettings
+from .shared import SharedSlurm, shared_slurm
 
 #: Version of the state this spawner stores in the hub's database.
 STATE_VERSION = 1
@@ -90,7 +90,7 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
     # taken here; the one validator refuses what is not an object, with a 400.
     user_options = Any(
         help="""The options of this start, as the user sent them (hostile: validated
-        by hpcspawner.options.validate_options before use)."""
+        by hpcspawner.resources.options.validate_options before use)."""
     )
 
     @default("user_options")
@@ -516,7 +516,7 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         """``/hub/spawn?opt-partition=debug&opt-cpus=2`` links: JupyterHub 6 strips the
         ``opt-`` prefix itself, JupyterHub 5 passes the keys as they are.
 
-        A link from another site (:func:`hpcspawner.spawnlink.link_may_spawn`) starts
+        A link from another site (:func:`hpcspawner.spawner.spawnlink.link_may_spawn`) starts
         nothing: the form comes instead, pre-filled with the link's values."""
         options = self.options_from_form(
             {key.removeprefix("opt-"): value for key, value in query_data.items()}

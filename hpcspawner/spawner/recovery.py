@@ -17,8 +17,8 @@ import hashlib
 import ipaddress
 import time
 
+from ..slurm import SlurmError
 from .errors import SpawnFailure
-from .slurm import SlurmError
 
 #: how long a reaper looks for a lost submission's job
 REAPER_LIFETIME = 900.0

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .slurm import JobInfo, Liveness, SlurmError, liveness_of
+from ..slurm import JobInfo, Liveness, SlurmError, liveness_of
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ the hub uses):
 - the login shell, when known, is not a refused one (``nologin``, ``false``).
 
 Reading the user database and slurm.conf happens elsewhere
-(:func:`hpcspawner.auth.posix.lookup_posix_account`,
-:func:`hpcspawner.auth.posix.slurm_service_users`); this module only decides.
+(:func:`hpcspawner.accounts.posix.lookup_posix_account`,
+:func:`hpcspawner.accounts.posix.slurm_service_users`); this module only decides.
 It is the lowest layer of the login side: it imports nothing from the package.
 It stays outside ``hpcspawner/auth/`` because two rooms apply it independently:
 the authenticator at login, and the spawner before it runs anything as the user,

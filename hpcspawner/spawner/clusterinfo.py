@@ -4,7 +4,7 @@ The Slurm side (parsing, summing up partitions and nodes into a
 :class:`~hpcspawner.slurm.snapshot.ClusterSnapshot`) lives in the hub-free
 :mod:`hpcspawner.slurm`. Here:
 
-- :func:`narrow_policy` combines the admin's :class:`~hpcspawner.options.Policy`
+- :func:`narrow_policy` combines the admin's :class:`~hpcspawner.resources.options.Policy`
   with the cluster's limits.
 - :class:`ClusterInfo` is the hub-wide cache in front of the driver: one
   scheduler query per TTL serves every user's spawn page, concurrent callers
@@ -21,8 +21,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from .options import PartitionPolicy, Policy
-from .slurm import Association, ClusterSnapshot, ParseError, PartitionSummary, SlurmError
+from ..resources.options import PartitionPolicy, Policy
+from ..slurm import Association, ClusterSnapshot, ParseError, PartitionSummary, SlurmError
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Every Slurm question the hub asks goes through the driver the admin configured
 page's cluster information, and the authenticator's account lookup at login
 (``c.ClusterOAuthenticator.slurm_accounts = "sacctmgr"``). :func:`shared_slurm`
 returns the one :class:`SharedSlurm` of a hub: its driver, its
-:class:`~hpcspawner.clusterinfo.ClusterInfo` (one cache per kind of answer: the
+:class:`~hpcspawner.spawner.clusterinfo.ClusterInfo` (one cache per kind of answer: the
 cluster snapshot, each user's associations) and its job poller.
 
 The authenticator has no spawner to read the driver's settings from, so
@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 from traitlets.config import Config
 
+from ..slurm import SlurmDriver
 from .clusterinfo import ClusterInfo
 from .poller import JobPoller
 from .settings import SlurmSpawnerSettings
-from .slurm import SlurmDriver
 
 #: The spawner settings that shape the shared objects (read by :func:`spawner_settings`).
 SHARED_SETTINGS = ("driver_class", "cluster_info_ttl", "associations_ttl")

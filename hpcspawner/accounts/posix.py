@@ -5,7 +5,7 @@ an account's uid, gid, groups and shell; :func:`slurm_service_users` reads the
 ``SlurmUser`` and ``SlurmdUser`` of the local slurm.conf. Both block; both are
 used by the authenticator (at login) and by the spawner (before it runs anything
 as the user), which is why they live here and not in the authenticator. The
-decisions on what they return are :mod:`hpcspawner.accountrules`'s; the pure
+decisions on what they return are :mod:`hpcspawner.accounts.rules`'s; the pure
 mapping of a login to a name is :mod:`hpcspawner.auth.mapping`.
 """
 
@@ -15,7 +15,7 @@ import grp
 import os
 import pwd
 
-from ..accountrules import PosixAccount, parse_slurm_conf_users
+from .rules import PosixAccount, parse_slurm_conf_users
 
 #: Where Slurm's clients find slurm.conf when ``SLURM_CONF`` is not set (Debian's packages).
 DEFAULT_SLURM_CONF = "/etc/slurm/slurm.conf"

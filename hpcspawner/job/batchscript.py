@@ -65,7 +65,7 @@ def shell_quote(value) -> str:
 
 
 def default_template() -> str:
-    return resources.files("hpcspawner").joinpath("templates", DEFAULT_TEMPLATE).read_text()
+    return resources.files(__package__).joinpath("templates", DEFAULT_TEMPLATE).read_text()
 
 
 def make_environment() -> jinja2.Environment:

@@ -22,8 +22,8 @@ from traitlets import (
 )
 from traitlets.config import Configurable
 
-from . import batchscript, recovery
-from .accountrules import (
+from ..accounts.posix import slurm_service_users
+from ..accounts.rules import (
     DEFAULT_MAX_UID,
     DEFAULT_MIN_UID,
     DEFAULT_REFUSED_NAMES,
@@ -31,15 +31,16 @@ from .accountrules import (
     AccountRules,
     rules_from_config,
 )
-from .auth.posix import slurm_service_users
-from .options import (
+from ..job import batchscript
+from ..resources.options import (
     Policy,
     check_defaults,
     environments_from_config,
     partition_policies,
     profiles_from_config,
 )
-from .slurm import LocalSlurmDriver, SlurmDriver
+from ..slurm import LocalSlurmDriver, SlurmDriver
+from . import recovery
 
 
 class SlurmSpawnerSettings(Configurable):
@@ -197,7 +198,7 @@ class SlurmSpawnerSettings(Configurable):
         config=True,
         help="""Path of a jinja2 template to use instead of the packaged batch script.
 
-        Start from ``hpcspawner/templates/batch_script.sh.j2``. The template sees
+        Start from ``hpcspawner/job/templates/batch_script.sh.j2``. The template sees
         ``request`` (the validated resources), ``job_name``, ``comment``,
         ``workdir``, ``output``, ``command`` (a list), ``prologue``,
         ``environment``, ``extra_directives``, ``requeue``, ``path`` (the job's
@@ -609,7 +610,7 @@ class SlurmSpawnerSettings(Configurable):
         config=True,
         help="""Path of a jinja2 template to use instead of the packaged spawn form.
 
-        Start from ``hpcspawner/templates/options_form.html.j2``; it is rendered
+        Start from ``hpcspawner/spawner/templates/options_form.html.j2``; it is rendered
         with autoescaping inside JupyterHub's own form.
 
             c.SlurmSpawner.options_form_template = "/etc/jupyterhub/options_form.html.j2"
@@ -634,7 +635,7 @@ class SlurmSpawnerSettings(Configurable):
 
     @default("policy")
     def _build_policy(self):
-        from .options import parse_memory_mb, parse_runtime_minutes
+        from ..resources.options import parse_memory_mb, parse_runtime_minutes
 
         try:
             return Policy(

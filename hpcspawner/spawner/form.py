@@ -3,7 +3,7 @@
 Pure: :func:`form_context` builds what the template shows, :func:`render`
 renders it (autoescaped HTML), :func:`options_from_form` reshapes the posted
 form into ``user_options``. Validation is not done here: the one validator in
-:mod:`hpcspawner.options` checks form and REST requests alike, in ``start()``.
+:mod:`hpcspawner.resources.options` checks form and REST requests alike, in ``start()``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from importlib import resources
 
 import jinja2
 
-from .options import OPTION_FIELDS, Policy, format_memory, format_runtime
+from ..resources.options import OPTION_FIELDS, Policy, format_memory, format_runtime
 
 DEFAULT_TEMPLATE = "options_form.html.j2"
 
@@ -229,7 +229,7 @@ def form_context(
 
 
 def default_template() -> str:
-    return resources.files("hpcspawner").joinpath("templates", DEFAULT_TEMPLATE).read_text()
+    return resources.files(__package__).joinpath("templates", DEFAULT_TEMPLATE).read_text()
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,0 +1,9 @@
+"""The resources' room (pure): what a user may ask for, what the admin allows, and the check.
+
+- :mod:`~hpcspawner.resources.options`: the fields of a request, the admin's policy, and the one
+  validator the spawn form and the REST API share.
+
+Nothing here imports JupyterHub, tornado or the rest of the package except the Slurm layer's
+records (``tests/unit/test_layers.py`` holds it): a new resource field is added here, with its
+tests, and nowhere else but the form's template.
+"""

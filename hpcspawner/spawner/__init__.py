@@ -1,0 +1,27 @@
+"""The spawner's room: each user's server as a Slurm job, from the spawn page to ``scancel``.
+
+- :mod:`~hpcspawner.spawner.spawner`: :class:`SlurmSpawner`, the lifecycle (orchestration only);
+- :mod:`~hpcspawner.spawner.settings`: every option an admin sets, with its help and checks;
+- :mod:`~hpcspawner.spawner.shared`: the hub's one door to Slurm (driver, poller, cluster cache),
+  shared with the authenticator and closed when the hub stops;
+- :mod:`~hpcspawner.spawner.poller`: one batched ``squeue`` per interval for every server;
+- :mod:`~hpcspawner.spawner.clusterinfo`: the cached view of what the cluster offers;
+- :mod:`~hpcspawner.spawner.recovery`: finding jobs again after lost answers and restarts;
+- :mod:`~hpcspawner.spawner.callback`: the endpoint the job calls with its port;
+- :mod:`~hpcspawner.spawner.form`, :mod:`~hpcspawner.spawner.spawnlink`: the spawn page;
+- :mod:`~hpcspawner.spawner.errors`: what a failed start tells the user and the hub.
+
+``hpcspawner.spawner.SlurmSpawner`` (and the entry points ``hpc`` and ``hpcspawner``) keep
+naming the class; it is loaded on first use, so that the authenticator can reach
+:mod:`~hpcspawner.spawner.shared` without the spawner's own imports.
+"""
+
+__all__ = ["SlurmSpawner", "check_config"]
+
+
+def __getattr__(name):
+    if name in __all__:
+        from . import spawner
+
+        return getattr(spawner, name)
+    raise AttributeError(name)
