@@ -1,16 +1,19 @@
-"""The layers hold: ``hpcspawner.slurm`` imports nothing from the hub or the rest of the package.
+"""The layers hold: what each lower room may import, checked on the source and for real.
 
-The Slurm layer is what a new driver (SSH, slurmrestd) plugs into and what the
-poller and the cluster cache sit on; it must stay usable without JupyterHub.
-Two checks: the imports each module's source names (relative forms such as
-``from .. import x`` included, wherever they stand: in functions, under
-``TYPE_CHECKING``), and a real import of every module in a fresh interpreter in
-which the hub's packages cannot be imported at all.
+- ``hpcspawner.slurm`` (the drivers, records, parsers, errors) is what a new driver (SSH,
+  slurmrestd) plugs into and what the poller and the cluster cache sit on: nothing from the
+  hub, nothing from the rooms above it; traitlets (drivers are configurables) and the
+  stdlib-only ``hpcspawner.logtext``.
+- ``hpcspawner.resources`` (the request, the policy, the one validator, the offer) is pure:
+  the standard library and the Slurm layer's records, nothing else.
+- ``hpcspawner.auth.mapping`` (claims -> cluster user name) and ``hpcspawner.accounts.rules``
+  are pure in the stricter sense: no file or system I/O either (that is
+  ``hpcspawner.accounts.posix``), so their tests need no machine.
 
-The same walk holds the login mapping (``hpcspawner.auth.mapping``) pure: no file
-or system I/O (that is ``hpcspawner.accounts.posix``), nothing from the hub; and the
-spawner reaches the auth room's mapping and lookups without loading the
-authenticator.
+Two checks per layer: the imports each module's source names (relative forms such as
+``from .. import x`` included, wherever they stand: in functions, under ``TYPE_CHECKING``),
+and a real import of every module in a fresh interpreter in which the hub's packages cannot
+be imported at all. The job-side launcher's standard-library rule is in test_packaging.py.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import ast
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,16 +32,76 @@ from hpcspawner.accounts.rules import is_posix_name
 from hpcspawner.slurm import may_act_as
 
 PACKAGE_DIR = Path(hpcspawner.__file__).parent
-SLURM_DIR = PACKAGE_DIR / "slurm"
 
-#: Top-level packages the Slurm layer must not import.
-FORBIDDEN = ("jupyterhub", "tornado", "jinja2", "oauthenticator", "sqlalchemy")
+#: The hub's packages: unimportable in the fresh interpreters below.
+HUB_PACKAGES = ("jupyterhub", "tornado", "jinja2", "oauthenticator", "sqlalchemy")
 
-#: Modules outside ``hpcspawner.slurm`` it may import: stdlib-only leaves (checked below).
-ALLOWED_PACKAGE_MODULES = ("hpcspawner.logtext",)
+#: Standard-library modules through which a module reads files or asks the system.
+IO_MODULES = (
+    "os",
+    "pwd",
+    "grp",
+    "io",
+    "pathlib",
+    "shutil",
+    "glob",
+    "tempfile",
+    "subprocess",
+    "socket",
+    "asyncio",
+    "spwd",
+)
 
-#: Third-party packages the Slurm layer may import (drivers are configurables).
-ALLOWED_THIRD_PARTY = ("traitlets",)
+
+def within(name: str, prefixes) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A module or package, and what it may import besides the standard library."""
+
+    name: str
+    #: modules of the package it may import (each with its submodules)
+    may_import: tuple[str, ...]
+    #: third-party top-level packages it may import
+    third_party: tuple[str, ...] = ()
+    #: pure in the strict sense: no standard-library module that does file or system I/O
+    no_io: bool = False
+
+    def violation(self, name: str) -> str | None:
+        """Why this layer may not import ``name``, or None."""
+        root = name.split(".")[0]
+        if name.startswith("."):
+            return "a relative import that leaves the package"
+        if root == "hpcspawner":
+            if within(name, self.may_import):
+                return None
+            if name == "hpcspawner":
+                return "the package's __init__ (it reaches the spawner)"
+            return f"a module outside {', '.join(self.may_import)} (a higher layer)"
+        if self.no_io and root in IO_MODULES:
+            return "file or system I/O (hpcspawner.accounts.posix does that)"
+        if root in sys.stdlib_module_names or root in self.third_party:
+            return None
+        if root in HUB_PACKAGES:
+            return f"the hub's dependencies stay out of {self.name}"
+        return "a third-party package"
+
+    def modules(self) -> list[Path]:
+        path = PACKAGE_DIR.parent.joinpath(*self.name.split("."))
+        return sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
+
+
+SLURM = Layer("hpcspawner.slurm", ("hpcspawner.slurm", "hpcspawner.logtext"), ("traitlets",))
+RESOURCES = Layer("hpcspawner.resources", ("hpcspawner.resources", "hpcspawner.slurm"))
+MAPPING = Layer(
+    "hpcspawner.auth.mapping",
+    ("hpcspawner.auth.mapping", "hpcspawner.accounts.rules", "hpcspawner.resources.options"),
+    no_io=True,
+)
+RULES = Layer("hpcspawner.accounts.rules", ("hpcspawner.accounts.rules",), no_io=True)
+LAYERS = [SLURM, RESOURCES, MAPPING, RULES]
 
 
 def module_name(path: Path) -> str:
@@ -70,31 +134,13 @@ def imported_names(source: str, module: str, is_package: bool) -> list[tuple[int
     return found
 
 
-def violation(name: str) -> str | None:
-    """Why the Slurm layer may not import ``name``, or None."""
-    root = name.split(".")[0]
-    if root in FORBIDDEN:
-        return "the hub's dependencies stay out of hpcspawner.slurm"
-    if name.startswith("."):
-        return "a relative import that leaves the package"
-    if root == "hpcspawner":
-        if name == "hpcspawner.slurm" or name.startswith("hpcspawner.slurm."):
-            return None
-        if any(
-            name == allowed or name.startswith(allowed + ".") for allowed in ALLOWED_PACKAGE_MODULES
-        ):
-            return None
-        if name == "hpcspawner":
-            return "the package's __init__ (it reaches the spawner)"
-        return "a module outside hpcspawner.slurm (a higher layer)"
-    return None
-
-
-def violations(source: str, module: str, is_package: bool, rule=violation) -> list[str]:
+def violations(layer: Layer, source: str, module: str, is_package: bool = False) -> list[str]:
     """One line per import statement that breaks the layering (all its offending names)."""
     by_line: dict[int, tuple[list[str], str]] = {}
     for line, name in imported_names(source, module, is_package):
-        why = rule(name)
+        if name == "__future__" or name.startswith("__future__."):
+            continue
+        why = layer.violation(name)
         if why is not None:
             by_line.setdefault(line, ([], why))[0].append(name)
     return [
@@ -103,8 +149,9 @@ def violations(source: str, module: str, is_package: bool, rule=violation) -> li
     ]
 
 
-def slurm_modules() -> list[Path]:
-    return sorted(SLURM_DIR.rglob("*.py"))
+def offending_names(found: list[str]) -> list[str]:
+    assert len(found) == 1, found
+    return found[0].split(" imports ", 1)[1].split(": ", 1)[0].split(", ")
 
 
 @pytest.mark.parametrize(
@@ -134,13 +181,12 @@ def slurm_modules() -> list[Path]:
             "hpcspawner.resources.options",
             id="absolute-module",
         ),
+        pytest.param("import yaml", "yaml", id="third-party"),
     ],
 )
 def test_the_check_catches(source, expected):
-    found = violations(source, "hpcspawner.slurm.local", is_package=False)
-    assert len(found) == 1, found
-    names = found[0].split(" imports ", 1)[1].split(": ", 1)[0].split(", ")
-    assert expected in names, found
+    found = violations(SLURM, source, "hpcspawner.slurm.local")
+    assert expected in offending_names(found), found
 
 
 @pytest.mark.parametrize(
@@ -160,43 +206,78 @@ def test_the_check_catches(source, expected):
     ],
 )
 def test_the_check_allows(source, module, is_package):
-    assert violations(source, module, is_package) == []
+    assert violations(SLURM, source, module, is_package) == []
 
 
-def test_the_slurm_layer_imports_nothing_from_the_hub_or_higher_layers():
-    modules = slurm_modules()
-    assert {path.name for path in modules} >= {"__init__.py", "driver.py", "local.py"}
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        pytest.param("from traitlets import Unicode", "traitlets", id="traitlets"),
+        pytest.param("from ..spawner import form", "hpcspawner.spawner", id="the-spawner"),
+        pytest.param("from ..logtext import loggable", "hpcspawner.logtext", id="logtext"),
+        pytest.param("import jinja2", "jinja2", id="jinja2"),
+    ],
+)
+def test_the_resources_may_not_import_what_the_slurm_layer_may(source, expected):
+    found = violations(RESOURCES, source, "hpcspawner.resources.options")
+    assert expected in offending_names(found), found
+
+
+def test_the_resources_may_import_the_slurm_records():
+    source = "from ..slurm import Association\nfrom .options import Policy\nimport math"
+    assert violations(RESOURCES, source, "hpcspawner.resources.offer") == []
+
+
+@pytest.mark.parametrize("layer", LAYERS, ids=lambda layer: layer.name)
+def test_the_layer_imports_only_what_it_may(layer):
+    modules = layer.modules()
+    assert modules and all(path.exists() for path in modules), modules
     found = []
     for path in modules:
-        found += violations(path.read_text(), module_name(path), path.name == "__init__.py")
+        found += violations(layer, path.read_text(), module_name(path), path.name == "__init__.py")
     assert found == []
 
 
-@pytest.mark.parametrize("allowed", ALLOWED_PACKAGE_MODULES)
-def test_what_the_slurm_layer_may_import_from_outside_needs_only_the_standard_library(allowed):
-    path = PACKAGE_DIR.parent.joinpath(*allowed.split(".")).with_suffix(".py")
-    names = imported_names(path.read_text(), allowed, is_package=False)
-    outside = [
-        f"{allowed}:{line} imports {name}"
-        for line, name in names
-        if name.split(".")[0] not in sys.stdlib_module_names
-    ]
-    assert outside == []
+@pytest.mark.parametrize(
+    "layer, allowed",
+    [
+        (layer, m)
+        for layer in LAYERS
+        for m in layer.may_import
+        # a layer of its own (the Slurm layer for the resources) is held by its own rules
+        if not within(m, [layer.name]) and m not in {other.name for other in LAYERS}
+    ],
+    ids=lambda value: getattr(value, "name", value),
+)
+def test_what_a_layer_imports_from_outside_keeps_its_rules(layer, allowed):
+    """A module a layer may import must itself keep the layer's rules (e.g. stdlib only)."""
+    found = []
+    for path in Layer(allowed, ()).modules():
+        source = path.read_text()
+        found += [
+            f"{allowed}:{line} imports {name}: {why}"
+            for line, name in imported_names(source, module_name(path), path.name == "__init__.py")
+            if not name.startswith("__future__")
+            and not within(name, [allowed])
+            and (why := layer.violation(name)) is not None
+        ]
+    assert found == []
 
 
-def test_every_slurm_module_imports_with_the_hub_unavailable():
+@pytest.mark.parametrize("layer", [SLURM, RESOURCES], ids=lambda layer: layer.name)
+def test_every_module_of_the_layer_imports_with_the_hub_unavailable(layer):
     """Transitive imports too: the hub's packages are made unimportable, then each module loads."""
-    modules = [module_name(path) for path in slurm_modules()]
+    modules = [module_name(path) for path in layer.modules()]
     code = textwrap.dedent(
         f"""
         import importlib, sys
-        for name in {FORBIDDEN!r}:
+        for name in {HUB_PACKAGES!r}:
             sys.modules[name] = None  # "import name" now raises ImportError
         import hpcspawner  # what the package's __init__ loads is not the layer's doing
         before = set(sys.modules)
         for module in {modules!r}:
             importlib.import_module(module)
-        allowed = ("hpcspawner.slurm",) + {ALLOWED_PACKAGE_MODULES!r}
+        allowed = {layer.may_import!r}
         loaded = sorted(
             name for name in set(sys.modules) - before
             if name.startswith("hpcspawner.")
@@ -238,43 +319,6 @@ def test_the_drivers_guard_refuses_root_in_any_case():
 
 # ---------------------------------------------------------------- the login mapping is pure
 
-MAPPING = "hpcspawner.auth.mapping"
-
-#: Standard-library modules through which a module reads files or asks the system.
-IO_MODULES = (
-    "os",
-    "pwd",
-    "grp",
-    "io",
-    "pathlib",
-    "shutil",
-    "glob",
-    "tempfile",
-    "subprocess",
-    "socket",
-    "asyncio",
-    "spwd",
-)
-
-#: Modules of the package the mapping may import: pure, standard library only (checked below).
-MAPPING_MAY_IMPORT = ("hpcspawner.accounts.rules", "hpcspawner.resources.options")
-
-
-def pure_violation(name: str) -> str | None:
-    """Why the pure login mapping may not import ``name``, or None."""
-    root = name.split(".")[0]
-    if root in IO_MODULES:
-        return "file or system I/O (hpcspawner.accounts.posix does that)"
-    if name.startswith("."):
-        return "a relative import that leaves the package"
-    if root == "hpcspawner":
-        if any(name == m or name.startswith(m + ".") for m in MAPPING_MAY_IMPORT):
-            return None
-        return "a module of the package that is not known to be pure"
-    if root not in sys.stdlib_module_names:
-        return "a third-party package (the hub's among them)"
-    return None
-
 
 @pytest.mark.parametrize(
     "source, expected",
@@ -295,10 +339,8 @@ def pure_violation(name: str) -> str | None:
     ],
 )
 def test_the_purity_check_catches(source, expected):
-    found = violations(source, MAPPING, is_package=False, rule=pure_violation)
-    assert len(found) == 1, found
-    names = found[0].split(" imports ", 1)[1].split(": ", 1)[0].split(", ")
-    assert expected in names, found
+    found = violations(MAPPING, source, MAPPING.name)
+    assert expected in offending_names(found), found
 
 
 def test_the_purity_check_allows_the_standard_library_and_the_account_rules():
@@ -306,20 +348,7 @@ def test_the_purity_check_allows_the_standard_library_and_the_account_rules():
         "import json, re\nfrom ..accounts.rules import MappingError\n"
         "from ..resources.options import NAME_RE"
     )
-    assert violations(source, MAPPING, is_package=False, rule=pure_violation) == []
-
-
-def test_the_login_mapping_is_pure():
-    path = PACKAGE_DIR / "auth" / "mapping.py"
-    assert violations(path.read_text(), MAPPING, is_package=False, rule=pure_violation) == []
-
-
-@pytest.mark.parametrize("allowed", MAPPING_MAY_IMPORT)
-def test_what_the_login_mapping_imports_from_the_package_is_pure_too(allowed):
-    path = PACKAGE_DIR.parent.joinpath(*allowed.split(".")).with_suffix(".py")
-    names = imported_names(path.read_text(), allowed, is_package=False)
-    found = [f"{allowed}:{line} imports {name}" for line, name in names if pure_violation(name)]
-    assert found == []
+    assert violations(MAPPING, source, MAPPING.name) == []
 
 
 def test_the_spawner_reaches_the_auth_room_without_the_authenticator():
