@@ -323,33 +323,35 @@ def _config_value(where: str, kind, value):
     raise AssertionError(kind)
 
 
+def _config_entries(config: Mapping, what: str, keys: Mapping):
+    """``(name, where, values)`` for each entry of a dict-of-dicts setting such as
+    ``c.SlurmSpawner.partitions``: the name checked, the keys known, each value of its kind.
+
+    ``keys`` maps a config key to its kind, or to ``(attribute, kind)`` where the record's
+    field has another name; ``values`` is keyed by that field."""
+    for name, spec in config.items():
+        where = f"{what}s[{name!r}]"
+        _parse_name(name, what)
+        _check_keys(where, spec, keys)
+        values = {}
+        for key, target in keys.items():
+            attribute, kind = target if isinstance(target, tuple) else (key, target)
+            if key in spec:
+                values[attribute] = _config_value(f"{where}[{key!r}]", kind, spec[key])
+        yield name, where, values
+
+
 def partition_policies(config: Mapping) -> dict[str, PartitionPolicy]:
     """Build partition limits from ``c.SlurmSpawner.partitions``; raise ValueError naming the fix."""
-    policies = {}
-    for name, spec in config.items():
-        where = f"partitions[{name!r}]"
-        _parse_name(name, "partition")
-        _check_keys(where, spec, _PARTITION_KEYS)
-        values = {
-            attribute: _config_value(f"{where}[{key!r}]", kind, spec[key])
-            for key, (attribute, kind) in _PARTITION_KEYS.items()
-            if key in spec
-        }
-        policies[name] = PartitionPolicy(name=name, **values)
-    return policies
+    return {
+        name: PartitionPolicy(name=name, **values)
+        for name, _, values in _config_entries(config, "partition", _PARTITION_KEYS)
+    }
 
 
 def environments_from_config(config: Mapping) -> dict[str, Environment]:
     environments = {}
-    for name, spec in config.items():
-        where = f"environments[{name!r}]"
-        _parse_name(name, "environment")
-        _check_keys(where, spec, _ENVIRONMENT_KEYS)
-        values = {
-            key: _config_value(f"{where}[{key!r}]", kind, spec[key])
-            for key, kind in _ENVIRONMENT_KEYS.items()
-            if key in spec
-        }
+    for name, where, values in _config_entries(config, "environment", _ENVIRONMENT_KEYS):
         for module in values.get("modules", ()):
             if not isinstance(module, str) or not re.fullmatch(r"[A-Za-z0-9_.+/-]+", module):
                 raise ValueError(f"{where}['modules']: {module!r} is not a module name")
@@ -359,11 +361,8 @@ def environments_from_config(config: Mapping) -> dict[str, Environment]:
 
 def profiles_from_config(config: Mapping) -> dict[str, Profile]:
     profiles = {}
-    for name, spec in config.items():
-        where = f"profiles[{name!r}]"
-        _parse_name(name, "profile")
-        _check_keys(where, spec, _PROFILE_KEYS)
-        options = _config_value(f"{where}['options']", dict, spec.get("options", {}))
+    for name, where, values in _config_entries(config, "profile", _PROFILE_KEYS):
+        options = values.get("options", {})
         allowed = [name for name in OPTION_FIELDS if name != "profile"]
         unknown = sorted(set(options) - set(allowed))
         if unknown:
@@ -372,7 +371,7 @@ def profiles_from_config(config: Mapping) -> dict[str, Profile]:
                 f"allowed: {', '.join(allowed)}"
             )
         profiles[name] = Profile(
-            name=name, description=spec.get("description", ""), options=options
+            name=name, description=values.get("description", ""), options=options
         )
     return profiles
 
