@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Awaitable
 
 from .errors import OutputTooLarge, SlurmError, SlurmTimeout
 
@@ -23,12 +24,13 @@ _READ_CHUNK = 64 * 1024
 _REAP_TIMEOUT = 5
 
 
-class _Overflow(Exception):
-    """Raised inside :func:`_collect` when the cap is exceeded."""
+class Overflow(Exception):
+    """Raised by :func:`collect_capped` when the cap is exceeded; ``args[0]`` holds the
+    stderr chunks read so far (for the error message)."""
 
 
 async def _read_capped(stream, chunks: list[bytes], budget: list[int]) -> None:
-    """Read ``stream`` to its end into ``chunks``; raise _Overflow when ``budget`` runs out.
+    """Read ``stream`` to its end into ``chunks``; raise Overflow when ``budget`` runs out.
 
     ``budget`` (one shared count for stdout and stderr) is what may still be read.
     asyncio's transport stops reading from the pipe while its buffer is full, so
@@ -40,7 +42,7 @@ async def _read_capped(stream, chunks: list[bytes], budget: list[int]) -> None:
             return
         budget[0] -= len(chunk)
         if budget[0] < 0:
-            raise _Overflow
+            raise Overflow
         chunks.append(chunk)
 
 
@@ -56,25 +58,39 @@ async def _feed(proc, data: bytes | None) -> None:
         proc.stdin.close()
 
 
-async def _collect(proc, data: bytes | None, max_output: int) -> tuple[list[bytes], list[bytes]]:
-    """Feed stdin, read stdout and stderr within the cap, wait for the exit."""
+async def collect_capped(
+    feed: Awaitable[None], stdout, stderr, max_output: int
+) -> tuple[list[bytes], list[bytes]]:
+    """Run ``feed`` (writes the command's stdin) while reading ``stdout`` and ``stderr``
+    to their ends within one shared cap of ``max_output`` bytes.
+
+    The streams need only ``await read(n)`` returning b"" at the end: a local pipe
+    (:func:`run_argv`) or an SSH channel (:mod:`hpcspawner.slurm.ssh`). Raises
+    :class:`Overflow` past the cap; the caller stops the command.
+    """
     out: list[bytes] = []
     err: list[bytes] = []
     budget = [max_output]
     tasks = [
-        asyncio.ensure_future(_feed(proc, data)),
-        asyncio.ensure_future(_read_capped(proc.stdout, out, budget)),
-        asyncio.ensure_future(_read_capped(proc.stderr, err, budget)),
+        asyncio.ensure_future(feed),
+        asyncio.ensure_future(_read_capped(stdout, out, budget)),
+        asyncio.ensure_future(_read_capped(stderr, err, budget)),
     ]
     try:
         await asyncio.gather(*tasks)
-        await proc.wait()
-    except _Overflow:
-        raise _Overflow(err) from None
+    except Overflow:
+        raise Overflow(err) from None
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+    return out, err
+
+
+async def _collect(proc, data: bytes | None, max_output: int) -> tuple[list[bytes], list[bytes]]:
+    """Feed stdin, read stdout and stderr within the cap, wait for the exit."""
+    out, err = await collect_capped(_feed(proc, data), proc.stdout, proc.stderr, max_output)
+    await proc.wait()
     return out, err
 
 
@@ -142,7 +158,7 @@ async def run_argv(
     data = stdin.encode() if stdin is not None else None
     try:
         out, err = await asyncio.wait_for(_collect(proc, data, max_output), timeout=timeout)
-    except _Overflow as e:
+    except Overflow as e:
         await _reap(proc)
         (err_chunks,) = e.args
         raise OutputTooLarge(

@@ -2,8 +2,9 @@
 
 A driver knows how to reach Slurm; the spawner, the poller and the cluster
 cache only ever call these methods. :class:`~hpcspawner.slurm.local.LocalSlurmDriver`
-runs the Slurm commands on the hub's host; drivers for a login node over SSH and
-for slurmrestd (JWT) implement the same methods.
+runs the Slurm commands on the hub's host, :class:`~hpcspawner.slurm.ssh.SSHSlurmDriver`
+on a login node over SSH (both share :class:`~hpcspawner.slurm.cli.CommandDriver`);
+a driver for slurmrestd (JWT) implements the same methods.
 """
 
 from __future__ import annotations
@@ -76,6 +77,13 @@ class SlurmDriver(LoggingConfigurable):
 
     def _count(self, kind: str) -> None:
         self.calls[kind] = self.calls.get(kind, 0) + 1
+
+    async def close(self) -> None:
+        """Release what the driver holds open (connections); the hub calls it at shutdown.
+
+        Nothing to do for a driver that holds nothing (the local one). The driver
+        stays usable: a later call opens what it needs again.
+        """
 
     async def submit(self, username: str, script: str, env: dict[str, str]) -> str:
         """Submit ``script`` as ``username`` with ``env``; return the job id.

@@ -60,6 +60,23 @@ class OutputTooLarge(SlurmError):
         )
 
 
+class ConnectionFailed(SlurmError):
+    """The way to Slurm could not be opened (an SSH login node refused, failed its
+    host-key check or did not answer): the command never started.
+
+    Counts as "controller unreachable" (unknown, never gone); a submission that
+    failed so certainly did not happen.
+    """
+
+
+class ConnectionLost(SlurmError):
+    """The way to Slurm broke while a command ran (an SSH connection dropped).
+
+    The command may have run to its end on the far side: like a timeout, a
+    submission is then uncertain, and a status is unknown.
+    """
+
+
 #: Slurm's messages when the controller cannot be reached.
 CONTROLLER_UNREACHABLE = (
     "Unable to contact slurm controller",
@@ -77,12 +94,16 @@ ANSWER_LOST = (
 
 
 def controller_unreachable(error: SlurmError) -> bool:
-    return isinstance(error, SlurmTimeout) or any(
-        text in error.stderr for text in CONTROLLER_UNREACHABLE
-    )
+    """True when Slurm could not be asked (timeout, no connection, controller down):
+    the answer is unknown, not a refusal."""
+    if isinstance(error, SlurmTimeout | ConnectionFailed | ConnectionLost):
+        return True
+    return any(text in error.stderr for text in CONTROLLER_UNREACHABLE)
 
 
 def submission_uncertain(error: SlurmError) -> bool:
     """True when a failed request may still take effect: a hung controller can
     process it from its socket backlog after the client gave up."""
-    return isinstance(error, SlurmTimeout) or any(text in error.stderr for text in ANSWER_LOST)
+    if isinstance(error, SlurmTimeout | ConnectionLost):
+        return True
+    return any(text in error.stderr for text in ANSWER_LOST)
