@@ -5,11 +5,19 @@ Nothing in this package imports JupyterHub, tornado or the rest of hpcspawner
 since drivers are configurables (``c.LocalSlurmDriver.*``), and
 :mod:`hpcspawner.logtext`, a leaf that needs only the standard library (the same
 test holds it to that) and that every room uses to escape text for the log.
+:mod:`~hpcspawner.slurm.ssh` also imports asyncssh, the optional dependency of the
+``ssh`` extra (``pip install hpcspawner[ssh]``): this package does not import that
+module, so the rest works without asyncssh.
 
 - :mod:`~hpcspawner.slurm.driver`: :class:`SlurmDriver`, the interface every driver
   implements, and :class:`JobOutput`;
+- :mod:`~hpcspawner.slurm.cli`: :class:`~hpcspawner.slurm.cli.CommandDriver`, what the
+  command drivers run and how they read the answers, apart from the transport;
 - :mod:`~hpcspawner.slurm.local`: :class:`LocalSlurmDriver`, Slurm's commands on the
   hub's host;
+- :mod:`~hpcspawner.slurm.ssh`: :class:`~hpcspawner.slurm.ssh.SSHSlurmDriver`, Slurm's
+  commands on a login node over SSH (import it from there);
+- :mod:`~hpcspawner.slurm.shellquote`: argv -> one command line for a remote shell;
 - :mod:`~hpcspawner.slurm.jobstate`: ``squeue`` -> :class:`JobInfo`, alive/gone/unknown;
 - :mod:`~hpcspawner.slurm.records`: ``scontrol`` and ``sacctmgr`` -> :class:`NodeInfo`,
   :class:`PartitionInfo`, :class:`Association`;
@@ -24,6 +32,9 @@ from __future__ import annotations
 
 from .driver import OUTPUT_TAIL_BYTES, JobOutput, SlurmDriver, may_act_as
 from .errors import (
+    ConnectionFailed,
+    ConnectionLost,
+    ConnectTimeout,
     OutputTooLarge,
     SlurmError,
     SlurmTimeout,
@@ -47,6 +58,9 @@ __all__ = [
     "UNTYPED",
     "Association",
     "ClusterSnapshot",
+    "ConnectTimeout",
+    "ConnectionFailed",
+    "ConnectionLost",
     "JobInfo",
     "JobOutput",
     "Liveness",

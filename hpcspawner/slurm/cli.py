@@ -123,12 +123,20 @@ class CommandDriver(SlurmDriver):
         """Run ``argv`` (already wrapped by :meth:`_as_user` when ``as_user`` is set);
         return (rc, stdout, stderr).
 
-        ``kind`` counts the call in :attr:`calls`; ``timeout`` defaults to
+        ``kind`` counts the call in :attr:`calls`; ``env`` is the command's whole
+        environment (None: the transport's default); ``timeout`` defaults to
         :attr:`command_timeout`; ``max_output`` caps stdout and stderr together
         (:class:`~hpcspawner.slurm.errors.OutputTooLarge` beyond it). Raises
         :class:`~hpcspawner.slurm.errors.SlurmTimeout` when the command takes too
         long and :class:`~hpcspawner.slurm.errors.SlurmError` when it cannot run.
         """
+        self._count(kind)
+        self.log.debug("Running %s", argv)
+        timeout = self.command_timeout if timeout is None else timeout
+        return await self._execute(argv, as_user, env, stdin, timeout, max_output)
+
+    async def _execute(self, argv, as_user, env, stdin, timeout, max_output):
+        """The transport: :meth:`run` with every argument given."""
         raise NotImplementedError
 
     async def _run_sbatch(
@@ -162,6 +170,10 @@ class CommandDriver(SlurmDriver):
             prefix[0] = self._which(prefix[0])
         return prefix
 
+    def _squeue_argv(self, *args: str) -> list[str]:
+        """``squeue`` for every state Slurm still remembers, as the hub, without header."""
+        return self._query_prefix() + [self._which("squeue"), "--noheader", "--states=all", *args]
+
     async def _run_as(self, username: str, argv: list[str], **kwargs) -> tuple[int, str, str]:
         """Run ``argv`` as ``username``; raise :class:`SlurmError` unless it exits 0."""
         full = self._as_user(username, argv)
@@ -190,14 +202,7 @@ class CommandDriver(SlurmDriver):
         return found
 
     async def _query_chunk(self, job_ids: list[str]) -> dict[str, JobInfo]:
-        prefix = self._query_prefix()
-        argv = prefix + [
-            self._which("squeue"),
-            "--noheader",
-            "--states=all",
-            f"--jobs={','.join(job_ids)}",
-            f"--format={SQUEUE_FORMAT}",
-        ]
+        argv = self._squeue_argv(f"--jobs={','.join(job_ids)}", f"--format={SQUEUE_FORMAT}")
         rc, out, err = await self.run(argv, kind="squeue")
         if rc != 0:
             if INVALID_JOB_ID_RE.search(err):
@@ -207,14 +212,7 @@ class CommandDriver(SlurmDriver):
         return parse_squeue(out)
 
     async def find_jobs(self, username, comment):
-        prefix = self._query_prefix()
-        argv = prefix + [
-            self._which("squeue"),
-            "--noheader",
-            "--states=all",
-            f"--users={username}",
-            "--format=%i|%k",
-        ]
+        argv = self._squeue_argv(f"--users={username}", "--format=%i|%k")
         rc, out, err = await self.run(argv, kind="squeue")
         if rc != 0:
             raise SlurmError(argv, rc, err, out)

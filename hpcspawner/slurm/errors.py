@@ -69,6 +69,15 @@ class ConnectionFailed(SlurmError):
     """
 
 
+class ConnectTimeout(ConnectionFailed, SlurmTimeout):
+    """No connection within the connect timeout: a timeout, but nothing was started
+    (so, unlike a command's timeout, a submission is not uncertain)."""
+
+    def __init__(self, argv, timeout, message):
+        self.timeout = timeout
+        SlurmError.__init__(self, argv, None, message)
+
+
 class ConnectionLost(SlurmError):
     """The way to Slurm broke while a command ran (an SSH connection dropped).
 
@@ -104,6 +113,8 @@ def controller_unreachable(error: SlurmError) -> bool:
 def submission_uncertain(error: SlurmError) -> bool:
     """True when a failed request may still take effect: a hung controller can
     process it from its socket backlog after the client gave up."""
+    if isinstance(error, ConnectionFailed):
+        return False  # the command never started
     if isinstance(error, SlurmTimeout | ConnectionLost):
         return True
     return any(text in error.stderr for text in ANSWER_LOST)

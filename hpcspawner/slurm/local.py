@@ -13,7 +13,7 @@ import shutil
 from traitlets import List, Unicode, default
 
 from .cli import USER_FILE_OUTPUT_CAP, CommandDriver
-from .commands import DEFAULT_MAX_OUTPUT, run_argv
+from .commands import run_argv
 from .errors import SlurmError
 
 #: Variables of the hub's environment that Slurm's clients need to find the cluster.
@@ -100,35 +100,12 @@ class LocalSlurmDriver(CommandDriver):
                 env[name] = os.environ[name]
         return env
 
-    async def run(
-        self,
-        argv: list[str],
-        *,
-        kind: str,
-        as_user: str | None = None,
-        env: dict[str, str] | None = None,
-        stdin: str | None = None,
-        timeout: float | None = None,
-        max_output: int = DEFAULT_MAX_OUTPUT,
-    ) -> tuple[int, str, str]:
-        """Run argv; return (rc, stdout, stderr). Raise SlurmTimeout when it takes too long.
-
-        ``timeout`` defaults to :attr:`command_timeout`; ``max_output`` caps what the
-        command may print (:class:`~hpcspawner.slurm.errors.OutputTooLarge` beyond it).
-
-        The command runs in its own session so that a timeout kills it and
-        everything it started (the prefix command's children included).
-        ``as_user`` (whom the prefix in argv runs it as) changes nothing here.
-        """
-        self._count(kind)
-        self.log.debug("Running %s", argv)
-        return await run_argv(
-            argv,
-            timeout=self.command_timeout if timeout is None else timeout,
-            env=env if env is not None else self._base_env(),
-            stdin=stdin,
-            max_output=max_output,
-        )
+    async def _execute(self, argv, as_user, env, stdin, timeout, max_output):
+        # its own session: a timeout kills it and everything it started (the prefix
+        # command's children included); as_user (whom the prefix in argv runs it as)
+        # changes nothing here
+        env = env if env is not None else self._base_env()
+        return await run_argv(argv, timeout=timeout, env=env, stdin=stdin, max_output=max_output)
 
     async def _run_sbatch(self, username, script, env):
         # sbatch's own environment becomes the job's: the prefix passes it (sudo -E)

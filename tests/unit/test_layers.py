@@ -2,8 +2,8 @@
 
 - ``hpcspawner.slurm`` (the drivers, records, parsers, errors) is what a new driver (SSH,
   slurmrestd) plugs into and what the poller and the cluster cache sit on: nothing from the
-  hub, nothing from the rooms above it; traitlets (drivers are configurables) and the
-  stdlib-only ``hpcspawner.logtext``.
+  hub, nothing from the rooms above it; traitlets (drivers are configurables), asyncssh
+  (the SSH driver) and the stdlib-only ``hpcspawner.logtext``.
 - ``hpcspawner.resources`` (the request, the policy, the one validator, the offer) is pure:
   the standard library and the Slurm layer's records, nothing else.
 - ``hpcspawner.auth.mapping`` (claims -> cluster user name) and ``hpcspawner.accounts.rules``
@@ -93,7 +93,10 @@ class Layer:
         return sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
 
 
-SLURM = Layer("hpcspawner.slurm", ("hpcspawner.slurm", "hpcspawner.logtext"), ("traitlets",))
+#: asyncssh only in hpcspawner.slurm.ssh (test_packaging.py holds it there: an optional extra)
+SLURM = Layer(
+    "hpcspawner.slurm", ("hpcspawner.slurm", "hpcspawner.logtext"), ("traitlets", "asyncssh")
+)
 RESOURCES = Layer("hpcspawner.resources", ("hpcspawner.resources", "hpcspawner.slurm"))
 MAPPING = Layer(
     "hpcspawner.auth.mapping",

@@ -2,6 +2,8 @@
 
 - every third-party module ``hpcspawner/`` imports is a declared dependency, and every
   declared dependency is imported (batchspawner is only for tests and benchmarks: an extra);
+  an optional runtime extra (``ssh``: asyncssh) is imported only by the modules that need it,
+  which the package never imports on its own, so everything else runs without it;
 - the lowest JupyterHub ``pyproject.toml`` allows is the one ``install-deps.sh`` installs
   for test.sh's JupyterHub 5 run, and the one the README and the install guide name;
 - the job-side launcher imports nothing but the standard library, so a job environment
@@ -52,12 +54,50 @@ def jupyterhub_floor() -> Version:
     return Version(spec.version)
 
 
+#: optional runtime extras: extra -> the modules (relative to hpcspawner/) that may import it
+RUNTIME_EXTRAS = {"ssh": ("slurm/ssh.py",)}
+
+
 def test_every_import_is_declared_and_every_dependency_imported():
     imported = set()
     for path in PACKAGE.rglob("*.py"):
-        imported |= third_party_imports(path)
+        module = path.relative_to(PACKAGE).as_posix()
+        if not any(module in modules for modules in RUNTIME_EXTRAS.values()):
+            imported |= third_party_imports(path)
     # every import name here is its distribution's name too
     assert set(declared(PYPROJECT["project"]["dependencies"])) == imported
+
+
+@pytest.mark.parametrize("extra", sorted(RUNTIME_EXTRAS))
+def test_an_optional_extra_is_declared_and_imported_only_where_it_is_needed(extra):
+    optional = PYPROJECT["project"]["optional-dependencies"]
+    wanted = set(declared(optional[extra]))
+    core = set(declared(PYPROJECT["project"]["dependencies"]))
+    imported = set()
+    for module in RUNTIME_EXTRAS[extra]:
+        imported |= third_party_imports(PACKAGE / module)
+    assert wanted == imported - core
+    # the test extra carries it too: the unit tests of those modules run everywhere
+    assert wanted <= set(declared(optional["test"]))
+
+
+def test_the_package_works_without_the_optional_extras():
+    """hpcspawner.slurm, the spawner and the authenticator import with asyncssh absent."""
+    code = (
+        "import sys\n"
+        "sys.modules['asyncssh'] = None\n"
+        "import hpcspawner.slurm, hpcspawner.spawner, hpcspawner.auth\n"
+        "from hpcspawner.spawner import SlurmSpawner\n"
+        "try:\n"
+        "    import hpcspawner.slurm.ssh\n"
+        "except ImportError:\n"
+        "    print('ssh needs asyncssh')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ssh needs asyncssh"
 
 
 def test_batchspawner_is_only_for_tests():
