@@ -142,7 +142,15 @@ class UserCredentials:
 
 
 class _NotStarted(Exception):
-    """A command's channel could not be opened: nothing ran, another try is safe."""
+    """A command's channel could not be opened: nothing ran, another try is safe.
+
+    ``refused``: the node answered no (e.g. sshd's ``MaxSessions``), so the
+    connection itself is alive and stays in use for the commands running on it.
+    """
+
+    def __init__(self, message: str, refused: bool):
+        super().__init__(message)
+        self.refused = refused
 
 
 class _Client(asyncssh.SSHClient):
@@ -265,7 +273,8 @@ class SSHSlurmDriver(CommandDriver):
         help="""Private key files the hub logs in with (unencrypted; readable by the hub only).
 
         A certificate next to a key (``KEY-cert.pub``) is sent with it, so a key
-        signed by your SSH CA works without ``authorized_keys`` on the nodes. Empty:
+        signed by your SSH CA works where the nodes trust that CA
+        (``TrustedUserCAKeys``) instead of ``authorized_keys``. Empty:
         asyncssh's defaults (``~/.ssh/id_*`` of the hub's user, and an ssh-agent if
         ``SSH_AUTH_SOCK`` is set).
 
@@ -515,8 +524,10 @@ class SSHSlurmDriver(CommandDriver):
                 try:
                     result = await self._exec(pool, conn, argv, command, data, timeout, max_output)
                 except _NotStarted as e:
-                    pool.discard(conn)
                     failures.append(ConnectionFailed(argv, None, f"{host}: {e}"))
+                    if e.refused:
+                        break  # the node refused the command: the next node
+                    pool.discard(conn)
                     continue
                 self._preferred = host
                 return result
@@ -533,7 +544,10 @@ class SSHSlurmDriver(CommandDriver):
             try:
                 process = await conn.create_process(command, encoding=None)
             except (asyncssh.Error, OSError) as e:
-                raise _NotStarted(f"could not start a command: {e}") from None
+                # "SSH connection closed" is a ChannelOpenError too: refused only if the
+                # connection is still up (the node answered no)
+                refused = isinstance(e, asyncssh.ChannelOpenError) and not conn.is_closed()
+                raise _NotStarted(f"could not start a command: {e}", refused) from None
             try:
                 out, err = await asyncio.wait_for(
                     _collect(process, data, max_output), timeout=timeout
