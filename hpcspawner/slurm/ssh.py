@@ -520,7 +520,7 @@ class SSHSlurmDriver(CommandDriver):
                 except ConnectionFailed as e:
                     failures.append(e)
                     break
-                self.log.debug("Running on %s: %s", host, argv)
+                self.log.debug("... on %s", host)
                 try:
                     result = await self._exec(pool, conn, argv, command, data, timeout, max_output)
                 except _NotStarted as e:

@@ -165,6 +165,11 @@ PARITY = [
         id="no-accounting",
     ),
     pytest.param(
+        lambda n: n.answer("sacctmgr", stderr="sh: 1: sacctmgr: not found\n", rc=127),
+        lambda d: d.user_associations("alice"),
+        id="no-sacctmgr",
+    ),
+    pytest.param(
         lambda n: n.answer("sbatch", stdout="4242\n"),
         lambda d: d.submit("alice", SCRIPT, {"PATH": "/usr/bin:/bin"}),
         id="submit",
@@ -333,6 +338,18 @@ async def test_never_acts_as_root_or_a_non_name(node, make_driver, name):
             await bounded(call)
     assert await bounded(driver.read_output(name, "/tmp/x")) == JobOutput(problem="cannot be read")
     assert node.calls() == [] and node.connections == []
+
+
+async def test_a_hostile_path_reaches_the_login_node_as_one_word(node, make_driver, tmp_path):
+    """The real rm on the far side removes exactly the file named, nothing the name spells."""
+    victim = node.home / "victim"  # in the remote shell's working directory
+    victim.write_text("keep me")
+    hostile = tmp_path / "job $(rm victim) `rm victim`; rm victim 'it''s' * \n.log"
+    hostile.write_text("x")
+    await bounded(make_driver().remove_file("alice", str(hostile)))
+    assert not hostile.exists() and victim.read_text() == "keep me"
+    (sudo,) = node.calls("sudo")
+    assert sudo["argv"][5:] == ["rm", "-f", "--", str(hostile)]
 
 
 async def test_install_files_content_goes_through_stdin(node, make_driver, tmp_path):
