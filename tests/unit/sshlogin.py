@@ -332,3 +332,64 @@ def refused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class FreezableProxy:
+    """A TCP relay to a login node that can freeze: it keeps every connection open but
+    passes nothing more, in either direction (a node hung in the kernel, a silent firewall).
+
+    :attr:`client_gone` is set when a client closes its side of a relayed connection.
+    """
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.frozen = False
+        self.client_gone = asyncio.Event()
+        self.server: asyncio.AbstractServer | None = None
+        self.port = 0
+        self._writers: list[asyncio.StreamWriter] = []
+        self._tasks: set[asyncio.Task] = set()
+
+    async def start(self) -> FreezableProxy:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    def freeze(self) -> None:
+        self.frozen = True
+
+    async def _pump(self, reader, writer, from_client: bool) -> None:
+        try:
+            while data := await reader.read(65536):
+                if not self.frozen:
+                    writer.write(data)
+                    await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            if from_client:
+                self.client_gone.set()
+            writer.close()
+
+    async def _relay(self, client_reader, client_writer) -> None:
+        self._writers.append(client_writer)
+        if self.frozen:
+            await client_reader.read()  # accept, then say nothing until the client goes
+            return
+        node_reader, node_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers.append(node_writer)
+        pumps = [
+            asyncio.ensure_future(self._pump(client_reader, node_writer, True)),
+            asyncio.ensure_future(self._pump(node_reader, client_writer, False)),
+        ]
+        self._tasks.update(pumps)
+        await asyncio.gather(*pumps, return_exceptions=True)
+
+    async def stop(self) -> None:
+        for writer in self._writers:
+            writer.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.server.close()
+        await self.server.wait_closed()

@@ -18,7 +18,7 @@ import asyncssh
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sshlogin import DATA, LoginNode, SilentServer, make_keys, refused_port
+from sshlogin import DATA, FreezableProxy, LoginNode, SilentServer, make_keys, refused_port
 from traitlets import TraitError
 
 from hpcspawner.slurm import (
@@ -397,6 +397,28 @@ async def test_a_connection_lost_during_a_command_is_unknown_not_gone(node, make
     await bounded(node.idle())  # the server killed the command with the channel
     node.answer("squeue", stdout="")
     assert await bounded(driver.query(["5"])) == {}  # and service resumes
+
+
+async def test_keepalive_drops_a_hung_node_and_the_next_query_fails_over(
+    node, make_driver, known_hosts
+):
+    proxy = await FreezableProxy(node.port).start()
+    try:
+        line = node.known_hosts_line().replace(f":{node.port} ", f":{proxy.port} ")
+        known_hosts.write_text(known_hosts.read_text() + line)
+        driver = make_driver(
+            hosts=[f"127.0.0.1:{proxy.port}", node.address],
+            keepalive_interval=0.2,
+            keepalive_count_max=2,
+            connect_timeout=0.5,
+        )
+        await bounded(driver.query(["1"]))  # through the relay
+        proxy.freeze()  # the node hangs: no answer, no close
+        await bounded(proxy.client_gone.wait(), 10)  # the keepalives went unanswered
+        await bounded(driver.query(["1"]), 10)  # the hung node times out; the next one answers
+        assert len(node.connections) == 2 and len(node.calls("squeue")) == 2
+    finally:
+        await bounded(proxy.stop())
 
 
 async def test_failover_to_the_next_login_node(node, make_driver):
