@@ -520,7 +520,7 @@ class SSHSlurmDriver(CommandDriver):
                 except ConnectionFailed as e:
                     failures.append(e)
                     break
-                self.log.debug("... on %s", host)
+                self.log.debug("Sending it to login node %s", host)
                 try:
                     result = await self._exec(pool, conn, argv, command, data, timeout, max_output)
                 except _NotStarted as e:
