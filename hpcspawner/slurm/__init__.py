@@ -5,9 +5,9 @@ Nothing in this package imports JupyterHub, tornado or the rest of hpcspawner
 since drivers are configurables (``c.LocalSlurmDriver.*``), and
 :mod:`hpcspawner.logtext`, a leaf that needs only the standard library (the same
 test holds it to that) and that every room uses to escape text for the log.
-:mod:`~hpcspawner.slurm.ssh` also imports asyncssh, the optional dependency of the
-``ssh`` extra (``pip install hpcspawner[ssh]``): this package does not import that
-module, so the rest works without asyncssh.
+:mod:`~hpcspawner.slurm.ssh` and :mod:`~hpcspawner.slurm.sshpool` also import
+asyncssh, the optional dependency of the ``ssh`` extra (``pip install hpcspawner[ssh]``):
+this package does not import them, so the rest works without asyncssh.
 
 - :mod:`~hpcspawner.slurm.driver`: :class:`SlurmDriver`, the interface every driver
   implements, and :class:`JobOutput`;
@@ -16,7 +16,8 @@ module, so the rest works without asyncssh.
 - :mod:`~hpcspawner.slurm.local`: :class:`LocalSlurmDriver`, Slurm's commands on the
   hub's host;
 - :mod:`~hpcspawner.slurm.ssh`: :class:`~hpcspawner.slurm.ssh.SSHSlurmDriver`, Slurm's
-  commands on a login node over SSH (import it from there);
+  commands on a login node over SSH (import it from there), and
+  :mod:`~hpcspawner.slurm.sshpool`, its pooled connections;
 - :mod:`~hpcspawner.slurm.shellquote`: argv -> one command line for a remote shell;
 - :mod:`~hpcspawner.slurm.jobstate`: ``squeue`` -> :class:`JobInfo`, alive/gone/unknown;
 - :mod:`~hpcspawner.slurm.records`: ``scontrol`` and ``sacctmgr`` -> :class:`NodeInfo`,

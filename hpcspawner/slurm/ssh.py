@@ -3,7 +3,8 @@
 :class:`SSHSlurmDriver` runs the same commands as the local driver
 (:class:`~hpcspawner.slurm.cli.CommandDriver`) on a login node, through asyncssh:
 
-- **One pooled connection per login host** (and login name) serves every command:
+- **One pooled connection per login host** (and login name,
+  :class:`~hpcspawner.slurm.sshpool.ConnectionPool`) serves every command:
   the poller's one ``squeue`` per interval, the spawn page's ``scontrol``, the
   submissions. SSH multiplexes commands as channels; at most
   :attr:`~SSHSlurmDriver.max_sessions_per_host` run at once on one connection
@@ -45,9 +46,9 @@ from traitlets import Bool, Float, Integer, List, Unicode, validate
 
 from . import errors
 from .cli import USER_FILE_OUTPUT_CAP, CommandDriver
-from .commands import Overflow, collect_capped
 from .errors import ConnectionFailed, SlurmError
 from .shellquote import quote_argv
+from .sshpool import ConnectionPool, LoggingClient, LoginHost, NotStarted
 
 #: Slurm's clients: found in :attr:`SSHSlurmDriver.slurm_bin_dir` when that is set.
 SLURM_COMMANDS = frozenset({"sbatch", "scancel", "squeue", "scontrol", "sacctmgr", "sinfo"})
@@ -94,42 +95,6 @@ def export_file_content(env: dict[str, str]) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class LoginHost:
-    """A login node: its name (or address) and SSH port."""
-
-    host: str
-    port: int = 22
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-    @classmethod
-    def parse(cls, text: str, default_port: int = 22) -> LoginHost:
-        """``login1``, ``login1:2222``, ``10.0.0.5:22``, ``[fe80::1]:22`` or ``fe80::1``."""
-        text = text.strip()
-        host, port = text, default_port
-        if text.startswith("["):
-            host, sep, rest = text[1:].partition("]")
-            if not sep or (rest and not rest.startswith(":")):
-                raise ValueError(f"{text!r}: expected [ADDRESS] or [ADDRESS]:PORT")
-            if rest:
-                port = _port(text, rest[1:])
-        elif text.count(":") == 1:
-            host, port_text = text.split(":")
-            port = _port(text, port_text)
-        if not host or any(c.isspace() or c in "/@" for c in host) or host.startswith("-"):
-            raise ValueError(f"{text!r} is not a host name or address")
-        return cls(host, port)
-
-
-def _port(text: str, port_text: str) -> int:
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
-    return int(port_text)
-
-
-@dataclasses.dataclass(frozen=True)
 class UserCredentials:
     """How to log in to the login nodes as the user (see
     :meth:`SSHSlurmDriver.user_credentials`)."""
@@ -139,83 +104,6 @@ class UserCredentials:
     client_keys: list
     #: the login name, when it is not the user's cluster name
     login: str | None = None
-
-
-class _NotStarted(Exception):
-    """A command's channel could not be opened: nothing ran, another try is safe.
-
-    ``refused``: the node answered no (e.g. sshd's ``MaxSessions``), so the
-    connection itself is alive and stays in use for the commands running on it.
-    """
-
-    def __init__(self, message: str, refused: bool):
-        super().__init__(message)
-        self.refused = refused
-
-
-class _Client(asyncssh.SSHClient):
-    """Logs when a pooled connection ends by itself (keepalive, the node went away);
-    a connection that never got up is reported by :meth:`SSHSlurmDriver._connect`."""
-
-    def __init__(self, log, host: LoginHost):
-        self._log = log
-        self._host = host
-        self._up = False
-
-    def auth_completed(self):
-        self._up = True
-
-    def connection_lost(self, exc):
-        if exc is not None and self._up:
-            self._log.warning("The SSH connection to %s broke: %s", self._host, exc)
-
-
-class _Pool:
-    """One connection to one login host as one login name, opened on demand."""
-
-    def __init__(self, host: LoginHost, sessions: int, opener):
-        self.host = host
-        self.sessions = asyncio.Semaphore(sessions)
-        self.conn: asyncssh.SSHClientConnection | None = None
-        self._opener = opener
-        self._opening: asyncio.Task | None = None
-        #: connections opened, for tests and benchmarks
-        self.opened = 0
-
-    async def connection(self) -> asyncssh.SSHClientConnection:
-        """The open connection, or a new one; callers arriving while one is being
-        opened share that attempt (and its failure)."""
-        if self.conn is not None and not self.conn.is_closed():
-            return self.conn
-        if self._opening is None:
-            self._opening = asyncio.ensure_future(self._open())
-        return await asyncio.shield(self._opening)
-
-    async def _open(self) -> asyncssh.SSHClientConnection:
-        try:
-            self.discard(self.conn)
-            self.conn = await self._opener(self.host)
-            self.opened += 1
-            return self.conn
-        finally:
-            self._opening = None
-
-    def discard(self, conn) -> None:
-        """Drop ``conn`` (broken): the next command opens a new connection."""
-        if conn is None:
-            return
-        if self.conn is conn:
-            self.conn = None
-        conn.abort()
-
-    async def close(self) -> None:
-        if self._opening is not None:
-            self._opening.cancel()
-            await asyncio.gather(self._opening, return_exceptions=True)
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            conn.close()
-            await conn.wait_closed()
 
 
 class SSHSlurmDriver(CommandDriver):
@@ -421,7 +309,7 @@ class SSHSlurmDriver(CommandDriver):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._pools: dict[tuple[LoginHost, str], _Pool] = {}
+        self._pools: dict[tuple[LoginHost, str], ConnectionPool] = {}
         self._preferred: LoginHost | None = None
         self._known_hosts_cache: tuple[tuple, asyncssh.SSHKnownHosts] | None = None
 
@@ -474,7 +362,9 @@ class SSHSlurmDriver(CommandDriver):
             hosts.insert(0, self._preferred)
         return hosts
 
-    def _pool(self, host: LoginHost, login: str, credentials: UserCredentials | None) -> _Pool:
+    def _pool(
+        self, host: LoginHost, login: str, credentials: UserCredentials | None
+    ) -> ConnectionPool:
         key = (host, login)
         pool = self._pools.get(key)
         if pool is None:
@@ -482,7 +372,7 @@ class SSHSlurmDriver(CommandDriver):
             async def opener(host, login=login, credentials=credentials):
                 return await self._connect(host, login, credentials)
 
-            pool = self._pools[key] = _Pool(host, self.max_sessions_per_host, opener)
+            pool = self._pools[key] = ConnectionPool(host, self.max_sessions_per_host, opener)
         return pool
 
     @property
@@ -522,8 +412,8 @@ class SSHSlurmDriver(CommandDriver):
                     break
                 self.log.debug("Sending it to login node %s", host)
                 try:
-                    result = await self._exec(pool, conn, argv, command, data, timeout, max_output)
-                except _NotStarted as e:
+                    result = await pool.run(conn, argv, command, data, timeout, max_output)
+                except NotStarted as e:
                     failures.append(ConnectionFailed(argv, None, f"{host}: {e}"))
                     if e.refused:
                         break  # the node refused the command: the next node
@@ -538,46 +428,6 @@ class SSHSlurmDriver(CommandDriver):
         if failures and all(isinstance(e, errors.ConnectTimeout) for e in failures):
             return errors.ConnectTimeout(argv, self.connect_timeout, message)
         return ConnectionFailed(argv, None, message)
-
-    async def _exec(self, pool, conn, argv, command, data, timeout, max_output):
-        async with pool.sessions:
-            try:
-                process = await conn.create_process(command, encoding=None)
-            except (asyncssh.Error, OSError) as e:
-                # "SSH connection closed" is a ChannelOpenError too: refused only if the
-                # connection is still up (the node answered no)
-                refused = isinstance(e, asyncssh.ChannelOpenError) and not conn.is_closed()
-                raise _NotStarted(f"could not start a command: {e}", refused) from None
-            try:
-                out, err = await asyncio.wait_for(
-                    _collect(process, data, max_output), timeout=timeout
-                )
-            except Overflow as e:
-                _stop(process)
-                (err_chunks,) = e.args
-                stderr = b"".join(err_chunks).decode(errors="replace")
-                raise errors.OutputTooLarge(argv, max_output, stderr) from None
-            except (asyncio.TimeoutError, TimeoutError):
-                _stop(process)
-                raise errors.SlurmTimeout(argv, timeout) from None
-            except asyncio.CancelledError:
-                _stop(process)
-                raise
-            except (asyncssh.Error, OSError) as e:
-                pool.discard(conn)
-                raise errors.ConnectionLost(
-                    argv, None, f"the SSH connection to {pool.host} broke during the command: {e}"
-                ) from None
-            if process.returncode is None:
-                pool.discard(conn)
-                raise errors.ConnectionLost(
-                    argv, None, f"{pool.host} closed the command's channel without an exit status"
-                )
-            return (
-                process.returncode,
-                b"".join(out).decode(errors="replace"),
-                b"".join(err).decode(errors="replace"),
-            )
 
     # ------------------------------------------------------------ connecting
 
@@ -647,7 +497,7 @@ class SSHSlurmDriver(CommandDriver):
             "keepalive_interval": self.keepalive_interval,
             "keepalive_count_max": self.keepalive_count_max,
             "config": None,  # not the hub user's ~/.ssh/config: only what is configured here
-            "client_factory": lambda: _Client(self.log, host),
+            "client_factory": lambda: LoggingClient(self.log, host),
         }
         if credentials is not None:
             options["client_keys"] = credentials.client_keys
@@ -749,32 +599,3 @@ class SSHSlurmDriver(CommandDriver):
                     path,
                     e,
                 )
-
-
-async def _feed(process, data: bytes | None) -> None:
-    try:
-        if data:
-            process.stdin.write(data)
-            await process.stdin.drain()
-        process.stdin.write_eof()
-    except (BrokenPipeError, ConnectionResetError, asyncssh.Error):
-        pass  # the command exited without reading all of it: its exit status tells
-
-
-async def _collect(process, data: bytes | None, max_output: int):
-    out, err = await collect_capped(
-        _feed(process, data), process.stdout, process.stderr, max_output
-    )
-    await process.wait_closed()
-    return out, err
-
-
-def _stop(process) -> None:
-    """Ask the far side to kill the command, then close its channel (best effort:
-    OpenSSH before 7.9 ignores the signal; the command then ends at its next
-    write to the closed channel)."""
-    try:
-        process.send_signal("KILL")
-    except (asyncssh.Error, OSError, ValueError):
-        pass
-    process.close()

@@ -55,7 +55,7 @@ def jupyterhub_floor() -> Version:
 
 
 #: optional runtime extras: extra -> the modules (relative to hpcspawner/) that may import it
-RUNTIME_EXTRAS = {"ssh": ("slurm/ssh.py",)}
+RUNTIME_EXTRAS = {"ssh": ("slurm/ssh.py", "slurm/sshpool.py")}
 
 
 def test_every_import_is_declared_and_every_dependency_imported():
@@ -88,16 +88,17 @@ def test_the_package_works_without_the_optional_extras():
         "sys.modules['asyncssh'] = None\n"
         "import hpcspawner.slurm, hpcspawner.spawner, hpcspawner.auth\n"
         "from hpcspawner.spawner import SlurmSpawner\n"
-        "try:\n"
-        "    import hpcspawner.slurm.ssh\n"
-        "except ImportError:\n"
-        "    print('ssh needs asyncssh')\n"
+        "for name in ('ssh', 'sshpool'):\n"
+        "    try:\n"
+        "        __import__('hpcspawner.slurm.' + name)\n"
+        "    except ImportError:\n"
+        "        print(name, 'needs asyncssh')\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip() == "ssh needs asyncssh"
+    assert result.stdout.split("\n")[:2] == ["ssh needs asyncssh", "sshpool needs asyncssh"]
 
 
 def test_batchspawner_is_only_for_tests():
