@@ -424,7 +424,8 @@ class SSHSlurmDriver(CommandDriver):
         raise self._unreachable(argv, failures)
 
     def _unreachable(self, argv: list[str], failures: list[SlurmError]) -> ConnectionFailed:
-        message = "no login node answered: " + "; ".join(e.stderr for e in failures)
+        reasons = dict.fromkeys(e.stderr for e in failures)  # a config error: once
+        message = "no login node answered: " + "; ".join(reasons)
         if failures and all(isinstance(e, errors.ConnectTimeout) for e in failures):
             return errors.ConnectTimeout(argv, self.connect_timeout, message)
         return ConnectionFailed(argv, None, message)

@@ -562,8 +562,10 @@ async def test_host_key_checking_off_works_and_says_so_loudly(node, make_driver,
 
 
 async def test_no_known_hosts_is_a_clear_error(node, make_driver):
-    with pytest.raises(ConnectionFailed, match=r"c\.SSHSlurmDriver\.known_hosts is not set"):
-        await bounded(make_driver(known_hosts="").query(["1"]))
+    hosts = [node.address, f"127.0.0.1:{refused_port()}"]
+    with pytest.raises(ConnectionFailed) as caught:
+        await bounded(make_driver(known_hosts="", hosts=hosts).query(["1"]))
+    assert str(caught.value).count("c.SSHSlurmDriver.known_hosts is not set") == 1
     assert node.connections == []
 
 
