@@ -93,7 +93,8 @@ class Layer:
         return sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
 
 
-#: asyncssh only in hpcspawner.slurm.ssh (test_packaging.py holds it there: an optional extra)
+#: asyncssh only in hpcspawner.slurm.ssh and .sshpool (test_packaging.py holds it there: the
+#: optional extra ssh)
 SLURM = Layer(
     "hpcspawner.slurm", ("hpcspawner.slurm", "hpcspawner.logtext"), ("traitlets", "asyncssh")
 )
