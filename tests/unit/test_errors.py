@@ -10,69 +10,33 @@ from __future__ import annotations
 
 import pytest
 
-from hpcspawner.slurm.errors import (
-    ConnectionFailed,
-    ConnectionLost,
-    ConnectTimeout,
-    OutputTooLarge,
-    SlurmError,
-    SlurmTimeout,
-    controller_unreachable,
-    submission_uncertain,
-)
+from hpcspawner.slurm import errors
 
 ARGV = ["sbatch", "--parsable"]
+REFUSED = "sbatch: error: invalid partition specified: x"
+DOWN = "Unable to contact slurm controller (connect failure)"
+HUNG = "Socket timed out on send/recv operation"
+
+#: id -> (the error, unreachable, uncertain)
+MEANINGS = {
+    "slurm-refused": (errors.SlurmError(ARGV, 1, REFUSED), False, False),
+    "controller-down": (errors.SlurmError(ARGV, 1, DOWN), True, False),
+    "controller-hung": (errors.SlurmError(ARGV, 1, HUNG), True, True),
+    "command-timeout": (errors.SlurmTimeout(ARGV, 30), True, True),
+    "no-connection": (errors.ConnectionFailed(ARGV, None, "login1:22: refused"), True, False),
+    "connect-timeout": (errors.ConnectTimeout(ARGV, 10, "login1:22: no answer"), True, False),
+    "connection-lost": (errors.ConnectionLost(ARGV, None, "login1:22: broke"), True, True),
+    "output-too-large": (errors.OutputTooLarge(ARGV, 100), False, False),
+}
 
 
-@pytest.mark.parametrize(
-    "error, unreachable, uncertain",
-    [
-        pytest.param(
-            SlurmError(ARGV, 1, "sbatch: error: invalid partition specified: x"),
-            False,
-            False,
-            id="slurm-refused",
-        ),
-        pytest.param(
-            SlurmError(ARGV, 1, "Unable to contact slurm controller (connect failure)"),
-            True,
-            False,
-            id="controller-down",
-        ),
-        pytest.param(
-            SlurmError(ARGV, 1, "Socket timed out on send/recv operation"),
-            True,
-            True,
-            id="controller-hung",
-        ),
-        pytest.param(SlurmTimeout(ARGV, 30), True, True, id="command-timeout"),
-        pytest.param(
-            ConnectionFailed(ARGV, None, "login1:22: connection refused"),
-            True,
-            False,
-            id="no-connection",
-        ),
-        pytest.param(
-            ConnectTimeout(ARGV, 10, "no SSH connection to login1:22 within 10 s"),
-            True,
-            False,
-            id="connect-timeout",
-        ),
-        pytest.param(
-            ConnectionLost(ARGV, None, "the SSH connection to login1:22 broke"),
-            True,
-            True,
-            id="connection-lost",
-        ),
-        pytest.param(OutputTooLarge(ARGV, 100), False, False, id="output-too-large"),
-    ],
-)
+@pytest.mark.parametrize("error, unreachable, uncertain", MEANINGS.values(), ids=MEANINGS.keys())
 def test_what_a_failure_means(error, unreachable, uncertain):
-    assert controller_unreachable(error) is unreachable
-    assert submission_uncertain(error) is uncertain
+    assert errors.controller_unreachable(error) is unreachable
+    assert errors.submission_uncertain(error) is uncertain
 
 
 def test_a_connect_timeout_is_a_timeout_that_started_nothing():
-    error = ConnectTimeout(ARGV, 10, "no SSH connection to login1:22 within 10 s")
-    assert isinstance(error, SlurmTimeout) and isinstance(error, ConnectionFailed)
+    error = errors.ConnectTimeout(ARGV, 10, "no SSH connection to login1:22 within 10 s")
+    assert isinstance(error, errors.SlurmTimeout) and isinstance(error, errors.ConnectionFailed)
     assert error.timeout == 10 and "login1:22" in str(error)
