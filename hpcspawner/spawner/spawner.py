@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import dataclasses
 import html
 import pwd
 import re
@@ -37,6 +36,7 @@ from ..accounts.rules import MappingError, PosixAccount, check_account
 from ..auth.mapping import AUTH_STATE_KEY
 from ..job import batchscript
 from ..logtext import loggable
+from ..resources.offer import Offer, make_offer
 from ..resources.options import (
     OptionsError,
     Policy,
@@ -46,7 +46,6 @@ from ..slurm import (
     Liveness,
     SlurmDriver,
     SlurmError,
-    association_choices,
     controller_unreachable,
     submission_uncertain,
 )
@@ -56,7 +55,7 @@ from . import (
     recovery,
     spawnlink,
 )
-from .clusterinfo import ClusterInfo, ClusterView, narrow_policy
+from .clusterinfo import ClusterInfo, ClusterView
 from .errors import SpawnFailure
 from .poller import JobPoller, JobStatus
 from .settings import SlurmSpawnerSettings
@@ -291,16 +290,6 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         self.auth_accounts = None if accounts is None else [str(a) for a in accounts]
         return await super().run_auth_state_hook(auth_state)
 
-    def user_policy(self) -> Policy:
-        """The admin's policy, narrowed to what this user's login allows."""
-        policy = self.policy
-        if self.auth_accounts is None:
-            return policy
-        allowed = tuple(self.auth_accounts)
-        if policy.accounts is not None:
-            allowed = tuple(a for a in allowed if a in policy.accounts)
-        return dataclasses.replace(policy, accounts=allowed)
-
     def _home(self) -> str:
         try:
             return pwd.getpwnam(self.user.name).pw_dir
@@ -450,11 +439,11 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
             umask=batchscript.check_umask(self.job_umask),
         )
 
-    async def effective_policy(self) -> tuple[Policy, ClusterView, list | None]:
-        """The policy for this user now: the admin's, within the cluster's facts and
-        the user's own Slurm associations (accounts, QOS), plus what it was built from."""
+    async def _offer(self) -> tuple[Offer, ClusterView]:
+        """What this user may start now (see :mod:`hpcspawner.resources.offer`), and the
+        cluster view it was made from."""
         try:
-            own = self.user_policy()
+            policy = self.policy
         except ValueError as e:
             raise SpawnFailure(
                 "The hub's server settings are invalid; please tell the administrators.",
@@ -463,16 +452,14 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
                 status_code=500,
             ) from None
         view = await self.cluster_info.snapshot()
-        policy = narrow_policy(own, view.snapshot)
         associations = await self.cluster_info.associations(self.user.name)
-        if associations is not None:
-            accounts, qos = association_choices(associations)
-            policy = dataclasses.replace(
-                policy,
-                accounts=_intersect(policy.accounts, accounts),
-                qos=_intersect(policy.qos, qos),
-            )
-        return policy, view, associations
+        offer = make_offer(
+            policy,
+            login_accounts=self.auth_accounts,
+            snapshot=view.snapshot,
+            associations=associations,
+        )
+        return offer, view
 
     def job_command(self, request, environment) -> list[str]:
         """What the job runs: the launcher, the server, its arguments (in a container if any)."""
@@ -483,10 +470,10 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         return command
 
     async def validated_request(self):
-        policy, _, _ = await self.effective_policy()
+        offer, _ = await self._offer()
         raw = self.user_options or {}
         try:
-            return validate_options(raw, policy)
+            return validate_options(raw, offer.policy)
         except OptionsError as e:
             _form_feedback[self.user.name] = (_as_dict(raw), e.errors)
             raise SpawnFailure(
@@ -536,13 +523,11 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         return options
 
     async def render_options_form(self) -> str:
-        policy, view, associations = await self.effective_policy()
+        offer, view = await self._offer()
+        policy = offer.policy
         values, errors = _form_feedback.pop(self.user.name, (None, {}))
         if values is None:
             values = _as_dict(getattr(self.orm_spawner, "user_options", None))
-        accounts = qos = None
-        if associations is not None:
-            accounts, qos = association_choices(associations)
         if self.options_form_template:
             with open(self.options_form_template) as f:
                 template = f.read()
@@ -553,8 +538,6 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
             partitions=form.partition_rows(policy, view.snapshot),
             values=values,
             errors=errors,
-            accounts=accounts,
-            qos=qos,
             cluster_error=view.error,
             stale=view.stale,
             cluster_age=_format_age(view.age_s),
@@ -946,13 +929,6 @@ _LINK_NOTICE = (
 def _last_end_notice(last_end: dict) -> str:
     text = f"Your last server (job {last_end['job_id']}) stopped: {last_end['reason']}."
     return f'<div class="alert alert-warning hpcspawner-last-end">{html.escape(text)}</div>\n'
-
-
-def _intersect(allowed, discovered):
-    """The admin's allow-list (None: anything) within what Slurm says the user has."""
-    if allowed is None:
-        return tuple(discovered)
-    return tuple(name for name in discovered if name in allowed)
 
 
 def _format_duration(seconds: float) -> str:
