@@ -1,9 +1,11 @@
-"""The spawn options form: from policy + cluster view to HTML, and back to user_options.
+"""The spawn options form: from the offer to HTML, and back to user_options.
 
 Pure: :func:`form_context` builds what the template shows, :func:`render`
 renders it (autoescaped HTML), :func:`options_from_form` reshapes the posted
 form into ``user_options``. Validation is not done here: the one validator in
-:mod:`hpcspawner.resources.options` checks form and REST requests alike, in ``start()``.
+:mod:`hpcspawner.resources.options` checks form and REST requests alike, against the
+same :class:`~hpcspawner.resources.offer.Offer` whose policy the form lists. The page
+around the form (what a refusal leaves for it, the notices) is :mod:`.page`.
 """
 
 from __future__ import annotations
