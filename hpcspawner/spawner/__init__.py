@@ -8,7 +8,8 @@
 - :mod:`~hpcspawner.spawner.clusterinfo`: the cached view of what the cluster offers;
 - :mod:`~hpcspawner.spawner.recovery`: finding jobs again after lost answers and restarts;
 - :mod:`~hpcspawner.spawner.callback`: the endpoint the job calls with its port;
-- :mod:`~hpcspawner.spawner.form`, :mod:`~hpcspawner.spawner.spawnlink`: the spawn page;
+- :mod:`~hpcspawner.spawner.page`, :mod:`~hpcspawner.spawner.form`,
+  :mod:`~hpcspawner.spawner.spawnlink`: the spawn page;
 - :mod:`~hpcspawner.spawner.errors`: what a failed start tells the user and the hub.
 
 ``hpcspawner.spawner.SlurmSpawner`` (and the entry points ``hpc`` and ``hpcspawner``) keep

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import dataclasses
-import html
+import functools
 import pwd
 import re
 import secrets
@@ -37,6 +36,7 @@ from ..accounts.rules import MappingError, PosixAccount, check_account
 from ..auth.mapping import AUTH_STATE_KEY
 from ..job import batchscript
 from ..logtext import loggable
+from ..resources.offer import Offer, make_offer
 from ..resources.options import (
     OptionsError,
     Policy,
@@ -46,17 +46,16 @@ from ..slurm import (
     Liveness,
     SlurmDriver,
     SlurmError,
-    association_choices,
     controller_unreachable,
     submission_uncertain,
 )
 from . import (
     callback,  # noqa: F401 - registers the port callback handler
     form,
+    page,
     recovery,
-    spawnlink,
 )
-from .clusterinfo import ClusterInfo, ClusterView, narrow_policy
+from .clusterinfo import ClusterInfo, ClusterView
 from .errors import SpawnFailure
 from .poller import JobPoller, JobStatus
 from .settings import SlurmSpawnerSettings
@@ -73,12 +72,6 @@ OUTPUT_LINE_LIMIT = 300
 
 #: Where JupyterHub's get_env() puts the server's API token.
 TOKEN_VARIABLES = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
-
-# What a failed form submission showed, per user, for the next render of the form:
-# JupyterHub re-renders the form of the user's default spawner after a failed spawn.
-_form_feedback: dict[str, tuple[dict, dict]] = {}
-# Users whose last /hub/spawn?opt-... link came from another site (see options_from_query).
-_unconfirmed_links: set[str] = set()
 
 
 class SlurmSpawner(SlurmSpawnerSettings, Spawner):
@@ -291,16 +284,6 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         self.auth_accounts = None if accounts is None else [str(a) for a in accounts]
         return await super().run_auth_state_hook(auth_state)
 
-    def user_policy(self) -> Policy:
-        """The admin's policy, narrowed to what this user's login allows."""
-        policy = self.policy
-        if self.auth_accounts is None:
-            return policy
-        allowed = tuple(self.auth_accounts)
-        if policy.accounts is not None:
-            allowed = tuple(a for a in allowed if a in policy.accounts)
-        return dataclasses.replace(policy, accounts=allowed)
-
     def _home(self) -> str:
         try:
             return pwd.getpwnam(self.user.name).pw_dir
@@ -450,11 +433,11 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
             umask=batchscript.check_umask(self.job_umask),
         )
 
-    async def effective_policy(self) -> tuple[Policy, ClusterView, list | None]:
-        """The policy for this user now: the admin's, within the cluster's facts and
-        the user's own Slurm associations (accounts, QOS), plus what it was built from."""
+    async def _offer(self) -> tuple[Offer, ClusterView]:
+        """What this user may start now (see :mod:`hpcspawner.resources.offer`), and the
+        cluster view it was made from."""
         try:
-            own = self.user_policy()
+            policy = self.policy
         except ValueError as e:
             raise SpawnFailure(
                 "The hub's server settings are invalid; please tell the administrators.",
@@ -463,16 +446,14 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
                 status_code=500,
             ) from None
         view = await self.cluster_info.snapshot()
-        policy = narrow_policy(own, view.snapshot)
         associations = await self.cluster_info.associations(self.user.name)
-        if associations is not None:
-            accounts, qos = association_choices(associations)
-            policy = dataclasses.replace(
-                policy,
-                accounts=_intersect(policy.accounts, accounts),
-                qos=_intersect(policy.qos, qos),
-            )
-        return policy, view, associations
+        offer = make_offer(
+            policy,
+            login_accounts=self.auth_accounts,
+            snapshot=view.snapshot,
+            associations=associations,
+        )
+        return offer, view
 
     def job_command(self, request, environment) -> list[str]:
         """What the job runs: the launcher, the server, its arguments (in a container if any)."""
@@ -483,12 +464,12 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         return command
 
     async def validated_request(self):
-        policy, _, _ = await self.effective_policy()
+        offer, _ = await self._offer()
         raw = self.user_options or {}
         try:
-            return validate_options(raw, policy)
+            return validate_options(raw, offer.policy)
         except OptionsError as e:
-            _form_feedback[self.user.name] = (_as_dict(raw), e.errors)
+            self.spawn_page.refused(raw, e.errors)
             raise SpawnFailure(
                 f"Invalid server options: {e.summary()}", reason="invalid-options"
             ) from None
@@ -518,55 +499,26 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
 
         A link from another site (:func:`hpcspawner.spawner.spawnlink.link_may_spawn`) starts
         nothing: the form comes instead, pre-filled with the link's values."""
-        options = self.options_from_form(
-            {key.removeprefix("opt-"): value for key, value in query_data.items()}
-        )
+        options = self.options_from_form(page.unprefixed(query_data))
         request = getattr(getattr(self, "handler", None), "request", None)
-        headers = getattr(request, "headers", None)
-        if not spawnlink.link_may_spawn(headers, getattr(request, "host", "") or ""):
-            self.log.info(
-                "Not starting %s from a link from another site (Sec-Fetch-Site %s, Referer %s)",
-                self._log_name,
-                loggable((headers or {}).get("Sec-Fetch-Site"), 40),
-                loggable((headers or {}).get("Referer"), 200),
-            )
-            _form_feedback[self.user.name] = (options, {})
-            _unconfirmed_links.add(self.user.name)
-            raise spawnlink.SpawnLinkNotConfirmed()
+        self.spawn_page.check_link(options, request, self.log, self._log_name)
         return options
 
+    @functools.cached_property
+    def spawn_page(self) -> page.SpawnPage:
+        """What this spawner's next form shows of a refused request (not config)."""
+        return page.SpawnPage()
+
     async def render_options_form(self) -> str:
-        policy, view, associations = await self.effective_policy()
-        values, errors = _form_feedback.pop(self.user.name, (None, {}))
-        if values is None:
-            values = _as_dict(getattr(self.orm_spawner, "user_options", None))
-        accounts = qos = None
-        if associations is not None:
-            accounts, qos = association_choices(associations)
-        if self.options_form_template:
-            with open(self.options_form_template) as f:
-                template = f.read()
-        else:
-            template = form.default_template()
-        context = form.form_context(
-            policy=policy,
-            partitions=form.partition_rows(policy, view.snapshot),
-            values=values,
-            errors=errors,
-            accounts=accounts,
-            qos=qos,
-            cluster_error=view.error,
-            stale=view.stale,
-            cluster_age=_format_age(view.age_s),
-            cluster_taken_at=_format_timestamp(view.snapshot.taken_at) if view.snapshot else None,
+        offer, view = await self._offer()
+        return page.render(
+            offer,
+            view,
+            feedback=page.feedback_for(self),
+            stored_options=getattr(self.orm_spawner, "user_options", None),
+            last_end=self._last_end,
+            template_path=self.options_form_template,
         )
-        rendered = form.render(template, context)
-        if self.user.name in _unconfirmed_links:
-            _unconfirmed_links.discard(self.user.name)
-            rendered = _LINK_NOTICE + rendered
-        if self._last_end:
-            rendered = _last_end_notice(self._last_end) + rendered
-        return rendered
 
     async def start(self):
         previous, self._last_end = self._last_end, None
@@ -907,11 +859,6 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         )
 
 
-def _as_dict(options) -> dict:
-    """``user_options`` as a dict for the form: a stored body that was no object is none."""
-    return dict(options) if isinstance(options, dict) else {}
-
-
 async def _apply_user_options(spawner: SlurmSpawner, user_options: dict) -> None:
     """The default ``c.Spawner.apply_user_options`` of SlurmSpawner: validate, keep the result.
 
@@ -936,41 +883,10 @@ def stop_check_pauses():
         yield 1.0
 
 
-_LINK_NOTICE = (
-    '<div class="alert alert-info hpcspawner-link-notice">This link to start a server came '
-    "from another web site, so nothing was started. Check the options below and press "
-    "Start if you want this server.</div>\n"
-)
-
-
-def _last_end_notice(last_end: dict) -> str:
-    text = f"Your last server (job {last_end['job_id']}) stopped: {last_end['reason']}."
-    return f'<div class="alert alert-warning hpcspawner-last-end">{html.escape(text)}</div>\n'
-
-
-def _intersect(allowed, discovered):
-    """The admin's allow-list (None: anything) within what Slurm says the user has."""
-    if allowed is None:
-        return tuple(discovered)
-    return tuple(name for name in discovered if name in allowed)
-
-
 def _format_duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} seconds"
     return f"{seconds / 60:.0f} minutes"
-
-
-def _format_age(seconds: float | None) -> str | None:
-    if seconds is None:
-        return None
-    if seconds < 120:
-        return f"{seconds:.0f} seconds"
-    return f"{seconds / 60:.0f} minutes"
-
-
-def _format_timestamp(when: float) -> str:
-    return datetime.fromtimestamp(when).strftime("%H:%M:%S")
 
 
 def _describe(request) -> str:

@@ -14,8 +14,7 @@ from traitlets.config import Config
 
 from hpcspawner.slurm.errors import SlurmError, SlurmTimeout, submission_uncertain
 from hpcspawner.slurm.jobstate import JobInfo, parse_comment_matches
-from hpcspawner.spawner import SlurmSpawner, recovery
-from hpcspawner.spawner import spawner as spawner_module
+from hpcspawner.spawner import SlurmSpawner, page, recovery
 from hpcspawner.spawner.callback import token_matches
 from hpcspawner.spawner.errors import SpawnFailure
 
@@ -241,7 +240,7 @@ def test_last_end_survives_clear_state_and_is_shown_once():
     fresh = make_spawner()
     fresh.load_state(state)
     assert fresh.last_end == {"job_id": "5", "reason": "the job was cancelled"}
-    notice = spawner_module._last_end_notice({"job_id": "5", "reason": "<b>x</b>"})
+    notice = page.last_end_notice({"job_id": "5", "reason": "<b>x</b>"})
     assert "&lt;b&gt;" in notice and "<b>" not in notice
 
 
