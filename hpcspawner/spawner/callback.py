@@ -95,12 +95,10 @@ class PortCallbackHandler(APIHandler):
         try:
             port = parse_port_body(self.request.body, spawner.callback_port_range())
         except ValueError as e:
-            self.log.warning("Rejected port callback for %s: %s", spawner._log_name, e)
+            self.log.warning("Rejected port callback for %s: %s", spawner.log_name, e)
             raise web.HTTPError(400, str(e)) from None
         if not spawner.accept_port(port):
-            self.log.warning(
-                "Port callback for %s, which is not waiting for one", spawner._log_name
-            )
+            self.log.warning("Port callback for %s, which is not waiting for one", spawner.log_name)
             raise web.HTTPError(409, "This server is not waiting for its port")
         self.set_status(201)
         self.finish(json.dumps({"message": "port accepted"}))

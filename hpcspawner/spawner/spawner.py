@@ -16,7 +16,6 @@ import asyncio
 import copy
 import dataclasses
 import html
-import pwd
 import re
 import secrets
 import time
@@ -32,8 +31,6 @@ from traitlets import (
 )
 
 from .._version import __version__
-from ..accounts.posix import lookup_posix_account
-from ..accounts.rules import MappingError, PosixAccount, check_account
 from ..auth.mapping import AUTH_STATE_KEY
 from ..job import batchscript
 from ..logtext import loggable
@@ -53,23 +50,22 @@ from ..slurm import (
 from . import (
     callback,  # noqa: F401 - registers the port callback handler
     form,
+    messages,
     recovery,
     spawnlink,
 )
 from .clusterinfo import ClusterInfo, ClusterView, narrow_policy
 from .errors import SpawnFailure
+from .messages import format_duration as _format_duration  # noqa: F401 - the old name
 from .poller import JobPoller, JobStatus
 from .settings import SlurmSpawnerSettings
 from .shared import SharedSlurm, shared_slurm
+from .userfiles import UserFiles, format_path
 
 #: Version of the state this spawner stores in the hub's database.
 STATE_VERSION = 1
 
 _JOB_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.@+:-]")
-
-#: How many of the last lines of a failed job's output the user sees, and how long each may be.
-OUTPUT_TAIL_LINES = 20
-OUTPUT_LINE_LIMIT = 300
 
 #: Where JupyterHub's get_env() puts the server's API token.
 TOKEN_VARIABLES = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
@@ -153,6 +149,23 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
     def cluster_info(self) -> ClusterInfo:
         return self.shared.cluster_info
 
+    # ------------------------------------------------------------ JupyterHub's private parts
+
+    @property
+    def log_name(self) -> str:
+        """How the hub's log names this server: ``alice``, or ``alice:gpu`` for a named one."""
+        # no public hook: JupyterHub names servers in its own log lines with the private
+        # Spawner._log_name; ours say the same (tests/unit/test_hub_internals.py pins it)
+        return self._log_name
+
+    @property
+    def stop_requested(self) -> bool:
+        """JupyterHub is stopping this server (its own stop, not ours)."""
+        # no public hook: JupyterHub sets the private Spawner._stop_pending before it
+        # polls and stops a server (User.stop); the public ``pending`` says "spawn"
+        # instead while a spawn is pending too (tests/unit/test_hub_internals.py pins it)
+        return self._stop_pending
+
     # ------------------------------------------------------------ state
 
     def get_state(self):
@@ -186,7 +199,7 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
             # the hub stopped while sbatch ran: its job may exist; cancel it if it shows up
             self.log.warning(
                 "%s was being submitted when the hub stopped; looking for job %s",
-                self._log_name,
+                self.log_name,
                 self._job_comment(),
             )
             self._reap(self._job_comment())
@@ -301,66 +314,17 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
             allowed = tuple(a for a in allowed if a in policy.accounts)
         return dataclasses.replace(policy, accounts=allowed)
 
-    def _home(self) -> str:
-        try:
-            return pwd.getpwnam(self.user.name).pw_dir
-        except KeyError:
-            raise SpawnFailure(
-                f"There is no account named {self.user.name} on the cluster.",
-                reason="no-account",
-            ) from None
-
-    async def _check_account(self, action: str = "start servers") -> None:
-        """Refuse system and service accounts before anything runs as the user.
-
-        The authenticator's rules again, with this spawner's own settings, so that a
-        hub with any authenticator never runs ``sbatch``/``scancel`` as e.g. ``slurm``.
-        A user the hub host does not know is checked by name only.
-        """
-        name = self.user.name
-        loop = asyncio.get_running_loop()
-        account = await loop.run_in_executor(None, lookup_posix_account, name)
-        try:
-            check_account(account or PosixAccount(name), self.account_rules())
-        except MappingError as e:
-            raise SpawnFailure(
-                f"This hub cannot {action} for the account {name!r}: "
-                "it is a system or service account.",
-                reason=e.reason,
-                log_message=(
-                    f"refused to {action} for {self._log_name} ({e.reason}): {e.detail}; "
-                    "see c.SlurmSpawner.min_uid, max_uid, refused_usernames, refused_shells"
-                ),
-                status_code=403,
-            ) from None
-
-    def _format_path(self, template: str, home: str) -> str:
-        return template.format(home=home, username=self.user.name)
+    @property
+    def files(self) -> UserFiles:
+        """The user's side of this server: their account, the files put down as them."""
+        return UserFiles(self.driver, self.user.name, self.name, self.log_name, self.log)
 
     async def move_certs(self, paths):
         """Copy the server's key and certificates to where only the user can read them."""
-        await self._check_account()  # JupyterHub calls this before start(); it runs as the user
-        home = self._home()
-        directory = self.internal_certs_dir.format(
-            home=home, username=self.user.name, server=self.name or "default"
-        )
-        names = {"keyfile": "server.key", "certfile": "server.crt", "cafile": "ca.crt"}
-        files = {}
-        for key, filename in names.items():
-            with open(paths[key], "rb") as f:
-                files[filename] = f.read()
-        try:
-            await self.driver.install_files(self.user.name, directory, files)
-        except SlurmError as e:
-            raise SpawnFailure(
-                "Could not put the server's TLS certificates into your directory; "
-                "please tell the administrators.",
-                reason="certificates",
-                log_message=f"installing certificates for {self._log_name} failed: {e}",
-                status_code=500,
-            ) from None
-        self.log.info("Installed TLS certificates of %s in %s", self._log_name, directory)
-        return {key: f"{directory}/{filename}" for key, filename in names.items()}
+        files = self.files
+        # JupyterHub calls this before start(); it runs as the user
+        await files.check_account(self.account_rules(), "start servers")
+        return await files.install_certs(files.server_directory(self.internal_certs_dir), paths)
 
     def get_env(self):
         env = super().get_env()
@@ -378,35 +342,15 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
             # goes there; the launcher reads the token from the file (see _write_token_file)
             for name in TOKEN_VARIABLES:
                 env.pop(name, None)
-            env["HPCSPAWNER_TOKEN_FILE"] = self._token_file()
+            env["HPCSPAWNER_TOKEN_FILE"] = self.files.token_file(self.token_dir, self.spawn_id)
         return env
-
-    def _token_file(self) -> str:
-        """Where this start's API token waits for the job (``token_delivery = "file"``)."""
-        directory = self.token_dir.format(
-            home=self._home(), username=self.user.name, server=self.name or "default"
-        )
-        return f"{directory}/api-token-{self.spawn_id}"
 
     async def _write_token_file(self, env: dict[str, str]) -> None:
         """Put the API token, as the user, into the 0600 file the job's env names."""
         path = env.get("HPCSPAWNER_TOKEN_FILE")
-        if not path:
-            return
-        directory, _, name = path.rpartition("/")
-        self._token_file_written = True
-        try:
-            await self.driver.install_files(
-                self.user.name, directory, {name: (self.api_token or "").encode()}
-            )
-        except SlurmError as e:
-            raise SpawnFailure(
-                "Could not put your server's API token into your directory; "
-                "please tell the administrators.",
-                reason="token-file",
-                log_message=f"writing the token file of {self._log_name} failed: {e}",
-                status_code=500,
-            ) from None
+        if path:
+            self._token_file_written = True
+            await self.files.write_token_file(path, self.api_token or "")
 
     async def _remove_token_file(self) -> None:
         """Remove this start's token file if the launcher has not (a start that never
@@ -418,14 +362,10 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         if self.token_delivery != "file" or not (written and self.spawn_id):  # noqa: S105
             return
         self._token_file_written = False
-        try:
-            path = self._token_file()
-            await asyncio.shield(self.driver.remove_file(self.user.name, path))
-        except (SlurmError, SpawnFailure, NotImplementedError, asyncio.CancelledError) as e:
-            self.log.warning("Could not remove the token file of %s: %s", self._log_name, e)
+        await self.files.remove_token_file(self.token_dir, self.spawn_id)
 
     def render_script(self, request, env: dict[str, str]) -> str:
-        home = self._home()
+        home = self.files.home()
         if self.batch_script_template:
             with open(self.batch_script_template) as f:
                 template = f.read()
@@ -439,8 +379,8 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
             request=request,
             job_name=self._job_name(),
             comment=self._job_comment(),
-            workdir=self._format_path(self.job_workdir, home),
-            output=self._format_path(self.job_output, home),
+            workdir=format_path(self.job_workdir, home, self.user.name),
+            output=format_path(self.job_output, home, self.user.name),
             command=self.job_command(request, environment),
             prologue=self.batch_script_prologue,
             environment=environment,
@@ -600,7 +540,7 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
             self._progress_events.pop()
 
     async def _start(self):
-        await self._check_account()
+        await self.files.check_account(self.account_rules(), "start servers")
         request = await self._applied_request()
         env = self.get_env()
         script = self.render_script(request, env)
@@ -612,14 +552,14 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         self.log.info(
             "Submitted job %s for %s (%s) in %.3f s",
             job_id,
-            self._log_name,
-            _describe(request),
+            self.log_name,
+            messages.describe_request(request),
             time.monotonic() - t0,
         )
         self.poller.track(job_id, self._job_changed)
         # a hub that dies from here on finds the job in its database (see _resume_start)
         self._save_state()
-        self._emit(10, f"Submitted job {job_id} to Slurm ({_describe(request)})")
+        self._emit(10, f"Submitted job {job_id} to Slurm ({messages.describe_request(request)})")
         return await self._server_url(job_id)
 
     async def _server_url(self, job_id: str) -> str:
@@ -628,7 +568,7 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         self.job_host = status.info.batch_host
         self.port = port
         self._emit(90, f"Server of job {job_id} is listening on {status.info.batch_host}:{port}")
-        self.log.info("Job %s of %s reported port %s on %s", job_id, self._log_name, port, host)
+        self.log.info("Job %s of %s reported port %s on %s", job_id, self.log_name, port, host)
         proto = "https" if self.internal_ssl else "http"
         return f"{proto}://{host}:{port}"
 
@@ -639,7 +579,7 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         port not yet. The job's launcher reports it with the old token (matched by
         ``token_sha256``); the new hub takes it like the old one would have."""
         job_id = self.job_id
-        self.log.info("Resuming the start of %s: following job %s again", self._log_name, job_id)
+        self.log.info("Resuming the start of %s: following job %s again", self.log_name, job_id)
         self._emit(10, f"The hub restarted; following job {job_id} again")
         url = await asyncio.wait_for(self._server_url(job_id), timeout=self.start_timeout)
         self._save_state()
@@ -659,7 +599,7 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         try:
             return await asyncio.shield(task)
         except Exception as e:  # noqa: BLE001 - whatever failed, the hub check must go on
-            self.log.warning("Could not resume the start of %s: %s", self._log_name, e)
+            self.log.warning("Could not resume the start of %s: %s", self.log_name, e)
             return self.server.url
 
     async def _submit(self, script: str, env: dict[str, str]) -> str:
@@ -671,15 +611,15 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
                 raise SpawnFailure(
                     f"Slurm rejected the job: {e.slurm_message}",
                     reason="job-rejected",
-                    log_message=f"sbatch for {self._log_name} failed: {e}",
+                    log_message=f"sbatch for {self.log_name} failed: {e}",
                 ) from None
             if not submission_uncertain(e):
                 raise recovery.scheduler_unavailable(
-                    f"sbatch for {self._log_name} failed: {e}"
+                    f"sbatch for {self.log_name} failed: {e}"
                 ) from None
             self.log.warning(
                 "sbatch for %s got no answer (%s); looking for job %s instead of submitting again",
-                self._log_name,
+                self.log_name,
                 e,
                 self._job_comment(),
             )
@@ -723,8 +663,12 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
                 and queued_since is not None
                 and time.monotonic() - queued_since > self.queue_timeout
             ):
-                raise self._queue_timeout_failure(job_id, status)
-            message, progress = self._describe_start(job_id, status)
+                raise SpawnFailure(
+                    messages.queue_timeout(job_id, status.info, self.queue_timeout),
+                    reason="queue-timeout",
+                    status_code=503,
+                )
+            message, progress = messages.start_progress(job_id, status)
             if message != last_message:
                 self._emit(progress, message)
                 last_message = message
@@ -740,55 +684,16 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
                 return port, status
             await asyncio.sleep(self.startup_poll_interval)
 
-    def _queue_timeout_failure(self, job_id: str, status: JobStatus) -> SpawnFailure:
-        reason = status.info.describe_reason() if status.info else None
-        message = (
-            f"Job {job_id} waited in the queue for more than {_format_duration(self.queue_timeout)}"
-            + (f" ({reason})" if reason else "")
-            + " and was cancelled. Try fewer resources, a shorter runtime or another partition."
-        )
-        return SpawnFailure(message, reason="queue-timeout", status_code=503)
-
-    def _describe_start(self, job_id: str, status: JobStatus) -> tuple[str, int]:
-        info = status.info
-        if status.liveness is Liveness.UNKNOWN:
-            return (f"Job {job_id}: the scheduler is not answering, still trying", 20)
-        if info is None or info.pending:
-            text = f"Job {job_id} is queued"
-            reason = info.describe_reason() if info else None
-            if reason:
-                text += f": {reason}"
-            if info and info.start_time:
-                text += f"; expected start {_format_time(info.start_time)}"
-            return (text, 20)
-        if info.running:
-            return (f"Job {job_id} is running on {info.batch_host}; waiting for the server", 50)
-        return (f"Job {job_id} is {info.state}", 30)
-
     async def _job_ended_failure(self, job_id: str, status: JobStatus) -> SpawnFailure:
-        why = status.info.describe_end() if status.info else "the job is no longer known to Slurm"
-        output_path = self._format_path(self.job_output, self._home()).replace("%j", job_id)
-        # the user's file: the driver reads a few KiB of it, and only if it is a regular file
-        output = await self.driver.read_output(self.user.name, output_path)
-        text = output.text.strip()
-        message = f"Job {job_id} ended before the server started: {why}."
-        if text:
-            # shown as text (JupyterHub escapes it); no terminal escapes or bidi controls
-            lines = text.splitlines()[-OUTPUT_TAIL_LINES:]
-            shown = "\n".join(loggable(line, OUTPUT_LINE_LIMIT) for line in lines)
-            message += f" Last lines of {output_path}:\n{shown}"
-            logged = f"its output ends: {loggable(text[-2000:])}"
-        else:
-            problem = output.problem or "is empty"
-            message += f" Its output file {output_path} {problem}."
-            logged = f"its output file {problem}"
+        why = messages.end_reason(status.info)
+        output_path, output = await self.files.job_output(self.job_output, job_id)
+        message, logged = messages.job_ended(job_id, why, output_path, output)
         self.job_id = ""
         return SpawnFailure(
             message,
             reason="job-ended",
             log_message=(
-                f"job {job_id} of {self._log_name} ended before its server started ({why}); "
-                f"{output_path}: {logged}"
+                f"job {job_id} of {self.log_name} ended before its server started ({why}); {logged}"
             ),
             status_code=500,
         )
@@ -801,11 +706,11 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
                 self._reap(self._job_comment())
             await self._remove_token_file()
             return
-        self.log.info("Cancelling job %s of %s after a failed start", job_id, self._log_name)
+        self.log.info("Cancelling job %s of %s after a failed start", job_id, self.log_name)
         try:
             await asyncio.shield(self.driver.cancel(self.user.name, job_id))
         except (SlurmError, asyncio.CancelledError) as e:
-            self.log.warning("Could not cancel job %s of %s: %s", job_id, self._log_name, e)
+            self.log.warning("Could not cancel job %s of %s: %s", job_id, self.log_name, e)
         await self._remove_token_file()
 
     # ------------------------------------------------------------ poll / stop
@@ -816,7 +721,7 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
             status.liveness is Liveness.GONE
             and not self._starting
             and not self._stopping
-            and not self._stop_pending  # JupyterHub is stopping it already
+            and not self.stop_requested  # JupyterHub is stopping it already
             and self.server is not None
         ):
             # tell the hub now instead of at its next poll
@@ -834,15 +739,14 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
             return None
         if status.liveness is Liveness.GONE:
             status = await self._final_status(status)
-            info = status.info
-            reason = info.describe_end() if info else "the job is no longer known to Slurm"
-            if not self._stopping and not self._stop_pending:
+            reason = messages.end_reason(status.info)
+            if not self._stopping and not self.stop_requested:
                 self._last_end = {"job_id": self.job_id, "reason": reason}
-            self.log.info("Job %s of %s is gone: %s", self.job_id, self._log_name, reason)
+            self.log.info("Job %s of %s is gone: %s", self.job_id, self.log_name, reason)
             return 1
         if status.liveness is Liveness.UNKNOWN:
             self.log.debug(
-                "Job %s of %s: status unknown (%s)", self.job_id, self._log_name, status.error
+                "Job %s of %s: status unknown (%s)", self.job_id, self.log_name, status.error
             )
         return None
 
@@ -867,10 +771,10 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         if not job_id:
             return
         # before anything runs as the user (the token file's removal included)
-        await self._check_account("stop servers")
+        await self.files.check_account(self.account_rules(), "stop servers")
         if not self._starting and self.poller.cached(job_id).liveness is Liveness.GONE:
             # it ended by itself (poll() said so): nothing to cancel, nothing to wait for
-            self.log.info("Job %s of %s already ended", job_id, self._log_name)
+            self.log.info("Job %s of %s already ended", job_id, self.log_name)
             if not self.job_host:
                 await self._remove_token_file()  # it ended before its launcher took the token
             return
@@ -885,7 +789,7 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
             await self._remove_token_file()
 
     async def _cancel_and_wait(self, job_id: str) -> None:
-        self.log.info("Cancelling job %s of %s", job_id, self._log_name)
+        self.log.info("Cancelling job %s of %s", job_id, self.log_name)
         await self.driver.cancel(self.user.name, job_id)
         deadline = time.monotonic() + self.stop_timeout
         for pause in stop_check_pauses():
@@ -895,14 +799,14 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
             if status.liveness is Liveness.GONE and not (
                 status.info and status.info.state == "COMPLETING"
             ):
-                self.log.info("Job %s of %s ended", job_id, self._log_name)
+                self.log.info("Job %s of %s ended", job_id, self.log_name)
                 return
             if time.monotonic() >= deadline:
                 break
         self.log.warning(
             "Job %s of %s still not ended %.0f s after scancel",
             job_id,
-            self._log_name,
+            self.log_name,
             self.stop_timeout,
         )
 
@@ -955,12 +859,6 @@ def _intersect(allowed, discovered):
     return tuple(name for name in discovered if name in allowed)
 
 
-def _format_duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} seconds"
-    return f"{seconds / 60:.0f} minutes"
-
-
 def _format_age(seconds: float | None) -> str | None:
     if seconds is None:
         return None
@@ -971,23 +869,6 @@ def _format_age(seconds: float | None) -> str | None:
 
 def _format_timestamp(when: float) -> str:
     return datetime.fromtimestamp(when).strftime("%H:%M:%S")
-
-
-def _describe(request) -> str:
-    parts = []
-    if request.partition:
-        parts.append(f"partition {request.partition}")
-    parts.append(f"{request.nodes} node{'s' if request.nodes > 1 else ''}")
-    parts.append(f"{request.cpus} CPU{'s' if request.cpus > 1 else ''}")
-    parts.append(request.memory)
-    if request.gpus:
-        parts.append(f"{request.gpus} GPU{'s' if request.gpus > 1 else ''}")
-    parts.append(request.runtime)
-    return ", ".join(parts)
-
-
-def _format_time(when: datetime) -> str:
-    return when.strftime("%Y-%m-%d %H:%M")
 
 
 __all__ = ["SlurmSpawner", "__version__"]
