@@ -70,6 +70,14 @@ def token_matches(spawner, token: str) -> bool:
     )
 
 
+def token_digest(token: str) -> str:
+    """The SHA-256 of a server's API token that its spawner keeps (state: ``token_sha256``),
+    so that a restarted hub, which no longer has the token, recognises the port report of
+    a job it started before (:func:`token_matches`); the token itself is never stored.
+    "" for no token. It lives here, next to the one check that uses it."""
+    return hashlib.sha256(token.encode()).hexdigest() if token else ""
+
+
 class PortCallbackHandler(APIHandler):
     """``POST /hub/api/batchspawner``: a starting job reports its port."""
 

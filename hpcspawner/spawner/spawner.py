@@ -44,11 +44,9 @@ from ..slurm import (
     SlurmDriver,
     SlurmError,
     association_choices,
-    controller_unreachable,
-    submission_uncertain,
 )
 from . import (
-    callback,  # noqa: F401 - registers the port callback handler
+    callback,  # also registers the port callback handler
     form,
     messages,
     recovery,
@@ -512,7 +510,7 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         previous, self._last_end = self._last_end, None
         self.spawn_id = secrets.token_hex(6)
         self._token_file_written = False
-        self.token_sha256 = recovery.sha256(self.api_token or "")
+        self.token_sha256 = callback.token_digest(self.api_token or "")
         first = None
         if previous:
             first = (
@@ -574,6 +572,20 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
 
     # ------------------------------------------------------------ a start the hub lost
 
+    def _resume_interrupted_start(self) -> None:
+        """Finish, in the background, the start a hub restart interrupted: its job is
+        in the state, alive (``poll()`` just asked), its port not reported yet."""
+        # no public hook: after a restart JupyterHub restores each server with
+        # load_state() (synchronous, before anyone asked Slurm about the job), then asks
+        # poll() and, when poll() says "running", get_url(); nothing tells a spawner
+        # "finish what you were doing". So the first poll() that finds the job alive
+        # starts the resumed start here, and get_url() waits for it.
+        self._interrupted_start = False
+        task = self._resume_task = asyncio.ensure_future(self._starting_frame(self._resume_start()))
+        # its failure is get_url()'s to report (and _starting_frame cleaned up): never
+        # "Task exception was never retrieved" when JupyterHub does not ask
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
     async def _resume_start(self) -> str:
         """Finish a start that a hub crash interrupted: the job is in the state, the
         port not yet. The job's launcher reports it with the old token (matched by
@@ -604,48 +616,39 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
 
     async def _submit(self, script: str, env: dict[str, str]) -> str:
         """Submit once; if the answer was lost, find the job by its comment instead."""
-        try:
-            return await self.driver.submit(self.user.name, script, env)
-        except SlurmError as e:
-            if not controller_unreachable(e):
-                raise SpawnFailure(
-                    f"Slurm rejected the job: {e.slurm_message}",
-                    reason="job-rejected",
-                    log_message=f"sbatch for {self.log_name} failed: {e}",
-                ) from None
-            if not submission_uncertain(e):
-                raise recovery.scheduler_unavailable(
-                    f"sbatch for {self.log_name} failed: {e}"
-                ) from None
-            self.log.warning(
-                "sbatch for %s got no answer (%s); looking for job %s instead of submitting again",
-                self.log_name,
-                e,
-                self._job_comment(),
-            )
+        comment = self._job_comment()
+        job_id = await recovery.submit_once(
+            self.driver,
+            self.user.name,
+            script,
+            env,
+            comment=comment,
+            log_name=self.log_name,
+            log=self.log,
+        )
+        if job_id is not None:
+            return job_id
         self._emit(15, "The scheduler did not answer the submission; checking whether it arrived")
-        return await self._recover_submission()
-
-    async def _recover_submission(self) -> str:
-        self._recovering = True
+        self._recovering = True  # a failure now leaves a reaper behind (_cleanup_failed_start)
         try:
-            return await self._find_lost_job()
+            return await recovery.find_lost_job(
+                self.driver,
+                self.user.name,
+                comment,
+                timeout=self.submit_recovery_timeout,
+                pause=min(5.0, max(0.5, self.startup_poll_interval)),
+                reapers=self.shared.reapers,
+                reap_interval=self.poll_interval,
+                log=self.log,
+            )
         finally:
             self._recovering = False
 
-    async def _find_lost_job(self) -> str:
-        return await recovery.find_lost_job(
-            self.driver,
-            self.user.name,
-            self._job_comment(),
-            timeout=self.submit_recovery_timeout,
-            pause=min(5.0, max(0.5, self.startup_poll_interval)),
-            reap_interval=self.poll_interval,
-            log=self.log,
-        )
-
     def _reap(self, comment: str) -> None:
-        recovery.start_reaper(self.driver, self.user.name, comment, self.poll_interval, self.log)
+        """Cancel ``comment``'s job if it shows up (a submission whose start failed)."""
+        self.shared.reapers.start(
+            self.driver, self.user.name, comment, self.poll_interval, self.log
+        )
 
     async def _wait_for_port(self, job_id: str) -> tuple[int, JobStatus]:
         """Follow the job until its server reports a port; fail fast if the job ends."""
@@ -734,8 +737,7 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
             return None
         status = await self.poller.status(self.job_id, max_age=self.poll_interval * 1.5)
         if self._interrupted_start and status.liveness is not Liveness.GONE:
-            self._interrupted_start = False
-            self._resume_task = asyncio.ensure_future(self._starting_frame(self._resume_start()))
+            self._resume_interrupted_start()
             return None
         if status.liveness is Liveness.GONE:
             status = await self._final_status(status)
