@@ -48,6 +48,7 @@ from ..slurm import (
 from . import (
     callback,  # also registers the port callback handler
     form,
+    jobwatch,
     messages,
     recovery,
     spawnlink,
@@ -561,7 +562,20 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         return await self._server_url(job_id)
 
     async def _server_url(self, job_id: str) -> str:
-        port, status = await self._wait_for_port(job_id)
+        try:
+            port, status = await jobwatch.wait_for_port(
+                self.poller,
+                job_id,
+                self._port_future,
+                interval=self.startup_poll_interval,
+                queue_timeout=self.queue_timeout,
+                progress=self._emit,
+            )
+        except jobwatch.JobGone as e:
+            raise await self._job_ended_failure(job_id, e.status) from None
+        except jobwatch.QueuedTooLong as e:
+            message = messages.queue_timeout(job_id, e.status.info, self.queue_timeout)
+            raise SpawnFailure(message, reason="queue-timeout", status_code=503) from None
         host = self.node_address.format(node=status.info.batch_host)
         self.job_host = status.info.batch_host
         self.port = port
@@ -650,43 +664,6 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
             self.driver, self.user.name, comment, self.poll_interval, self.log
         )
 
-    async def _wait_for_port(self, job_id: str) -> tuple[int, JobStatus]:
-        """Follow the job until its server reports a port; fail fast if the job ends."""
-        last_message = None
-        queued_since = time.monotonic()
-        while True:
-            status = await self.poller.status(job_id, max_age=self.startup_poll_interval)
-            if status.liveness is Liveness.GONE:
-                raise await self._job_ended_failure(job_id, status)
-            queued = status.info is None or status.info.pending
-            if not queued:
-                queued_since = None
-            elif (
-                self.queue_timeout
-                and queued_since is not None
-                and time.monotonic() - queued_since > self.queue_timeout
-            ):
-                raise SpawnFailure(
-                    messages.queue_timeout(job_id, status.info, self.queue_timeout),
-                    reason="queue-timeout",
-                    status_code=503,
-                )
-            message, progress = messages.start_progress(job_id, status)
-            if message != last_message:
-                self._emit(progress, message)
-                last_message = message
-            if status.info is not None and status.info.running:
-                try:
-                    port = await asyncio.wait_for(
-                        asyncio.shield(self._port_future), timeout=self.startup_poll_interval
-                    )
-                except asyncio.TimeoutError:
-                    continue
-                if not status.info.batch_host:
-                    status = await self.poller.status(job_id, max_age=0)
-                return port, status
-            await asyncio.sleep(self.startup_poll_interval)
-
     async def _job_ended_failure(self, job_id: str, status: JobStatus) -> SpawnFailure:
         why = messages.end_reason(status.info)
         output_path, output = await self.files.job_output(self.job_output, job_id)
@@ -740,7 +717,7 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
             self._resume_interrupted_start()
             return None
         if status.liveness is Liveness.GONE:
-            status = await self._final_status(status)
+            status = await jobwatch.final_status(self.poller, status)
             reason = messages.end_reason(status.info)
             if not self._stopping and not self.stop_requested:
                 self._last_end = {"job_id": self.job_id, "reason": reason}
@@ -751,22 +728,6 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
                 "Job %s of %s: status unknown (%s)", self.job_id, self.log_name, status.error
             )
         return None
-
-    async def _final_status(self, status: JobStatus, wait: float = 3.0) -> JobStatus:
-        """squeue shows an ending job as COMPLETING, hiding why it ended: ask again
-        for a few seconds for the final state (FAILED, TIMEOUT, NODE_FAIL, ...)."""
-        deadline = time.monotonic() + wait
-        while (
-            status.info is not None
-            and status.info.state.split()[0] == "COMPLETING"
-            and time.monotonic() < deadline
-        ):
-            await asyncio.sleep(0.5)
-            newer = await self.poller.status(status.job_id, max_age=0)
-            if newer.liveness is not Liveness.GONE:
-                break
-            status = newer
-        return status
 
     async def stop(self, now=False):
         job_id = self.job_id
@@ -793,24 +754,15 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
     async def _cancel_and_wait(self, job_id: str) -> None:
         self.log.info("Cancelling job %s of %s", job_id, self.log_name)
         await self.driver.cancel(self.user.name, job_id)
-        deadline = time.monotonic() + self.stop_timeout
-        for pause in stop_check_pauses():
-            await asyncio.sleep(pause)
-            status = await self.poller.status(job_id, max_age=0)
-            # COMPLETING: Slurm is still killing the job's processes; the allocation is not free
-            if status.liveness is Liveness.GONE and not (
-                status.info and status.info.state == "COMPLETING"
-            ):
-                self.log.info("Job %s of %s ended", job_id, self.log_name)
-                return
-            if time.monotonic() >= deadline:
-                break
-        self.log.warning(
-            "Job %s of %s still not ended %.0f s after scancel",
-            job_id,
-            self.log_name,
-            self.stop_timeout,
-        )
+        if await jobwatch.wait_until_gone(self.poller, job_id, self.stop_timeout):
+            self.log.info("Job %s of %s ended", job_id, self.log_name)
+        else:
+            self.log.warning(
+                "Job %s of %s still not ended %.0f s after scancel",
+                job_id,
+                self.log_name,
+                self.stop_timeout,
+            )
 
 
 def _as_dict(options) -> dict:
@@ -824,22 +776,6 @@ async def _apply_user_options(spawner: SlurmSpawner, user_options: dict) -> None
     JupyterHub passes ``spawner.user_options``, which is what ``validated_request`` reads."""
     request = await spawner.validated_request()
     spawner._applied = (copy.deepcopy(dict(spawner.user_options or {})), request)
-
-
-def stop_check_pauses():
-    """Pauses between the looks at a cancelled job: often at first, then less often.
-
-    slurmd looks for the job's processes ~20, 70 and 170 ms after signalling
-    them, then at 0.67 s and every second after; Slurm drops the job soon after
-    the look that finds them gone. A server that exits promptly (see
-    ``fast_exit``) is gone within the first few tenths of a second. Stopping
-    servers share each query (the poller batches them), so this is one
-    ``squeue`` per look for the whole hub.
-    """
-    yield from (0.1,) * 10  # the first second
-    yield from (0.25,) * 8  # up to 3 s
-    while True:
-        yield 1.0
 
 
 _LINK_NOTICE = (
