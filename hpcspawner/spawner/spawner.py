@@ -53,6 +53,7 @@ from . import (
     recovery,
     spawnlink,
 )
+from . import state as serverstate
 from .clusterinfo import ClusterInfo, ClusterView, narrow_policy
 from .errors import SpawnFailure
 from .messages import format_duration as _format_duration  # noqa: F401 - the old name
@@ -60,9 +61,6 @@ from .poller import JobPoller, JobStatus
 from .settings import SlurmSpawnerSettings
 from .shared import SharedSlurm, shared_slurm
 from .userfiles import UserFiles, format_path
-
-#: Version of the state this spawner stores in the hub's database.
-STATE_VERSION = 1
 
 _JOB_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.@+:-]")
 
@@ -169,28 +167,15 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
 
     def get_state(self):
         state = super().get_state()
-        if self.job_id:
-            state["hpcspawner_version"] = STATE_VERSION
-            state["job_id"] = self.job_id
-            state["job_host"] = self.job_host
-            state["spawn_id"] = self.spawn_id
-            if self.token_sha256:
-                state["token_sha256"] = self.token_sha256
-        elif self.spawn_id:
-            # submitting: a hub that dies before sbatch returns knows what to look for
-            state["hpcspawner_version"] = STATE_VERSION
-            state["spawn_id"] = self.spawn_id
-        if self._last_end:
-            # kept across clear_state: the next start (and the form) tell the user
-            state["last_end"] = dict(self._last_end)
+        fields = {name: getattr(self, name) for name in serverstate.FIELDS}
+        state.update(serverstate.dump(fields, self._last_end))
         return state
 
     def load_state(self, state):
         super().load_state(state)
-        self.job_id = str(state.get("job_id", "") or "")
-        self.job_host = str(state.get("job_host", "") or "")
-        self.spawn_id = str(state.get("spawn_id", "") or "")
-        self.token_sha256 = str(state.get("token_sha256", "") or "")
+        fields, last_end = serverstate.load(state)
+        for name, value in fields.items():
+            setattr(self, name, value)
         self._token_file_written = bool(self.job_id)  # a job was submitted: its file was written
         # a job without a node: the hub stopped while this server was starting
         self._interrupted_start = bool(self.job_id and not self.job_host)
@@ -203,12 +188,8 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
             )
             self._reap(self._job_comment())
             self.spawn_id = ""
-        last_end = state.get("last_end")
-        if isinstance(last_end, dict) and last_end.get("reason"):
-            self._last_end = {
-                "job_id": str(last_end.get("job_id", "")),
-                "reason": str(last_end["reason"]),
-            }
+        if last_end:
+            self._last_end = last_end  # kept across clear_state: the next start says it
         if self.job_id:
             self.poller.track(self.job_id, self._job_changed)
 
@@ -216,10 +197,8 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         super().clear_state()
         if self.job_id:
             self.poller.untrack(self.job_id)
-        self.job_id = ""
-        self.job_host = ""
-        self.spawn_id = ""
-        self.token_sha256 = ""
+        for name in serverstate.FIELDS:
+            setattr(self, name, "")
         self._interrupted_start = False
 
     @property
