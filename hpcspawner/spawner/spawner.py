@@ -58,6 +58,7 @@ from .clusterinfo import ClusterInfo, ClusterView, narrow_policy
 from .errors import SpawnFailure
 from .messages import format_duration as _format_duration  # noqa: F401 - the old name
 from .poller import JobPoller, JobStatus
+from .progress import StartProgress
 from .settings import SlurmSpawnerSettings
 from .shared import SharedSlurm, shared_slurm
 from .userfiles import UserFiles, format_path
@@ -104,8 +105,7 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._port_future: asyncio.Future | None = None
-        self._progress_events: list[dict] = []
-        self._progress_changed = asyncio.Event()
+        self._progress = StartProgress()
         self._starting = False
         self._stopping = False
         self._recovering = False
@@ -219,25 +219,12 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
 
     # ------------------------------------------------------------ progress
 
-    def _emit(self, progress: int, message: str, **extra) -> None:
-        event = {"progress": progress, "message": message, **extra}
-        self._progress_events.append(event)
-        changed, self._progress_changed = self._progress_changed, asyncio.Event()
-        changed.set()
+    def _emit(self, progress: int, message: str) -> None:
+        self._progress.emit(progress, message)
 
     async def progress(self):
-        sent = 0
-        while True:
-            changed = self._progress_changed
-            while sent < len(self._progress_events):
-                yield self._progress_events[sent]
-                sent += 1
-            if not self._starting:
-                return
-            try:
-                await asyncio.wait_for(changed.wait(), timeout=5)
-            except asyncio.TimeoutError:
-                pass
+        async for event in self._progress.follow(lambda: self._starting):
+            yield event
 
     # ------------------------------------------------------------ the callback
 
@@ -500,7 +487,7 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
 
     async def _starting_frame(self, coro, first_message: str | None = None):
         """Run ``coro`` as this server's start: progress, the port future, cleanup."""
-        self._progress_events = []
+        self._progress.begin()
         if first_message:
             self._emit(0, first_message)
         self._starting = True
@@ -514,8 +501,7 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         finally:
             self._starting = False
             self._port_future = None
-            self._emit(100, "")  # wake progress listeners so they see the end
-            self._progress_events.pop()
+            self._progress.wake()  # progress listeners see the end now
 
     async def _start(self):
         await self.files.check_account(self.account_rules(), "start servers")
