@@ -11,6 +11,9 @@
 - :mod:`~hpcspawner.spawner.userfiles`: the user's account and the files the hub puts down
   as the user (TLS files, the token file) or reads back (the job's output);
 - :mod:`~hpcspawner.spawner.messages`: the words of a start (pure);
+- :mod:`~hpcspawner.spawner.jobwatch`: following a job through the poller (its port, its end);
+- :mod:`~hpcspawner.spawner.progress`: the events of a start for the spawn-pending page;
+- :mod:`~hpcspawner.spawner.state`: what a server keeps in the hub's database (pure);
 - :mod:`~hpcspawner.spawner.tls`: the names in a server's certificate;
 - :mod:`~hpcspawner.spawner.callback`: the endpoint the job calls with its port (and the
   token digest it checks);

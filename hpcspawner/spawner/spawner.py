@@ -6,8 +6,14 @@ The spawner orchestrates; the work is done elsewhere:
 - :mod:`hpcspawner.job.batchscript` renders the batch script;
 - a :class:`~hpcspawner.slurm.SlurmDriver` talks to Slurm;
 - the hub-wide :class:`~hpcspawner.spawner.poller.JobPoller` answers "is the job alive?"
-  for every server with one batched query;
-- :mod:`hpcspawner.spawner.callback` receives the port the job reports.
+  for every server with one batched query; :mod:`~hpcspawner.spawner.jobwatch` follows
+  one job through it;
+- :mod:`hpcspawner.spawner.callback` receives the port the job reports;
+- :mod:`~hpcspawner.spawner.userfiles` puts the user's files down and reads them back,
+  as the user; :mod:`~hpcspawner.spawner.messages` words what the user is told;
+- :mod:`~hpcspawner.spawner.recovery` finds a job whose ``sbatch`` answer was lost;
+- :mod:`~hpcspawner.spawner.state` and :mod:`~hpcspawner.spawner.progress` hold what the
+  hub keeps and what the spawn page shows.
 """
 
 from __future__ import annotations
