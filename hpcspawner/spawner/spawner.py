@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
-import re
 import secrets
 import time
 
@@ -36,7 +35,6 @@ from traitlets import (
 
 from .._version import __version__
 from ..auth.mapping import AUTH_STATE_KEY
-from ..job import batchscript
 from ..resources.offer import Offer, make_offer
 from ..resources.options import (
     OptionsError,
@@ -51,6 +49,7 @@ from ..slurm import (
 from . import (
     callback,  # also registers the port callback handler
     form,
+    jobspec,
     jobwatch,
     messages,
     page,
@@ -64,12 +63,7 @@ from .poller import JobPoller, JobStatus
 from .progress import StartProgress
 from .settings import SlurmSpawnerSettings
 from .shared import SharedSlurm, shared_slurm
-from .userfiles import UserFiles, format_path
-
-_JOB_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.@+:-]")
-
-#: Where JupyterHub's get_env() puts the server's API token.
-TOKEN_VARIABLES = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
+from .userfiles import UserFiles
 
 
 class SlurmSpawner(SlurmSpawnerSettings, Spawner):
@@ -226,7 +220,7 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
     # ------------------------------------------------------------ the callback
 
     def callback_port_range(self) -> tuple[int, int] | None:
-        return None if tuple(self.port_range) == (0, 0) else tuple(self.port_range)
+        return jobspec.port_range(self)
 
     def accept_port(self, port: int) -> bool:
         """Take the port the job reported; False if this server is not waiting for one."""
@@ -239,16 +233,7 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
     # ------------------------------------------------------------ start
 
     def _job_comment(self) -> str:
-        """``hpcspawner:<job_tag>:<user>:<server>:<spawn id>``: finds this start's job again."""
-        return _JOB_NAME_UNSAFE.sub(
-            "_", f"hpcspawner:{self.job_tag}:{self.user.name}:{self.name or '-'}:{self.spawn_id}"
-        )
-
-    def _job_name(self) -> str:
-        name = f"jupyter-{self.user.name}"
-        if self.name:
-            name = f"{name}-{self.name}"
-        return _JOB_NAME_UNSAFE.sub("_", name)[:100]
+        return jobspec.job_comment(self.job_tag, self.user.name, self.name, self.spawn_id)
 
     # ------------------------------------------------------------ identity from the login
 
@@ -279,23 +264,11 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         return await files.install_certs(files.server_directory(self.internal_certs_dir), paths)
 
     def get_env(self):
-        env = super().get_env()
-        env.setdefault("PATH", self.job_path)
-        # sbatch passes its own umask unless this is set; slurmstepd creates the output
-        # file with it: private whatever the hub's umask (c.Spawner.environment cannot widen it)
-        env["SLURM_UMASK"] = batchscript.check_umask(self.job_umask)
-        if self.callback_port_range():
-            low, high = self.port_range
-            env["HPCSPAWNER_PORT_RANGE"] = f"{low}-{high}"
-        if not self.fast_exit:
-            env["HPCSPAWNER_FAST_EXIT"] = "0"
+        token_file = None
         if self.token_delivery == "file":  # noqa: S105 - a delivery mode, not a password
-            # sbatch's environment becomes Slurm's record of the job: only the file's path
-            # goes there; the launcher reads the token from the file (see _write_token_file)
-            for name in TOKEN_VARIABLES:
-                env.pop(name, None)
-            env["HPCSPAWNER_TOKEN_FILE"] = self.files.token_file(self.token_dir, self.spawn_id)
-        return env
+            # the launcher reads the token from this file (see _write_token_file)
+            token_file = self.files.token_file(self.token_dir, self.spawn_id)
+        return jobspec.job_environment(self, super().get_env(), token_file)
 
     async def _write_token_file(self, env: dict[str, str]) -> None:
         """Put the API token, as the user, into the 0600 file the job's env names."""
@@ -317,29 +290,15 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         await self.files.remove_token_file(self.token_dir, self.spawn_id)
 
     def render_script(self, request, env: dict[str, str]) -> str:
-        home = self.files.home()
-        if self.batch_script_template:
-            with open(self.batch_script_template) as f:
-                template = f.read()
-        else:
-            template = batchscript.default_template()
-        environment = (
-            self.policy.environments.get(request.environment) if request.environment else None
-        )
-        return batchscript.render(
-            template,
-            request=request,
-            job_name=self._job_name(),
+        return jobspec.batch_script(
+            self,
+            request,
+            env,
+            home=self.files.home(),
+            username=self.user.name,
+            server=self.name,
             comment=self._job_comment(),
-            workdir=format_path(self.job_workdir, home, self.user.name),
-            output=format_path(self.job_output, home, self.user.name),
-            command=self.job_command(request, environment),
-            prologue=self.batch_script_prologue,
-            environment=environment,
-            extra_directives=list(self.extra_sbatch_options),
-            requeue=self.requeue,
-            path=env.get("PATH", self.job_path),
-            umask=batchscript.check_umask(self.job_umask),
+            args=self.get_args(),
         )
 
     async def _offer(self) -> tuple[Offer, ClusterView]:
@@ -365,12 +324,7 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         return offer, view
 
     def job_command(self, request, environment) -> list[str]:
-        """What the job runs: the launcher, the server, its arguments (in a container if any)."""
-        command = [*self.launcher_command, *self.cmd, *self.get_args()]
-        if environment is not None and environment.container:
-            gpu_flag = ["--nv"] if request.gpus else []
-            command = [*self.container_exec, *gpu_flag, environment.container, *command]
-        return command
+        return jobspec.job_command(self, request, environment, self.get_args())
 
     async def validated_request(self):
         offer, _ = await self._offer()
