@@ -30,6 +30,7 @@ from traitlets import (
 )
 
 from ..accounts import posix
+from ..accounts.authstate import AUTH_STATE_KEY
 from ..accounts.posix import slurm_service_users
 from ..accounts.rules import (
     AccountRules,
@@ -49,7 +50,6 @@ from .handlers import (
     unavailable,
 )
 from .mapping import (
-    AUTH_STATE_KEY,
     MappingError,
     MappingRules,
     check_account_names,

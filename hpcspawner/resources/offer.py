@@ -5,7 +5,7 @@ sources, each of which may be absent (``None``: no information, so it narrows
 nothing):
 
 - ``login_accounts``: the Slurm accounts the login says the user may charge
-  (``auth_state["hpcspawner"]["accounts"]``, see :mod:`hpcspawner.auth.mapping`);
+  (``auth_state["hpcspawner"]["accounts"]``, see :mod:`hpcspawner.accounts.authstate`);
 - ``snapshot``: the cluster's partitions and their limits
   (a :class:`~hpcspawner.slurm.ClusterSnapshot`);
 - ``associations``: the user's Slurm associations (accounts and QOS), from ``sacctmgr``.

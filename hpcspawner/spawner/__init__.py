@@ -8,6 +8,9 @@
 - :mod:`~hpcspawner.spawner.clusterinfo`: the cached view of what the cluster offers;
 - :mod:`~hpcspawner.spawner.recovery`: finding a job again after a lost ``sbatch`` answer,
   and the reapers that cancel one that shows up late;
+- :mod:`~hpcspawner.spawner.request`: from the form, a link or the REST API to a validated
+  request (the hooks JupyterHub calls before a start);
+- :mod:`~hpcspawner.spawner.jobspec`: the job's environment, command and batch script;
 - :mod:`~hpcspawner.spawner.userfiles`: the user's account and the files the hub puts down
   as the user (TLS files, the token file) or reads back (the job's output);
 - :mod:`~hpcspawner.spawner.messages`: the words of a start (pure);

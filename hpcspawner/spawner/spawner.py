@@ -1,14 +1,15 @@
 """SlurmSpawner: run each user's server as a Slurm job.
 
-The spawner orchestrates; the work is done elsewhere:
+The spawner orchestrates start, poll, stop, progress and the state; the work is done
+elsewhere:
 
-- :mod:`hpcspawner.resources.options` validates what the user asked for;
-- :mod:`hpcspawner.job.batchscript` renders the batch script;
-- a :class:`~hpcspawner.slurm.SlurmDriver` talks to Slurm;
-- the hub-wide :class:`~hpcspawner.spawner.poller.JobPoller` answers "is the job alive?"
-  for every server with one batched query; :mod:`~hpcspawner.spawner.jobwatch` follows
-  one job through it;
-- :mod:`hpcspawner.spawner.callback` receives the port the job reports;
+- :mod:`~hpcspawner.spawner.request` takes the user's request from the form, a link or the
+  REST API to a validated :class:`~hpcspawner.resources.options.ResourceRequest`;
+- :mod:`~hpcspawner.spawner.jobspec` makes the job of it (environment, batch script);
+- a :class:`~hpcspawner.slurm.SlurmDriver` talks to Slurm; the hub-wide
+  :class:`~hpcspawner.spawner.poller.JobPoller` answers "is the job alive?" for every server
+  with one batched query; :mod:`~hpcspawner.spawner.jobwatch` follows one job through it;
+- :mod:`~hpcspawner.spawner.callback` receives the port the job reports;
 - :mod:`~hpcspawner.spawner.userfiles` puts the user's files down and reads them back,
   as the user; :mod:`~hpcspawner.spawner.messages` words what the user is told;
 - :mod:`~hpcspawner.spawner.recovery` finds a job whose ``sbatch`` answer was lost;
@@ -19,23 +20,16 @@ The spawner orchestrates; the work is done elsewhere:
 from __future__ import annotations
 
 import asyncio
-import copy
-import functools
 import secrets
 import time
 
 from jupyterhub.spawner import Spawner
 from sqlalchemy.orm import object_session
 from traitlets import (
-    Any,
-    List,
     Unicode,
-    default,
 )
 
 from .._version import __version__
-from ..auth.mapping import AUTH_STATE_KEY
-from ..resources.offer import Offer, make_offer
 from ..resources.options import (
     OptionsError,
     Policy,
@@ -48,39 +42,24 @@ from ..slurm import (
 )
 from . import (
     callback,  # also registers the port callback handler
-    form,
     jobspec,
     jobwatch,
     messages,
-    page,
     recovery,
 )
 from . import state as serverstate
-from .clusterinfo import ClusterInfo, ClusterView
+from .clusterinfo import ClusterInfo
 from .errors import SpawnFailure
-from .messages import format_duration as _format_duration  # noqa: F401 - the old name
 from .poller import JobPoller, JobStatus
 from .progress import StartProgress
+from .request import UserRequest
 from .settings import SlurmSpawnerSettings
 from .shared import SharedSlurm, shared_slurm
 from .userfiles import UserFiles
 
 
-class SlurmSpawner(SlurmSpawnerSettings, Spawner):
+class SlurmSpawner(SlurmSpawnerSettings, UserRequest, Spawner):
     """Start each user's server as a Slurm batch job submitted as that user."""
-
-    # JupyterHub 5 sets the REST API's JSON body as user_options without looking at its
-    # type (JupyterHub 6 checks it first): a body such as ``42`` failed Spawner's Dict
-    # check inside JupyterHub, a 500 that left the server listed as pending. Any value is
-    # taken here; the one validator refuses what is not an object, with a 400.
-    user_options = Any(
-        help="""The options of this start, as the user sent them (hostile: validated
-        by hpcspawner.resources.options.validate_options before use)."""
-    )
-
-    @default("user_options")
-    def _default_user_options(self):
-        return {}
 
     # ------------------------------------------------------------ runtime state
 
@@ -102,8 +81,6 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         self._recovering = False
         self._interrupted_start = False
         self._resume_task: asyncio.Future | None = None
-        #: (user_options, request) the apply_user_options hook validated for this spawn
-        self._applied: tuple[dict, object] | None = None
         #: why the last server ended underneath the user (job, reason); shown at the next start
         self._last_end: dict | None = None
         if self.queue_timeout and self.start_timeout < self.queue_timeout + 30:
@@ -235,22 +212,6 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
     def _job_comment(self) -> str:
         return jobspec.job_comment(self.job_tag, self.user.name, self.name, self.spawn_id)
 
-    # ------------------------------------------------------------ identity from the login
-
-    #: Slurm accounts the login says the user may charge (None: not known from the login)
-    auth_accounts = List(Unicode(), default_value=None, allow_none=True)
-
-    async def run_auth_state_hook(self, auth_state):
-        """Take what :class:`hpcspawner.auth.ClusterOAuthenticator` learned at login.
-
-        ``auth_state["hpcspawner"]["accounts"]`` limits the accounts this user may
-        charge; then the admin's own ``auth_state_hook`` runs.
-        """
-        cluster = (auth_state or {}).get(AUTH_STATE_KEY) or {}
-        accounts = cluster.get("accounts")
-        self.auth_accounts = None if accounts is None else [str(a) for a in accounts]
-        return await super().run_auth_state_hook(auth_state)
-
     @property
     def files(self) -> UserFiles:
         """The user's side of this server: their account, the files put down as them."""
@@ -301,87 +262,8 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
             args=self.get_args(),
         )
 
-    async def _offer(self) -> tuple[Offer, ClusterView]:
-        """What this user may start now (see :mod:`hpcspawner.resources.offer`), and the
-        cluster view it was made from."""
-        try:
-            policy = self.policy
-        except ValueError as e:
-            raise SpawnFailure(
-                "The hub's server settings are invalid; please tell the administrators.",
-                reason="invalid-config",
-                log_message=str(e),
-                status_code=500,
-            ) from None
-        view = await self.cluster_info.snapshot()
-        associations = await self.cluster_info.associations(self.user.name)
-        offer = make_offer(
-            policy,
-            login_accounts=self.auth_accounts,
-            snapshot=view.snapshot,
-            associations=associations,
-        )
-        return offer, view
-
     def job_command(self, request, environment) -> list[str]:
         return jobspec.job_command(self, request, environment, self.get_args())
-
-    async def validated_request(self):
-        offer, _ = await self._offer()
-        raw = self.user_options or {}
-        try:
-            return validate_options(raw, offer.policy)
-        except OptionsError as e:
-            self.spawn_page.refused(raw, e.errors)
-            raise SpawnFailure(
-                f"Invalid server options: {e.summary()}", reason="invalid-options"
-            ) from None
-
-    @default("apply_user_options")
-    def _default_apply_user_options(self):
-        # JupyterHub >= 5.3 calls this hook before pre_spawn_hook and start(); without one
-        # it logs "Received unhandled user_options" on every spawn.  Our hook is the one
-        # validation; JupyterHub passes its SpawnFailure (an HTTPError, 400) through.
-        return _apply_user_options
-
-    async def _applied_request(self):
-        """The request the hook validated for this spawn, taken once; validated afresh
-        when the hook did not run (an admin's own hook) or the options changed since
-        (a pre_spawn_hook)."""
-        applied, self._applied = self._applied, None
-        if applied is not None and applied[0] == (self.user_options or {}):
-            return applied[1]
-        return await self.validated_request()
-
-    def options_from_form(self, formdata):
-        return form.options_from_form(formdata)
-
-    def options_from_query(self, query_data):
-        """``/hub/spawn?opt-partition=debug&opt-cpus=2`` links: JupyterHub 6 strips the
-        ``opt-`` prefix itself, JupyterHub 5 passes the keys as they are.
-
-        A link from another site (:func:`hpcspawner.spawner.spawnlink.link_may_spawn`) starts
-        nothing: the form comes instead, pre-filled with the link's values."""
-        options = self.options_from_form(page.unprefixed(query_data))
-        request = getattr(getattr(self, "handler", None), "request", None)
-        self.spawn_page.check_link(options, request, self.log, self.log_name)
-        return options
-
-    @functools.cached_property
-    def spawn_page(self) -> page.SpawnPage:
-        """What this spawner's next form shows of a refused request (not config)."""
-        return page.SpawnPage()
-
-    async def render_options_form(self) -> str:
-        offer, view = await self._offer()
-        return page.render(
-            offer,
-            view,
-            feedback=page.feedback_for(self),
-            stored_options=getattr(self.orm_spawner, "user_options", None),
-            last_end=self._last_end,
-            template_path=self.options_form_template,
-        )
 
     async def start(self):
         previous, self._last_end = self._last_end, None
@@ -638,14 +520,6 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
                 self.log_name,
                 self.stop_timeout,
             )
-
-
-async def _apply_user_options(spawner: SlurmSpawner, user_options: dict) -> None:
-    """The default ``c.Spawner.apply_user_options`` of SlurmSpawner: validate, keep the result.
-
-    JupyterHub passes ``spawner.user_options``, which is what ``validated_request`` reads."""
-    request = await spawner.validated_request()
-    spawner._applied = (copy.deepcopy(dict(spawner.user_options or {})), request)
 
 
 __all__ = ["SlurmSpawner", "__version__"]
