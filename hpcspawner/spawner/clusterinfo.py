@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from ..slurm import Association, ClusterSnapshot, ParseError, PartitionSummary, SlurmError
+from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -229,10 +230,4 @@ class ClusterInfo:
     async def close(self) -> None:
         """Cancel refreshes in flight (at hub shutdown)."""
         tasks = [self._snapshot.task, *(slot.task for slot in self._associations.values())]
-        for task in tasks:
-            if task is not None and not task.done():
-                task.cancel()
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
+        await cancel_and_wait(tasks, self.log)
