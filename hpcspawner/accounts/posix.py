@@ -1,7 +1,7 @@
 """Who an account is on this host: the system's user database and slurm.conf (I/O).
 
 :func:`lookup_posix_account` asks NSS (``getpwnam``: /etc/passwd, LDAP/SSSD) for
-an account's uid, gid, groups and shell; :func:`slurm_service_users` reads the
+an account's uid, gid, groups, shell and home; :func:`slurm_service_users` reads the
 ``SlurmUser`` and ``SlurmdUser`` of the local slurm.conf. Both block; both are
 used by the authenticator (at login) and by the spawner (before it runs anything
 as the user), which is why they live here and not in the authenticator. The
@@ -24,7 +24,10 @@ DEFAULT_SLURM_CONF = "/etc/slurm/slurm.conf"
 def lookup_posix_account(name: str) -> PosixAccount | None:
     """The user ``name`` in the system's user database (files, LDAP/SSSD via NSS), or None.
 
-    Blocks while NSS answers: call it in an executor.
+    Blocks while NSS answers: call it in an executor. This is the one place where the
+    package asks who a user is (uid, shell, home): the authenticator, the spawner and
+    the spawner's file handling call it as ``posix.lookup_posix_account``, so that a
+    test can stand in the test cluster's users for the host's (tests/unit/conftest.py).
     """
     try:
         entry = pwd.getpwnam(name)
@@ -36,7 +39,9 @@ def lookup_posix_account(name: str) -> PosixAccount | None:
             groups.append(grp.getgrgid(gid).gr_name)
         except KeyError:
             continue  # a gid without a name: nothing a policy could refer to
-    return PosixAccount(entry.pw_name, entry.pw_uid, entry.pw_gid, tuple(groups), entry.pw_shell)
+    return PosixAccount(
+        entry.pw_name, entry.pw_uid, entry.pw_gid, tuple(groups), entry.pw_shell, entry.pw_dir
+    )
 
 
 def slurm_service_users(path: str | None = None) -> tuple[str, ...]:

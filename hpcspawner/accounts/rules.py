@@ -70,6 +70,8 @@ class PosixAccount:
     gid: int | None = None
     groups: tuple[str, ...] = ()
     shell: str | None = None
+    #: the home directory (where the spawner puts the user's files unless told otherwise)
+    home: str | None = None
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,9 @@ from traitlets import (
     validate,
 )
 
-from ..accounts.posix import lookup_posix_account, slurm_service_users
+from ..accounts import posix
+from ..accounts.authstate import AUTH_STATE_KEY
+from ..accounts.posix import slurm_service_users
 from ..accounts.rules import (
     AccountRules,
     PosixAccount,
@@ -48,7 +50,6 @@ from .handlers import (
     unavailable,
 )
 from .mapping import (
-    AUTH_STATE_KEY,
     MappingError,
     MappingRules,
     check_account_names,
@@ -354,7 +355,7 @@ class ClusterOAuthenticator(ClusterOAuthenticatorSettings, GenericOAuthenticator
             account_rules = self.account_rules
             check_account(PosixAccount(name), account_rules)  # the names, before asking NSS
             account = await asyncio.get_running_loop().run_in_executor(
-                None, lookup_posix_account, name
+                None, posix.lookup_posix_account, name
             )
             if account is not None:
                 # uid and shell of the account the spawner's driver would run as

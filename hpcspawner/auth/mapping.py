@@ -38,11 +38,6 @@ from ..accounts.rules import (
 )
 from ..resources.options import NAME_RE
 
-#: Key of hpcspawner's part of ``auth_state``: ``username``, ``uid``, ``gid``, ``groups``,
-#: ``accounts`` (read by the spawner, written by the authenticator), and ``iss`` and
-#: ``sub``, the provider identity the account is pinned to (see :func:`check_pin`).
-AUTH_STATE_KEY = "hpcspawner"
-
 #: Names a login may never map to, whatever the user database says.
 RESERVED_NAMES = frozenset({"root", "nobody"})
 
@@ -301,7 +296,6 @@ def check_account_names(accounts, where: str) -> tuple[str, ...]:
 
 
 __all__ = [
-    "AUTH_STATE_KEY",
     "CLAIM_REASONS",
     "MappingError",
     "MappingRules",

@@ -484,24 +484,17 @@ def validate_options(raw: Mapping, policy: Policy) -> ResourceRequest:
         if number is not None and number > limit:
             errors[name] = f"{label} {number} exceeds the limit of {limit}{where}"
 
-    if "memory" not in merged:
-        errors["memory"] = "is required (the admin set no default)"
-    else:
-        memory = check("memory", parse_memory_mb)
-        limit, where = limits["memory"]
-        if memory is not None and memory > limit:
-            errors["memory"] = (
-                f"Memory {format_memory(memory)} exceeds the limit of {format_memory(limit)}{where}"
-            )
-    if "runtime" not in merged:
-        errors["runtime"] = "is required (the admin set no default)"
-    else:
-        runtime = check("runtime", parse_runtime_minutes)
-        limit, where = limits["runtime"]
-        if runtime is not None and runtime > limit:
-            errors["runtime"] = (
-                f"Walltime {format_runtime(runtime)} exceeds the {format_runtime(limit)} limit{where}"
-            )
+    for name, parse, show, too_much in (
+        ("memory", parse_memory_mb, format_memory, "Memory {} exceeds the limit of {}{}"),
+        ("runtime", parse_runtime_minutes, format_runtime, "Walltime {} exceeds the {} limit{}"),
+    ):
+        if name not in merged:
+            errors[name] = "is required (the admin set no default)"
+            continue
+        amount = check(name, parse)
+        limit, where = limits[name]
+        if amount is not None and amount > limit:
+            errors[name] = too_much.format(show(amount), show(limit), where)
 
     if errors:
         raise OptionsError(errors)

@@ -6,9 +6,22 @@
   shared with the authenticator and closed when the hub stops;
 - :mod:`~hpcspawner.spawner.poller`: one batched ``squeue`` per interval for every server;
 - :mod:`~hpcspawner.spawner.clusterinfo`: the cached view of what the cluster offers;
-- :mod:`~hpcspawner.spawner.recovery`: finding jobs again after lost answers and restarts;
-- :mod:`~hpcspawner.spawner.callback`: the endpoint the job calls with its port;
-- :mod:`~hpcspawner.spawner.form`, :mod:`~hpcspawner.spawner.spawnlink`: the spawn page;
+- :mod:`~hpcspawner.spawner.recovery`: finding a job again after a lost ``sbatch`` answer,
+  and the reapers that cancel one that shows up late;
+- :mod:`~hpcspawner.spawner.request`: from the form, a link or the REST API to a validated
+  request (the hooks JupyterHub calls before a start);
+- :mod:`~hpcspawner.spawner.jobspec`: the job's environment, command and batch script;
+- :mod:`~hpcspawner.spawner.userfiles`: the user's account and the files the hub puts down
+  as the user (TLS files, the token file) or reads back (the job's output);
+- :mod:`~hpcspawner.spawner.messages`: the words of a start (pure);
+- :mod:`~hpcspawner.spawner.jobwatch`: following a job through the poller (its port, its end);
+- :mod:`~hpcspawner.spawner.progress`: the events of a start for the spawn-pending page;
+- :mod:`~hpcspawner.spawner.state`: what a server keeps in the hub's database (pure);
+- :mod:`~hpcspawner.spawner.tls`: the names in a server's certificate;
+- :mod:`~hpcspawner.spawner.callback`: the endpoint the job calls with its port (and the
+  token digest it checks);
+- :mod:`~hpcspawner.spawner.page`, :mod:`~hpcspawner.spawner.form`,
+  :mod:`~hpcspawner.spawner.spawnlink`: the spawn page;
 - :mod:`~hpcspawner.spawner.errors`: what a failed start tells the user and the hub.
 
 ``hpcspawner.spawner.SlurmSpawner`` (and the entry points ``hpc`` and ``hpcspawner``) keep

@@ -70,6 +70,14 @@ def token_matches(spawner, token: str) -> bool:
     )
 
 
+def token_digest(token: str) -> str:
+    """The SHA-256 of a server's API token that its spawner keeps (state: ``token_sha256``),
+    so that a restarted hub, which no longer has the token, recognises the port report of
+    a job it started before (:func:`token_matches`); the token itself is never stored.
+    "" for no token. It lives here, next to the one check that uses it."""
+    return hashlib.sha256(token.encode()).hexdigest() if token else ""
+
+
 class PortCallbackHandler(APIHandler):
     """``POST /hub/api/batchspawner``: a starting job reports its port."""
 
@@ -95,12 +103,10 @@ class PortCallbackHandler(APIHandler):
         try:
             port = parse_port_body(self.request.body, spawner.callback_port_range())
         except ValueError as e:
-            self.log.warning("Rejected port callback for %s: %s", spawner._log_name, e)
+            self.log.warning("Rejected port callback for %s: %s", spawner.log_name, e)
             raise web.HTTPError(400, str(e)) from None
         if not spawner.accept_port(port):
-            self.log.warning(
-                "Port callback for %s, which is not waiting for one", spawner._log_name
-            )
+            self.log.warning("Port callback for %s, which is not waiting for one", spawner.log_name)
             raise web.HTTPError(409, "This server is not waiting for its port")
         self.set_status(201)
         self.finish(json.dumps({"message": "port accepted"}))

@@ -1,11 +1,10 @@
-"""What the cluster offers, for the spawn page: the admin's policy within it, and its cache.
+"""The hub-wide cache of what the cluster offers.
 
 The Slurm side (parsing, summing up partitions and nodes into a
 :class:`~hpcspawner.slurm.snapshot.ClusterSnapshot`) lives in the hub-free
-:mod:`hpcspawner.slurm`. Here:
+:mod:`hpcspawner.slurm`; the admin's policy is narrowed to it (and to the login's
+accounts and the user's associations) in :mod:`hpcspawner.resources.offer`. Here:
 
-- :func:`narrow_policy` combines the admin's :class:`~hpcspawner.resources.options.Policy`
-  with the cluster's limits.
 - :class:`ClusterInfo` is the hub-wide cache in front of the driver: one
   scheduler query per TTL serves every user's spawn page, concurrent callers
   share one refresh, and a slow or failing scheduler yields the last known data
@@ -15,65 +14,15 @@ The Slurm side (parsing, summing up partitions and nodes into a
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from ..resources.options import PartitionPolicy, Policy
 from ..slurm import Association, ClusterSnapshot, ParseError, PartitionSummary, SlurmError
+from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------- policy
-
-
-def _min(*values: int | None) -> int | None:
-    present = [value for value in values if value is not None]
-    return min(present) if present else None
-
-
-def narrow_policy(policy: Policy, snapshot: ClusterSnapshot | None) -> Policy:
-    """The admin's policy within the cluster's facts.
-
-    - The admin lists partitions: keep those Slurm reports, each limit the lower
-      of the admin's and Slurm's. If Slurm reports none of them, the policy stays
-      as it is (an empty list would mean "any partition"; Slurm rejects at submit).
-    - The admin lists none: every UP partition that is neither hidden nor root-only,
-      with Slurm's limits.
-    - No snapshot (Slurm never answered): the policy unchanged; Slurm still
-      enforces its limits at submit.
-    """
-    if snapshot is None:
-        return policy
-    if policy.partitions:
-        narrowed = {
-            name: _narrow_partition(own, snapshot.partitions[name])
-            for name, own in policy.partitions.items()
-            if name in snapshot.partitions
-        }
-    else:
-        narrowed = {
-            summary.name: _narrow_partition(PartitionPolicy(name=summary.name), summary)
-            for summary in snapshot.partitions.values()
-            if summary.state == "UP" and not summary.hidden and not summary.root_only
-        }
-    if not narrowed:
-        return policy
-    return dataclasses.replace(policy, partitions=narrowed)
-
-
-def _narrow_partition(own: PartitionPolicy, slurm: PartitionSummary) -> PartitionPolicy:
-    return dataclasses.replace(
-        own,
-        max_nodes=_min(own.max_nodes, slurm.max_nodes),
-        max_cpus=_min(own.max_cpus, slurm.cpus_per_node),
-        max_memory_mb=_min(own.max_memory_mb, slurm.memory_per_node_mb),
-        max_gpus=_min(own.max_gpus, slurm.max_gpus_per_node),
-        max_runtime_minutes=_min(own.max_runtime_minutes, slurm.max_runtime_minutes),
-    )
 
 
 # ---------------------------------------------------------------- the hub-wide cache
@@ -281,10 +230,4 @@ class ClusterInfo:
     async def close(self) -> None:
         """Cancel refreshes in flight (at hub shutdown)."""
         tasks = [self._snapshot.task, *(slot.task for slot in self._associations.values())]
-        for task in tasks:
-            if task is not None and not task.done():
-                task.cancel()
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
+        await cancel_and_wait(tasks, self.log)

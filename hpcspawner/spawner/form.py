@@ -1,9 +1,11 @@
-"""The spawn options form: from policy + cluster view to HTML, and back to user_options.
+"""The spawn options form: from the offer to HTML, and back to user_options.
 
 Pure: :func:`form_context` builds what the template shows, :func:`render`
 renders it (autoescaped HTML), :func:`options_from_form` reshapes the posted
 form into ``user_options``. Validation is not done here: the one validator in
-:mod:`hpcspawner.resources.options` checks form and REST requests alike, in ``start()``.
+:mod:`hpcspawner.resources.options` checks form and REST requests alike, against the
+same :class:`~hpcspawner.resources.offer.Offer` whose policy the form lists. The page
+around the form (what a refusal leaves for it, the notices) is :mod:`.page`.
 """
 
 from __future__ import annotations
@@ -131,14 +133,16 @@ def form_context(
     partitions: list[PartitionRow],
     values: Mapping,
     errors: Mapping[str, str] | None = None,
-    accounts: list[str] | None = None,
-    qos: list[str] | None = None,
     cluster_error: str | None = None,
     stale: bool = False,
     cluster_age: str | None = None,
     cluster_taken_at: str | None = None,
 ) -> dict:
-    """Everything the template needs, as plain data."""
+    """Everything the template needs, as plain data.
+
+    ``policy`` is what the user may choose (the ``policy`` of an
+    :class:`~hpcspawner.resources.offer.Offer`): its accounts, QOS and reservations are
+    listed as they are (None: a text field, any name may be typed)."""
     defaults = dict(policy.defaults)
     limits = {
         "nodes": policy.max_nodes,
@@ -169,26 +173,17 @@ def form_context(
             }
         )
 
-    def choices(allowed, discovered):
-        if discovered is not None and allowed is not None:
-            return [c for c in discovered if c in allowed]
-        if discovered is not None:
-            return list(discovered)
-        if allowed is not None:
-            return list(allowed)
-        return None
-
     choice_fields = [
         {
             "name": "account",
             "label": "Account",
-            "choices": choices(policy.accounts, accounts),
+            "choices": _listed(policy.accounts),
             "empty_label": "your default account",
         },
         {
             "name": "qos",
             "label": "QOS",
-            "choices": choices(policy.qos, qos),
+            "choices": _listed(policy.qos),
             "empty_label": "the default QOS",
         },
     ]
@@ -197,7 +192,7 @@ def form_context(
             {
                 "name": "reservation",
                 "label": "Reservation",
-                "choices": None if policy.reservations is None else list(policy.reservations),
+                "choices": _listed(policy.reservations),
                 "empty_label": "none",
             }
         )
@@ -226,6 +221,10 @@ def form_context(
         "cluster_age": cluster_age,
         "cluster_taken_at": cluster_taken_at,
     }
+
+
+def _listed(names) -> list[str] | None:
+    return None if names is None else list(names)
 
 
 def default_template() -> str:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..slurm import JobInfo, Liveness, SlurmError, liveness_of
+from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -188,12 +189,5 @@ class JobPoller:
                 self.log.exception("Background job status refresh failed")
 
     async def close(self) -> None:
-        for task in (self._loop_task, self._refresh_task):
-            if task is not None and not task.done():
-                task.cancel()
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
-                except Exception:
-                    self.log.exception("Poller task failed while closing")
+        """Stop the background loop and a refresh in flight (at hub shutdown)."""
+        await cancel_and_wait((self._loop_task, self._refresh_task), self.log)

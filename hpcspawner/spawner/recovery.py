@@ -1,34 +1,30 @@
-"""Finding jobs again after lost answers, and the pieces of internal TLS that need Slurm.
+"""Lost answers: an ``sbatch`` whose answer never came, and the job it may have made anyway.
 
-- A hung controller may create a job after ``sbatch`` gave up ("Socket timed
-  out"): :func:`find_lost_job` looks for it by the start's comment instead of
-  submitting again, and :func:`start_reaper` cancels one that shows up after the
-  start failed.
-- :func:`sha256` of the server's token lets a restarted hub recognise the
-  port report of a job it started before (the token itself is never stored).
-- :func:`node_alt_names` names every node in a server's TLS certificate, since
-  the node of the job is not known when the certificate is made.
+A hung controller may create a job after ``sbatch`` gave up ("Socket timed out").
+:func:`submit_once` tells a refused job from a lost answer; :func:`find_lost_job`
+looks for the job by the start's comment instead of submitting again; the hub's
+:class:`Reapers` keep looking, in the background, for the job of a start that
+failed (or of a hub that stopped while ``sbatch`` ran) and cancel it when it shows
+up, so that a late job is cancelled, never leaked. The reapers belong to the hub's
+:class:`~hpcspawner.spawner.shared.SharedSlurm`, which closes them when the hub stops.
+
+The other half of recovery, a start that a hub restart interrupted, is the spawner's
+(``SlurmSpawner._resume_interrupted_start``): it follows the job again with the
+spawner's own start machinery. The token's digest that lets it take the job's port
+report is :func:`hpcspawner.spawner.callback.token_digest`; the names in the server's
+certificate are :mod:`hpcspawner.spawner.tls`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import ipaddress
 import time
 
-from ..slurm import SlurmError
+from ..slurm import SlurmError, controller_unreachable, submission_uncertain
 from .errors import SpawnFailure
 
 #: how long a reaper looks for a lost submission's job
 REAPER_LIFETIME = 900.0
-
-#: comments of lost submissions the hub still looks for (one reaper each)
-_reapers: dict[str, asyncio.Task] = {}
-
-
-def sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest() if text else ""
 
 
 def scheduler_unavailable(log_message: str) -> SpawnFailure:
@@ -40,17 +36,52 @@ def scheduler_unavailable(log_message: str) -> SpawnFailure:
     )
 
 
+async def submit_once(driver, username: str, script: str, env, *, comment: str, log_name, log):
+    """Submit the job once: its id, or None when the answer was lost (the job may exist:
+    look for it by ``comment``, never submit again).
+
+    Raises the user's :class:`SpawnFailure`: ``job-rejected`` with Slurm's own words,
+    ``scheduler-unavailable`` when the controller could not be reached at all.
+    """
+    try:
+        return await driver.submit(username, script, env)
+    except SlurmError as e:
+        if not controller_unreachable(e):
+            raise SpawnFailure(
+                f"Slurm rejected the job: {e.slurm_message}",
+                reason="job-rejected",
+                log_message=f"sbatch for {log_name} failed: {e}",
+            ) from None
+        if not submission_uncertain(e):
+            raise scheduler_unavailable(f"sbatch for {log_name} failed: {e}") from None
+        log.warning(
+            "sbatch for %s got no answer (%s); looking for job %s instead of submitting again",
+            log_name,
+            e,
+            comment,
+        )
+    return None
+
+
 async def find_lost_job(
-    driver, username: str, comment: str, *, timeout: float, pause: float, reap_interval, log
+    driver,
+    username: str,
+    comment: str,
+    *,
+    timeout: float,
+    pause: float,
+    reapers: Reapers,
+    reap_interval: float,
+    log,
 ) -> str:
     """Ask Slurm for the job with ``comment`` until it answers; return its id.
 
     A controller that resumes after a hang serves its backlog in parallel
     threads: an answer right after it comes back may predate the lost
     submission. Only two answers without the job, the second asked after the
-    first came back, count as "it never arrived"; even then a reaper keeps
-    looking for a while, so that a late job is cancelled, never leaked. Raises
-    the "scheduler is not answering" :class:`SpawnFailure` when not found.
+    first came back, count as "it never arrived"; even then one of ``reapers``
+    keeps looking for a while, so that a late job is cancelled, never leaked.
+    Raises the "scheduler is not answering" :class:`SpawnFailure` when not found.
     """
     deadline = time.monotonic() + timeout
     empty_answers = 0
@@ -61,7 +92,7 @@ async def find_lost_job(
             empty_answers = 0
             log.info("Still no answer looking for job %s: %s", comment, e)
             if time.monotonic() >= deadline:
-                start_reaper(driver, username, comment, reap_interval, log)
+                reapers.start(driver, username, comment, reap_interval, log)
                 raise scheduler_unavailable(
                     f"no answer about job {comment} within {timeout:g} s"
                 ) from None
@@ -71,7 +102,7 @@ async def find_lost_job(
             break
         empty_answers += 1
         if empty_answers >= 2:
-            start_reaper(driver, username, comment, reap_interval, log)
+            reapers.start(driver, username, comment, reap_interval, log)
             raise scheduler_unavailable(f"the submission of {comment} did not arrive")
         await asyncio.sleep(max(1.0, pause))
     job_id, *extra = sorted(found, key=lambda j: (len(j), j))
@@ -82,50 +113,56 @@ async def find_lost_job(
     return job_id
 
 
-def start_reaper(driver, username: str, comment: str, interval: float, log) -> None:
-    """Look for ``comment``'s job in the background and cancel it when it shows up."""
-    if comment in _reapers and not _reapers[comment].done():
-        return
+class Reapers:
+    """The hub's background looks for lost submissions' jobs, one per start's comment."""
 
-    async def reap():
-        deadline = time.monotonic() + REAPER_LIFETIME
-        while time.monotonic() < deadline:
-            await asyncio.sleep(interval)
-            try:
-                found = await driver.find_jobs(username, comment)
-            except SlurmError:
-                continue
-            cancelled = True
-            for job_id in found:
-                log.warning("Cancelling job %s of a failed start (%s)", job_id, comment)
-                try:
-                    await driver.cancel(username, job_id)
-                except SlurmError as e:
-                    log.warning("Could not cancel job %s: %s", job_id, e)
-                    cancelled = False
-            if found and cancelled:
-                return
-            # not there (yet): the controller may still bring it from its backlog
-        log.info("Gave up looking for the job of %s", comment)
+    def __init__(self):
+        self._tasks: dict[str, asyncio.Task] = {}
 
-    task = asyncio.ensure_future(reap())
-    _reapers[comment] = task
-    task.add_done_callback(lambda _t: _reapers.pop(comment, None))
+    def __contains__(self, comment: str) -> bool:
+        return comment in self._tasks
+
+    def task(self, comment: str) -> asyncio.Task | None:
+        """The reaper looking for ``comment``'s job, if one is."""
+        return self._tasks.get(comment)
+
+    def start(self, driver, username: str, comment: str, interval: float, log) -> None:
+        """Look for ``comment``'s job in the background and cancel it when it shows up."""
+        if comment in self._tasks and not self._tasks[comment].done():
+            return
+        task = asyncio.ensure_future(_reap(driver, username, comment, interval, log))
+        self._tasks[comment] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(comment, None))
+
+    async def close(self) -> None:
+        """Stop looking (the hub stops: a restarted hub looks again for a start that
+        was being submitted, see ``SlurmSpawner.load_state``)."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def node_alt_names(spawner) -> list[str]:
-    """``c.SlurmSpawner.ssl_alt_names`` default: every node's address (the job's node is
-    not known when the certificate is made)."""
-    view = await spawner.cluster_info.snapshot()
-    if view.snapshot is None:
-        spawner.log.warning("No node list for the server certificate: %s", view.error)
-        return []
-    names = []
-    for node in sorted(view.snapshot.nodes):
-        address = spawner.node_address.format(node=node)
+async def _reap(driver, username: str, comment: str, interval: float, log) -> None:
+    deadline = time.monotonic() + REAPER_LIFETIME
+    while time.monotonic() < deadline:
+        await asyncio.sleep(interval)
         try:
-            ipaddress.ip_address(address)
-            names.append(f"IP:{address}")
-        except ValueError:
-            names.append(f"DNS:{address}")
-    return names
+            found = await driver.find_jobs(username, comment)
+        except SlurmError:
+            continue
+        cancelled = True
+        for job_id in found:
+            log.warning("Cancelling job %s of a failed start (%s)", job_id, comment)
+            try:
+                await driver.cancel(username, job_id)
+            except SlurmError as e:
+                log.warning("Could not cancel job %s: %s", job_id, e)
+                cancelled = False
+        if found and cancelled:
+            return
+        # not there (yet): the controller may still bring it from its backlog
+    log.info("Gave up looking for the job of %s", comment)
+
+
+__all__ = ["Reapers", "find_lost_job", "scheduler_unavailable", "submit_once"]

@@ -40,7 +40,7 @@ from ..resources.options import (
     profiles_from_config,
 )
 from ..slurm import LocalSlurmDriver, SlurmDriver
-from . import recovery
+from . import tls
 
 
 class SlurmSpawnerSettings(Configurable):
@@ -468,7 +468,7 @@ class SlurmSpawnerSettings(Configurable):
     @default("ssl_alt_names")
     def _default_ssl_alt_names(self):
         # the hub connects to https://<node_address>:<port>: the certificate must name every node
-        return recovery.node_alt_names
+        return tls.node_alt_names
 
     @default("ip")
     def _default_ip(self):

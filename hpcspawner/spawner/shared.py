@@ -8,6 +8,10 @@ returns the one :class:`SharedSlurm` of a hub: its driver, its
 :class:`~hpcspawner.spawner.clusterinfo.ClusterInfo` (one cache per kind of answer: the
 cluster snapshot, each user's associations) and its job poller.
 
+The objects live as long as the event loop that uses them: the first call inside a
+running loop arms :func:`_close_at_shutdown`, which closes them (poller, cache
+refreshes, reapers) when the hub stops, and forgets them.
+
 The authenticator has no spawner to read the driver's settings from, so
 :func:`spawner_settings` reads them from the hub's config the way the spawner
 class would (its config sections, in its MRO order).
@@ -15,6 +19,7 @@ class would (its config sections, in its MRO order).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -23,6 +28,7 @@ from traitlets.config import Config
 from ..slurm import SlurmDriver
 from .clusterinfo import ClusterInfo
 from .poller import JobPoller
+from .recovery import Reapers
 from .settings import SlurmSpawnerSettings
 
 #: The spawner settings that shape the shared objects (read by :func:`spawner_settings`).
@@ -31,13 +37,17 @@ SHARED_SETTINGS = ("driver_class", "cluster_info_ttl", "associations_ttl")
 
 @dataclass
 class SharedSlurm:
-    """The driver, cluster cache and poller one hub shares between all its users."""
+    """The driver, cluster cache, poller and reapers one hub shares between all its users."""
 
     driver: SlurmDriver
     cluster_info: ClusterInfo
     #: the hub's config, kept alive: the registry is keyed by its id()
     config: Config = field(repr=False)
+    #: the background looks for lost submissions' jobs (see recovery)
+    reapers: Reapers = field(default_factory=Reapers, repr=False)
     _poller: JobPoller | None = field(default=None, repr=False)
+    #: the task that closes all this when the hub stops (see _close_at_shutdown)
+    _closer: asyncio.Task | None = field(default=None, repr=False)
 
     def poller(self, interval: float, log: logging.Logger | logging.LoggerAdapter) -> JobPoller:
         """The hub's job poller; the first spawner to ask sets its interval."""
@@ -46,10 +56,11 @@ class SharedSlurm:
         return self._poller
 
     async def close(self) -> None:
-        """Stop the poller and the cache's refreshes in flight (at hub shutdown)."""
+        """Stop the poller, the cache's refreshes in flight and the reapers (at hub shutdown)."""
         if self._poller is not None:
             await self._poller.close()
         await self.cluster_info.close()
+        await self.reapers.close()
 
 
 _registry: dict[tuple, SharedSlurm] = {}
@@ -100,7 +111,43 @@ def shared_slurm(
             logger=log,
         )
         shared = _registry[key] = SharedSlurm(driver=driver, cluster_info=info, config=config)
+    _close_at_shutdown(key, shared, log)
     return shared
+
+
+def _close_at_shutdown(key: tuple, shared: SharedSlurm, log) -> None:
+    """Arm the closing of ``shared`` when the event loop running now stops (the hub).
+
+    No public hook: JupyterHub gives spawners and authenticators no shutdown hook.
+    Its shutdown (``JupyterHub.shutdown_cancel_tasks``, on SIGTERM, SIGINT and
+    ``JupyterHub.stop()``; the same in JupyterHub 5 and 6) first runs ``cleanup()``,
+    which stops the servers when ``cleanup_servers`` is set (through this driver and
+    poller), then cancels every task of its loop and waits for them. So a task that
+    only waits to be cancelled closes the shared objects then: the least surprising
+    place, after the servers' stops and before the loop ends (``asyncio.run`` and
+    ``asyncio.Runner`` end the same way). tests/unit/test_hub_internals.py pins it.
+    Made outside a running loop (``hpcspawner-check-config``, a test), nothing is armed
+    until the first call inside one.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    if shared._closer is not None and shared._closer.get_loop() is loop:
+        return
+    shared._closer = loop.create_task(_wait_for_shutdown(key, shared, log))
+
+
+async def _wait_for_shutdown(key: tuple, shared: SharedSlurm, log) -> None:
+    try:
+        await asyncio.get_running_loop().create_future()  # never set: only cancelled
+    finally:
+        if _registry.get(key) is shared:
+            del _registry[key]  # a later hub (a test's next loop) makes its own
+        try:
+            await shared.close()
+        except Exception:
+            log.exception("Closing the hub's Slurm driver, poller and reapers failed")
 
 
 __all__ = ["SHARED_SETTINGS", "SharedSlurm", "shared_slurm", "spawner_settings"]

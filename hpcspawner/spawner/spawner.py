@@ -1,42 +1,35 @@
 """SlurmSpawner: run each user's server as a Slurm job.
 
-The spawner orchestrates; the work is done elsewhere:
+The spawner orchestrates start, poll, stop, progress and the state; the work is done
+elsewhere:
 
-- :mod:`hpcspawner.resources.options` validates what the user asked for;
-- :mod:`hpcspawner.job.batchscript` renders the batch script;
-- a :class:`~hpcspawner.slurm.SlurmDriver` talks to Slurm;
-- the hub-wide :class:`~hpcspawner.spawner.poller.JobPoller` answers "is the job alive?"
-  for every server with one batched query;
-- :mod:`hpcspawner.spawner.callback` receives the port the job reports.
+- :mod:`~hpcspawner.spawner.request` takes the user's request from the form, a link or the
+  REST API to a validated :class:`~hpcspawner.resources.options.ResourceRequest`;
+- :mod:`~hpcspawner.spawner.jobspec` makes the job of it (environment, batch script);
+- a :class:`~hpcspawner.slurm.SlurmDriver` talks to Slurm; the hub-wide
+  :class:`~hpcspawner.spawner.poller.JobPoller` answers "is the job alive?" for every server
+  with one batched query; :mod:`~hpcspawner.spawner.jobwatch` follows one job through it;
+- :mod:`~hpcspawner.spawner.callback` receives the port the job reports;
+- :mod:`~hpcspawner.spawner.userfiles` puts the user's files down and reads them back,
+  as the user; :mod:`~hpcspawner.spawner.messages` words what the user is told;
+- :mod:`~hpcspawner.spawner.recovery` finds a job whose ``sbatch`` answer was lost;
+- :mod:`~hpcspawner.spawner.state` and :mod:`~hpcspawner.spawner.progress` hold what the
+  hub keeps and what the spawn page shows.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
-import dataclasses
-import html
-import pwd
-import re
 import secrets
 import time
-from datetime import datetime
 
 from jupyterhub.spawner import Spawner
 from sqlalchemy.orm import object_session
 from traitlets import (
-    Any,
-    List,
     Unicode,
-    default,
 )
 
 from .._version import __version__
-from ..accounts.posix import lookup_posix_account
-from ..accounts.rules import MappingError, PosixAccount, check_account
-from ..auth.mapping import AUTH_STATE_KEY
-from ..job import batchscript
-from ..logtext import loggable
 from ..resources.options import (
     OptionsError,
     Policy,
@@ -46,56 +39,27 @@ from ..slurm import (
     Liveness,
     SlurmDriver,
     SlurmError,
-    association_choices,
-    controller_unreachable,
-    submission_uncertain,
 )
 from . import (
-    callback,  # noqa: F401 - registers the port callback handler
-    form,
+    callback,  # also registers the port callback handler
+    jobspec,
+    jobwatch,
+    messages,
     recovery,
-    spawnlink,
 )
-from .clusterinfo import ClusterInfo, ClusterView, narrow_policy
+from . import state as serverstate
+from .clusterinfo import ClusterInfo
 from .errors import SpawnFailure
 from .poller import JobPoller, JobStatus
+from .progress import StartProgress
+from .request import UserRequest
 from .settings import SlurmSpawnerSettings
 from .shared import SharedSlurm, shared_slurm
-
-#: Version of the state this spawner stores in the hub's database.
-STATE_VERSION = 1
-
-_JOB_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.@+:-]")
-
-#: How many of the last lines of a failed job's output the user sees, and how long each may be.
-OUTPUT_TAIL_LINES = 20
-OUTPUT_LINE_LIMIT = 300
-
-#: Where JupyterHub's get_env() puts the server's API token.
-TOKEN_VARIABLES = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
-
-# What a failed form submission showed, per user, for the next render of the form:
-# JupyterHub re-renders the form of the user's default spawner after a failed spawn.
-_form_feedback: dict[str, tuple[dict, dict]] = {}
-# Users whose last /hub/spawn?opt-... link came from another site (see options_from_query).
-_unconfirmed_links: set[str] = set()
+from .userfiles import UserFiles
 
 
-class SlurmSpawner(SlurmSpawnerSettings, Spawner):
+class SlurmSpawner(SlurmSpawnerSettings, UserRequest, Spawner):
     """Start each user's server as a Slurm batch job submitted as that user."""
-
-    # JupyterHub 5 sets the REST API's JSON body as user_options without looking at its
-    # type (JupyterHub 6 checks it first): a body such as ``42`` failed Spawner's Dict
-    # check inside JupyterHub, a 500 that left the server listed as pending. Any value is
-    # taken here; the one validator refuses what is not an object, with a 400.
-    user_options = Any(
-        help="""The options of this start, as the user sent them (hostile: validated
-        by hpcspawner.resources.options.validate_options before use)."""
-    )
-
-    @default("user_options")
-    def _default_user_options(self):
-        return {}
 
     # ------------------------------------------------------------ runtime state
 
@@ -111,15 +75,12 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._port_future: asyncio.Future | None = None
-        self._progress_events: list[dict] = []
-        self._progress_changed = asyncio.Event()
+        self._progress = StartProgress()
         self._starting = False
         self._stopping = False
         self._recovering = False
         self._interrupted_start = False
         self._resume_task: asyncio.Future | None = None
-        #: (user_options, request) the apply_user_options hook validated for this spawn
-        self._applied: tuple[dict, object] | None = None
         #: why the last server ended underneath the user (job, reason); shown at the next start
         self._last_end: dict | None = None
         if self.queue_timeout and self.start_timeout < self.queue_timeout + 30:
@@ -153,32 +114,36 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
     def cluster_info(self) -> ClusterInfo:
         return self.shared.cluster_info
 
+    # ------------------------------------------------------------ JupyterHub's private parts
+
+    @property
+    def log_name(self) -> str:
+        """How the hub's log names this server: ``alice``, or ``alice:gpu`` for a named one."""
+        # no public hook: JupyterHub names servers in its own log lines with the private
+        # Spawner._log_name; ours say the same (tests/unit/test_hub_internals.py pins it)
+        return self._log_name
+
+    @property
+    def stop_requested(self) -> bool:
+        """JupyterHub is stopping this server (its own stop, not ours)."""
+        # no public hook: JupyterHub sets the private Spawner._stop_pending before it
+        # polls and stops a server (User.stop); the public ``pending`` says "spawn"
+        # instead while a spawn is pending too (tests/unit/test_hub_internals.py pins it)
+        return self._stop_pending
+
     # ------------------------------------------------------------ state
 
     def get_state(self):
         state = super().get_state()
-        if self.job_id:
-            state["hpcspawner_version"] = STATE_VERSION
-            state["job_id"] = self.job_id
-            state["job_host"] = self.job_host
-            state["spawn_id"] = self.spawn_id
-            if self.token_sha256:
-                state["token_sha256"] = self.token_sha256
-        elif self.spawn_id:
-            # submitting: a hub that dies before sbatch returns knows what to look for
-            state["hpcspawner_version"] = STATE_VERSION
-            state["spawn_id"] = self.spawn_id
-        if self._last_end:
-            # kept across clear_state: the next start (and the form) tell the user
-            state["last_end"] = dict(self._last_end)
+        fields = {name: getattr(self, name) for name in serverstate.FIELDS}
+        state.update(serverstate.dump(fields, self._last_end))
         return state
 
     def load_state(self, state):
         super().load_state(state)
-        self.job_id = str(state.get("job_id", "") or "")
-        self.job_host = str(state.get("job_host", "") or "")
-        self.spawn_id = str(state.get("spawn_id", "") or "")
-        self.token_sha256 = str(state.get("token_sha256", "") or "")
+        fields, last_end = serverstate.load(state)
+        for name, value in fields.items():
+            setattr(self, name, value)
         self._token_file_written = bool(self.job_id)  # a job was submitted: its file was written
         # a job without a node: the hub stopped while this server was starting
         self._interrupted_start = bool(self.job_id and not self.job_host)
@@ -186,17 +151,13 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
             # the hub stopped while sbatch ran: its job may exist; cancel it if it shows up
             self.log.warning(
                 "%s was being submitted when the hub stopped; looking for job %s",
-                self._log_name,
+                self.log_name,
                 self._job_comment(),
             )
             self._reap(self._job_comment())
             self.spawn_id = ""
-        last_end = state.get("last_end")
-        if isinstance(last_end, dict) and last_end.get("reason"):
-            self._last_end = {
-                "job_id": str(last_end.get("job_id", "")),
-                "reason": str(last_end["reason"]),
-            }
+        if last_end:
+            self._last_end = last_end  # kept across clear_state: the next start says it
         if self.job_id:
             self.poller.track(self.job_id, self._job_changed)
 
@@ -204,10 +165,8 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         super().clear_state()
         if self.job_id:
             self.poller.untrack(self.job_id)
-        self.job_id = ""
-        self.job_host = ""
-        self.spawn_id = ""
-        self.token_sha256 = ""
+        for name in serverstate.FIELDS:
+            setattr(self, name, "")
         self._interrupted_start = False
 
     @property
@@ -228,30 +187,17 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
 
     # ------------------------------------------------------------ progress
 
-    def _emit(self, progress: int, message: str, **extra) -> None:
-        event = {"progress": progress, "message": message, **extra}
-        self._progress_events.append(event)
-        changed, self._progress_changed = self._progress_changed, asyncio.Event()
-        changed.set()
+    def _emit(self, progress: int, message: str) -> None:
+        self._progress.emit(progress, message)
 
     async def progress(self):
-        sent = 0
-        while True:
-            changed = self._progress_changed
-            while sent < len(self._progress_events):
-                yield self._progress_events[sent]
-                sent += 1
-            if not self._starting:
-                return
-            try:
-                await asyncio.wait_for(changed.wait(), timeout=5)
-            except asyncio.TimeoutError:
-                pass
+        async for event in self._progress.follow(lambda: self._starting):
+            yield event
 
     # ------------------------------------------------------------ the callback
 
     def callback_port_range(self) -> tuple[int, int] | None:
-        return None if tuple(self.port_range) == (0, 0) else tuple(self.port_range)
+        return jobspec.port_range(self)
 
     def accept_port(self, port: int) -> bool:
         """Take the port the job reported; False if this server is not waiting for one."""
@@ -264,149 +210,33 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
     # ------------------------------------------------------------ start
 
     def _job_comment(self) -> str:
-        """``hpcspawner:<job_tag>:<user>:<server>:<spawn id>``: finds this start's job again."""
-        return _JOB_NAME_UNSAFE.sub(
-            "_", f"hpcspawner:{self.job_tag}:{self.user.name}:{self.name or '-'}:{self.spawn_id}"
-        )
+        return jobspec.job_comment(self.job_tag, self.user.name, self.name, self.spawn_id)
 
-    def _job_name(self) -> str:
-        name = f"jupyter-{self.user.name}"
-        if self.name:
-            name = f"{name}-{self.name}"
-        return _JOB_NAME_UNSAFE.sub("_", name)[:100]
-
-    # ------------------------------------------------------------ identity from the login
-
-    #: Slurm accounts the login says the user may charge (None: not known from the login)
-    auth_accounts = List(Unicode(), default_value=None, allow_none=True)
-
-    async def run_auth_state_hook(self, auth_state):
-        """Take what :class:`hpcspawner.auth.ClusterOAuthenticator` learned at login.
-
-        ``auth_state["hpcspawner"]["accounts"]`` limits the accounts this user may
-        charge; then the admin's own ``auth_state_hook`` runs.
-        """
-        cluster = (auth_state or {}).get(AUTH_STATE_KEY) or {}
-        accounts = cluster.get("accounts")
-        self.auth_accounts = None if accounts is None else [str(a) for a in accounts]
-        return await super().run_auth_state_hook(auth_state)
-
-    def user_policy(self) -> Policy:
-        """The admin's policy, narrowed to what this user's login allows."""
-        policy = self.policy
-        if self.auth_accounts is None:
-            return policy
-        allowed = tuple(self.auth_accounts)
-        if policy.accounts is not None:
-            allowed = tuple(a for a in allowed if a in policy.accounts)
-        return dataclasses.replace(policy, accounts=allowed)
-
-    def _home(self) -> str:
-        try:
-            return pwd.getpwnam(self.user.name).pw_dir
-        except KeyError:
-            raise SpawnFailure(
-                f"There is no account named {self.user.name} on the cluster.",
-                reason="no-account",
-            ) from None
-
-    async def _check_account(self, action: str = "start servers") -> None:
-        """Refuse system and service accounts before anything runs as the user.
-
-        The authenticator's rules again, with this spawner's own settings, so that a
-        hub with any authenticator never runs ``sbatch``/``scancel`` as e.g. ``slurm``.
-        A user the hub host does not know is checked by name only.
-        """
-        name = self.user.name
-        loop = asyncio.get_running_loop()
-        account = await loop.run_in_executor(None, lookup_posix_account, name)
-        try:
-            check_account(account or PosixAccount(name), self.account_rules())
-        except MappingError as e:
-            raise SpawnFailure(
-                f"This hub cannot {action} for the account {name!r}: "
-                "it is a system or service account.",
-                reason=e.reason,
-                log_message=(
-                    f"refused to {action} for {self._log_name} ({e.reason}): {e.detail}; "
-                    "see c.SlurmSpawner.min_uid, max_uid, refused_usernames, refused_shells"
-                ),
-                status_code=403,
-            ) from None
-
-    def _format_path(self, template: str, home: str) -> str:
-        return template.format(home=home, username=self.user.name)
+    @property
+    def files(self) -> UserFiles:
+        """The user's side of this server: their account, the files put down as them."""
+        return UserFiles(self.driver, self.user.name, self.name, self.log_name, self.log)
 
     async def move_certs(self, paths):
         """Copy the server's key and certificates to where only the user can read them."""
-        await self._check_account()  # JupyterHub calls this before start(); it runs as the user
-        home = self._home()
-        directory = self.internal_certs_dir.format(
-            home=home, username=self.user.name, server=self.name or "default"
-        )
-        names = {"keyfile": "server.key", "certfile": "server.crt", "cafile": "ca.crt"}
-        files = {}
-        for key, filename in names.items():
-            with open(paths[key], "rb") as f:
-                files[filename] = f.read()
-        try:
-            await self.driver.install_files(self.user.name, directory, files)
-        except SlurmError as e:
-            raise SpawnFailure(
-                "Could not put the server's TLS certificates into your directory; "
-                "please tell the administrators.",
-                reason="certificates",
-                log_message=f"installing certificates for {self._log_name} failed: {e}",
-                status_code=500,
-            ) from None
-        self.log.info("Installed TLS certificates of %s in %s", self._log_name, directory)
-        return {key: f"{directory}/{filename}" for key, filename in names.items()}
+        files = self.files
+        # JupyterHub calls this before start(); it runs as the user
+        await files.check_account(self.account_rules(), "start servers")
+        return await files.install_certs(files.server_directory(self.internal_certs_dir), paths)
 
     def get_env(self):
-        env = super().get_env()
-        env.setdefault("PATH", self.job_path)
-        # sbatch passes its own umask unless this is set; slurmstepd creates the output
-        # file with it: private whatever the hub's umask (c.Spawner.environment cannot widen it)
-        env["SLURM_UMASK"] = batchscript.check_umask(self.job_umask)
-        if self.callback_port_range():
-            low, high = self.port_range
-            env["HPCSPAWNER_PORT_RANGE"] = f"{low}-{high}"
-        if not self.fast_exit:
-            env["HPCSPAWNER_FAST_EXIT"] = "0"
+        token_file = None
         if self.token_delivery == "file":  # noqa: S105 - a delivery mode, not a password
-            # sbatch's environment becomes Slurm's record of the job: only the file's path
-            # goes there; the launcher reads the token from the file (see _write_token_file)
-            for name in TOKEN_VARIABLES:
-                env.pop(name, None)
-            env["HPCSPAWNER_TOKEN_FILE"] = self._token_file()
-        return env
-
-    def _token_file(self) -> str:
-        """Where this start's API token waits for the job (``token_delivery = "file"``)."""
-        directory = self.token_dir.format(
-            home=self._home(), username=self.user.name, server=self.name or "default"
-        )
-        return f"{directory}/api-token-{self.spawn_id}"
+            # the launcher reads the token from this file (see _write_token_file)
+            token_file = self.files.token_file(self.token_dir, self.spawn_id)
+        return jobspec.job_environment(self, super().get_env(), token_file)
 
     async def _write_token_file(self, env: dict[str, str]) -> None:
         """Put the API token, as the user, into the 0600 file the job's env names."""
         path = env.get("HPCSPAWNER_TOKEN_FILE")
-        if not path:
-            return
-        directory, _, name = path.rpartition("/")
-        self._token_file_written = True
-        try:
-            await self.driver.install_files(
-                self.user.name, directory, {name: (self.api_token or "").encode()}
-            )
-        except SlurmError as e:
-            raise SpawnFailure(
-                "Could not put your server's API token into your directory; "
-                "please tell the administrators.",
-                reason="token-file",
-                log_message=f"writing the token file of {self._log_name} failed: {e}",
-                status_code=500,
-            ) from None
+        if path:
+            self._token_file_written = True
+            await self.files.write_token_file(path, self.api_token or "")
 
     async def _remove_token_file(self) -> None:
         """Remove this start's token file if the launcher has not (a start that never
@@ -418,161 +248,28 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         if self.token_delivery != "file" or not (written and self.spawn_id):  # noqa: S105
             return
         self._token_file_written = False
-        try:
-            path = self._token_file()
-            await asyncio.shield(self.driver.remove_file(self.user.name, path))
-        except (SlurmError, SpawnFailure, NotImplementedError, asyncio.CancelledError) as e:
-            self.log.warning("Could not remove the token file of %s: %s", self._log_name, e)
+        await self.files.remove_token_file(self.token_dir, self.spawn_id)
 
     def render_script(self, request, env: dict[str, str]) -> str:
-        home = self._home()
-        if self.batch_script_template:
-            with open(self.batch_script_template) as f:
-                template = f.read()
-        else:
-            template = batchscript.default_template()
-        environment = (
-            self.policy.environments.get(request.environment) if request.environment else None
-        )
-        return batchscript.render(
-            template,
-            request=request,
-            job_name=self._job_name(),
+        return jobspec.batch_script(
+            self,
+            request,
+            env,
+            home=self.files.home(),
+            username=self.user.name,
+            server=self.name,
             comment=self._job_comment(),
-            workdir=self._format_path(self.job_workdir, home),
-            output=self._format_path(self.job_output, home),
-            command=self.job_command(request, environment),
-            prologue=self.batch_script_prologue,
-            environment=environment,
-            extra_directives=list(self.extra_sbatch_options),
-            requeue=self.requeue,
-            path=env.get("PATH", self.job_path),
-            umask=batchscript.check_umask(self.job_umask),
+            args=self.get_args(),
         )
-
-    async def effective_policy(self) -> tuple[Policy, ClusterView, list | None]:
-        """The policy for this user now: the admin's, within the cluster's facts and
-        the user's own Slurm associations (accounts, QOS), plus what it was built from."""
-        try:
-            own = self.user_policy()
-        except ValueError as e:
-            raise SpawnFailure(
-                "The hub's server settings are invalid; please tell the administrators.",
-                reason="invalid-config",
-                log_message=str(e),
-                status_code=500,
-            ) from None
-        view = await self.cluster_info.snapshot()
-        policy = narrow_policy(own, view.snapshot)
-        associations = await self.cluster_info.associations(self.user.name)
-        if associations is not None:
-            accounts, qos = association_choices(associations)
-            policy = dataclasses.replace(
-                policy,
-                accounts=_intersect(policy.accounts, accounts),
-                qos=_intersect(policy.qos, qos),
-            )
-        return policy, view, associations
 
     def job_command(self, request, environment) -> list[str]:
-        """What the job runs: the launcher, the server, its arguments (in a container if any)."""
-        command = [*self.launcher_command, *self.cmd, *self.get_args()]
-        if environment is not None and environment.container:
-            gpu_flag = ["--nv"] if request.gpus else []
-            command = [*self.container_exec, *gpu_flag, environment.container, *command]
-        return command
-
-    async def validated_request(self):
-        policy, _, _ = await self.effective_policy()
-        raw = self.user_options or {}
-        try:
-            return validate_options(raw, policy)
-        except OptionsError as e:
-            _form_feedback[self.user.name] = (_as_dict(raw), e.errors)
-            raise SpawnFailure(
-                f"Invalid server options: {e.summary()}", reason="invalid-options"
-            ) from None
-
-    @default("apply_user_options")
-    def _default_apply_user_options(self):
-        # JupyterHub >= 5.3 calls this hook before pre_spawn_hook and start(); without one
-        # it logs "Received unhandled user_options" on every spawn.  Our hook is the one
-        # validation; JupyterHub passes its SpawnFailure (an HTTPError, 400) through.
-        return _apply_user_options
-
-    async def _applied_request(self):
-        """The request the hook validated for this spawn, taken once; validated afresh
-        when the hook did not run (an admin's own hook) or the options changed since
-        (a pre_spawn_hook)."""
-        applied, self._applied = self._applied, None
-        if applied is not None and applied[0] == (self.user_options or {}):
-            return applied[1]
-        return await self.validated_request()
-
-    def options_from_form(self, formdata):
-        return form.options_from_form(formdata)
-
-    def options_from_query(self, query_data):
-        """``/hub/spawn?opt-partition=debug&opt-cpus=2`` links: JupyterHub 6 strips the
-        ``opt-`` prefix itself, JupyterHub 5 passes the keys as they are.
-
-        A link from another site (:func:`hpcspawner.spawner.spawnlink.link_may_spawn`) starts
-        nothing: the form comes instead, pre-filled with the link's values."""
-        options = self.options_from_form(
-            {key.removeprefix("opt-"): value for key, value in query_data.items()}
-        )
-        request = getattr(getattr(self, "handler", None), "request", None)
-        headers = getattr(request, "headers", None)
-        if not spawnlink.link_may_spawn(headers, getattr(request, "host", "") or ""):
-            self.log.info(
-                "Not starting %s from a link from another site (Sec-Fetch-Site %s, Referer %s)",
-                self._log_name,
-                loggable((headers or {}).get("Sec-Fetch-Site"), 40),
-                loggable((headers or {}).get("Referer"), 200),
-            )
-            _form_feedback[self.user.name] = (options, {})
-            _unconfirmed_links.add(self.user.name)
-            raise spawnlink.SpawnLinkNotConfirmed()
-        return options
-
-    async def render_options_form(self) -> str:
-        policy, view, associations = await self.effective_policy()
-        values, errors = _form_feedback.pop(self.user.name, (None, {}))
-        if values is None:
-            values = _as_dict(getattr(self.orm_spawner, "user_options", None))
-        accounts = qos = None
-        if associations is not None:
-            accounts, qos = association_choices(associations)
-        if self.options_form_template:
-            with open(self.options_form_template) as f:
-                template = f.read()
-        else:
-            template = form.default_template()
-        context = form.form_context(
-            policy=policy,
-            partitions=form.partition_rows(policy, view.snapshot),
-            values=values,
-            errors=errors,
-            accounts=accounts,
-            qos=qos,
-            cluster_error=view.error,
-            stale=view.stale,
-            cluster_age=_format_age(view.age_s),
-            cluster_taken_at=_format_timestamp(view.snapshot.taken_at) if view.snapshot else None,
-        )
-        rendered = form.render(template, context)
-        if self.user.name in _unconfirmed_links:
-            _unconfirmed_links.discard(self.user.name)
-            rendered = _LINK_NOTICE + rendered
-        if self._last_end:
-            rendered = _last_end_notice(self._last_end) + rendered
-        return rendered
+        return jobspec.job_command(self, request, environment, self.get_args())
 
     async def start(self):
         previous, self._last_end = self._last_end, None
         self.spawn_id = secrets.token_hex(6)
         self._token_file_written = False
-        self.token_sha256 = recovery.sha256(self.api_token or "")
+        self.token_sha256 = callback.token_digest(self.api_token or "")
         first = None
         if previous:
             first = (
@@ -582,7 +279,7 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
 
     async def _starting_frame(self, coro, first_message: str | None = None):
         """Run ``coro`` as this server's start: progress, the port future, cleanup."""
-        self._progress_events = []
+        self._progress.begin()
         if first_message:
             self._emit(0, first_message)
         self._starting = True
@@ -596,11 +293,10 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         finally:
             self._starting = False
             self._port_future = None
-            self._emit(100, "")  # wake progress listeners so they see the end
-            self._progress_events.pop()
+            self._progress.wake()  # progress listeners see the end now
 
     async def _start(self):
-        await self._check_account()
+        await self.files.check_account(self.account_rules(), "start servers")
         request = await self._applied_request()
         env = self.get_env()
         script = self.render_script(request, env)
@@ -612,34 +308,61 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         self.log.info(
             "Submitted job %s for %s (%s) in %.3f s",
             job_id,
-            self._log_name,
-            _describe(request),
+            self.log_name,
+            messages.describe_request(request),
             time.monotonic() - t0,
         )
         self.poller.track(job_id, self._job_changed)
         # a hub that dies from here on finds the job in its database (see _resume_start)
         self._save_state()
-        self._emit(10, f"Submitted job {job_id} to Slurm ({_describe(request)})")
+        self._emit(10, f"Submitted job {job_id} to Slurm ({messages.describe_request(request)})")
         return await self._server_url(job_id)
 
     async def _server_url(self, job_id: str) -> str:
-        port, status = await self._wait_for_port(job_id)
+        try:
+            port, status = await jobwatch.wait_for_port(
+                self.poller,
+                job_id,
+                self._port_future,
+                interval=self.startup_poll_interval,
+                queue_timeout=self.queue_timeout,
+                progress=self._emit,
+            )
+        except jobwatch.JobGone as e:
+            raise await self._job_ended_failure(job_id, e.status) from None
+        except jobwatch.QueuedTooLong as e:
+            message = messages.queue_timeout(job_id, e.status.info, self.queue_timeout)
+            raise SpawnFailure(message, reason="queue-timeout", status_code=503) from None
         host = self.node_address.format(node=status.info.batch_host)
         self.job_host = status.info.batch_host
         self.port = port
         self._emit(90, f"Server of job {job_id} is listening on {status.info.batch_host}:{port}")
-        self.log.info("Job %s of %s reported port %s on %s", job_id, self._log_name, port, host)
+        self.log.info("Job %s of %s reported port %s on %s", job_id, self.log_name, port, host)
         proto = "https" if self.internal_ssl else "http"
         return f"{proto}://{host}:{port}"
 
     # ------------------------------------------------------------ a start the hub lost
+
+    def _resume_interrupted_start(self) -> None:
+        """Finish, in the background, the start a hub restart interrupted: its job is
+        in the state, alive (``poll()`` just asked), its port not reported yet."""
+        # no public hook: after a restart JupyterHub restores each server with
+        # load_state() (synchronous, before anyone asked Slurm about the job), then asks
+        # poll() and, when poll() says "running", get_url(); nothing tells a spawner
+        # "finish what you were doing". So the first poll() that finds the job alive
+        # starts the resumed start here, and get_url() waits for it.
+        self._interrupted_start = False
+        task = self._resume_task = asyncio.ensure_future(self._starting_frame(self._resume_start()))
+        # its failure is get_url()'s to report (and _starting_frame cleaned up): never
+        # "Task exception was never retrieved" when JupyterHub does not ask
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _resume_start(self) -> str:
         """Finish a start that a hub crash interrupted: the job is in the state, the
         port not yet. The job's launcher reports it with the old token (matched by
         ``token_sha256``); the new hub takes it like the old one would have."""
         job_id = self.job_id
-        self.log.info("Resuming the start of %s: following job %s again", self._log_name, job_id)
+        self.log.info("Resuming the start of %s: following job %s again", self.log_name, job_id)
         self._emit(10, f"The hub restarted; following job {job_id} again")
         url = await asyncio.wait_for(self._server_url(job_id), timeout=self.start_timeout)
         self._save_state()
@@ -659,136 +382,55 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
         try:
             return await asyncio.shield(task)
         except Exception as e:  # noqa: BLE001 - whatever failed, the hub check must go on
-            self.log.warning("Could not resume the start of %s: %s", self._log_name, e)
+            self.log.warning("Could not resume the start of %s: %s", self.log_name, e)
             return self.server.url
 
     async def _submit(self, script: str, env: dict[str, str]) -> str:
         """Submit once; if the answer was lost, find the job by its comment instead."""
-        try:
-            return await self.driver.submit(self.user.name, script, env)
-        except SlurmError as e:
-            if not controller_unreachable(e):
-                raise SpawnFailure(
-                    f"Slurm rejected the job: {e.slurm_message}",
-                    reason="job-rejected",
-                    log_message=f"sbatch for {self._log_name} failed: {e}",
-                ) from None
-            if not submission_uncertain(e):
-                raise recovery.scheduler_unavailable(
-                    f"sbatch for {self._log_name} failed: {e}"
-                ) from None
-            self.log.warning(
-                "sbatch for %s got no answer (%s); looking for job %s instead of submitting again",
-                self._log_name,
-                e,
-                self._job_comment(),
-            )
+        comment = self._job_comment()
+        job_id = await recovery.submit_once(
+            self.driver,
+            self.user.name,
+            script,
+            env,
+            comment=comment,
+            log_name=self.log_name,
+            log=self.log,
+        )
+        if job_id is not None:
+            return job_id
         self._emit(15, "The scheduler did not answer the submission; checking whether it arrived")
-        return await self._recover_submission()
-
-    async def _recover_submission(self) -> str:
-        self._recovering = True
+        self._recovering = True  # a failure now leaves a reaper behind (_cleanup_failed_start)
         try:
-            return await self._find_lost_job()
+            return await recovery.find_lost_job(
+                self.driver,
+                self.user.name,
+                comment,
+                timeout=self.submit_recovery_timeout,
+                pause=min(5.0, max(0.5, self.startup_poll_interval)),
+                reapers=self.shared.reapers,
+                reap_interval=self.poll_interval,
+                log=self.log,
+            )
         finally:
             self._recovering = False
 
-    async def _find_lost_job(self) -> str:
-        return await recovery.find_lost_job(
-            self.driver,
-            self.user.name,
-            self._job_comment(),
-            timeout=self.submit_recovery_timeout,
-            pause=min(5.0, max(0.5, self.startup_poll_interval)),
-            reap_interval=self.poll_interval,
-            log=self.log,
-        )
-
     def _reap(self, comment: str) -> None:
-        recovery.start_reaper(self.driver, self.user.name, comment, self.poll_interval, self.log)
-
-    async def _wait_for_port(self, job_id: str) -> tuple[int, JobStatus]:
-        """Follow the job until its server reports a port; fail fast if the job ends."""
-        last_message = None
-        queued_since = time.monotonic()
-        while True:
-            status = await self.poller.status(job_id, max_age=self.startup_poll_interval)
-            if status.liveness is Liveness.GONE:
-                raise await self._job_ended_failure(job_id, status)
-            queued = status.info is None or status.info.pending
-            if not queued:
-                queued_since = None
-            elif (
-                self.queue_timeout
-                and queued_since is not None
-                and time.monotonic() - queued_since > self.queue_timeout
-            ):
-                raise self._queue_timeout_failure(job_id, status)
-            message, progress = self._describe_start(job_id, status)
-            if message != last_message:
-                self._emit(progress, message)
-                last_message = message
-            if status.info is not None and status.info.running:
-                try:
-                    port = await asyncio.wait_for(
-                        asyncio.shield(self._port_future), timeout=self.startup_poll_interval
-                    )
-                except asyncio.TimeoutError:
-                    continue
-                if not status.info.batch_host:
-                    status = await self.poller.status(job_id, max_age=0)
-                return port, status
-            await asyncio.sleep(self.startup_poll_interval)
-
-    def _queue_timeout_failure(self, job_id: str, status: JobStatus) -> SpawnFailure:
-        reason = status.info.describe_reason() if status.info else None
-        message = (
-            f"Job {job_id} waited in the queue for more than {_format_duration(self.queue_timeout)}"
-            + (f" ({reason})" if reason else "")
-            + " and was cancelled. Try fewer resources, a shorter runtime or another partition."
+        """Cancel ``comment``'s job if it shows up (a submission whose start failed)."""
+        self.shared.reapers.start(
+            self.driver, self.user.name, comment, self.poll_interval, self.log
         )
-        return SpawnFailure(message, reason="queue-timeout", status_code=503)
-
-    def _describe_start(self, job_id: str, status: JobStatus) -> tuple[str, int]:
-        info = status.info
-        if status.liveness is Liveness.UNKNOWN:
-            return (f"Job {job_id}: the scheduler is not answering, still trying", 20)
-        if info is None or info.pending:
-            text = f"Job {job_id} is queued"
-            reason = info.describe_reason() if info else None
-            if reason:
-                text += f": {reason}"
-            if info and info.start_time:
-                text += f"; expected start {_format_time(info.start_time)}"
-            return (text, 20)
-        if info.running:
-            return (f"Job {job_id} is running on {info.batch_host}; waiting for the server", 50)
-        return (f"Job {job_id} is {info.state}", 30)
 
     async def _job_ended_failure(self, job_id: str, status: JobStatus) -> SpawnFailure:
-        why = status.info.describe_end() if status.info else "the job is no longer known to Slurm"
-        output_path = self._format_path(self.job_output, self._home()).replace("%j", job_id)
-        # the user's file: the driver reads a few KiB of it, and only if it is a regular file
-        output = await self.driver.read_output(self.user.name, output_path)
-        text = output.text.strip()
-        message = f"Job {job_id} ended before the server started: {why}."
-        if text:
-            # shown as text (JupyterHub escapes it); no terminal escapes or bidi controls
-            lines = text.splitlines()[-OUTPUT_TAIL_LINES:]
-            shown = "\n".join(loggable(line, OUTPUT_LINE_LIMIT) for line in lines)
-            message += f" Last lines of {output_path}:\n{shown}"
-            logged = f"its output ends: {loggable(text[-2000:])}"
-        else:
-            problem = output.problem or "is empty"
-            message += f" Its output file {output_path} {problem}."
-            logged = f"its output file {problem}"
+        why = messages.end_reason(status.info)
+        output_path, output = await self.files.job_output(self.job_output, job_id)
+        message, logged = messages.job_ended(job_id, why, output_path, output)
         self.job_id = ""
         return SpawnFailure(
             message,
             reason="job-ended",
             log_message=(
-                f"job {job_id} of {self._log_name} ended before its server started ({why}); "
-                f"{output_path}: {logged}"
+                f"job {job_id} of {self.log_name} ended before its server started ({why}); {logged}"
             ),
             status_code=500,
         )
@@ -801,11 +443,11 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
                 self._reap(self._job_comment())
             await self._remove_token_file()
             return
-        self.log.info("Cancelling job %s of %s after a failed start", job_id, self._log_name)
+        self.log.info("Cancelling job %s of %s after a failed start", job_id, self.log_name)
         try:
             await asyncio.shield(self.driver.cancel(self.user.name, job_id))
         except (SlurmError, asyncio.CancelledError) as e:
-            self.log.warning("Could not cancel job %s of %s: %s", job_id, self._log_name, e)
+            self.log.warning("Could not cancel job %s of %s: %s", job_id, self.log_name, e)
         await self._remove_token_file()
 
     # ------------------------------------------------------------ poll / stop
@@ -816,7 +458,7 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
             status.liveness is Liveness.GONE
             and not self._starting
             and not self._stopping
-            and not self._stop_pending  # JupyterHub is stopping it already
+            and not self.stop_requested  # JupyterHub is stopping it already
             and self.server is not None
         ):
             # tell the hub now instead of at its next poll
@@ -829,48 +471,30 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
             return None
         status = await self.poller.status(self.job_id, max_age=self.poll_interval * 1.5)
         if self._interrupted_start and status.liveness is not Liveness.GONE:
-            self._interrupted_start = False
-            self._resume_task = asyncio.ensure_future(self._starting_frame(self._resume_start()))
+            self._resume_interrupted_start()
             return None
         if status.liveness is Liveness.GONE:
-            status = await self._final_status(status)
-            info = status.info
-            reason = info.describe_end() if info else "the job is no longer known to Slurm"
-            if not self._stopping and not self._stop_pending:
+            status = await jobwatch.final_status(self.poller, status)
+            reason = messages.end_reason(status.info)
+            if not self._stopping and not self.stop_requested:
                 self._last_end = {"job_id": self.job_id, "reason": reason}
-            self.log.info("Job %s of %s is gone: %s", self.job_id, self._log_name, reason)
+            self.log.info("Job %s of %s is gone: %s", self.job_id, self.log_name, reason)
             return 1
         if status.liveness is Liveness.UNKNOWN:
             self.log.debug(
-                "Job %s of %s: status unknown (%s)", self.job_id, self._log_name, status.error
+                "Job %s of %s: status unknown (%s)", self.job_id, self.log_name, status.error
             )
         return None
-
-    async def _final_status(self, status: JobStatus, wait: float = 3.0) -> JobStatus:
-        """squeue shows an ending job as COMPLETING, hiding why it ended: ask again
-        for a few seconds for the final state (FAILED, TIMEOUT, NODE_FAIL, ...)."""
-        deadline = time.monotonic() + wait
-        while (
-            status.info is not None
-            and status.info.state.split()[0] == "COMPLETING"
-            and time.monotonic() < deadline
-        ):
-            await asyncio.sleep(0.5)
-            newer = await self.poller.status(status.job_id, max_age=0)
-            if newer.liveness is not Liveness.GONE:
-                break
-            status = newer
-        return status
 
     async def stop(self, now=False):
         job_id = self.job_id
         if not job_id:
             return
         # before anything runs as the user (the token file's removal included)
-        await self._check_account("stop servers")
+        await self.files.check_account(self.account_rules(), "stop servers")
         if not self._starting and self.poller.cached(job_id).liveness is Liveness.GONE:
             # it ended by itself (poll() said so): nothing to cancel, nothing to wait for
-            self.log.info("Job %s of %s already ended", job_id, self._log_name)
+            self.log.info("Job %s of %s already ended", job_id, self.log_name)
             if not self.job_host:
                 await self._remove_token_file()  # it ended before its launcher took the token
             return
@@ -885,109 +509,17 @@ class SlurmSpawner(SlurmSpawnerSettings, Spawner):
             await self._remove_token_file()
 
     async def _cancel_and_wait(self, job_id: str) -> None:
-        self.log.info("Cancelling job %s of %s", job_id, self._log_name)
+        self.log.info("Cancelling job %s of %s", job_id, self.log_name)
         await self.driver.cancel(self.user.name, job_id)
-        deadline = time.monotonic() + self.stop_timeout
-        for pause in stop_check_pauses():
-            await asyncio.sleep(pause)
-            status = await self.poller.status(job_id, max_age=0)
-            # COMPLETING: Slurm is still killing the job's processes; the allocation is not free
-            if status.liveness is Liveness.GONE and not (
-                status.info and status.info.state == "COMPLETING"
-            ):
-                self.log.info("Job %s of %s ended", job_id, self._log_name)
-                return
-            if time.monotonic() >= deadline:
-                break
-        self.log.warning(
-            "Job %s of %s still not ended %.0f s after scancel",
-            job_id,
-            self._log_name,
-            self.stop_timeout,
-        )
-
-
-def _as_dict(options) -> dict:
-    """``user_options`` as a dict for the form: a stored body that was no object is none."""
-    return dict(options) if isinstance(options, dict) else {}
-
-
-async def _apply_user_options(spawner: SlurmSpawner, user_options: dict) -> None:
-    """The default ``c.Spawner.apply_user_options`` of SlurmSpawner: validate, keep the result.
-
-    JupyterHub passes ``spawner.user_options``, which is what ``validated_request`` reads."""
-    request = await spawner.validated_request()
-    spawner._applied = (copy.deepcopy(dict(spawner.user_options or {})), request)
-
-
-def stop_check_pauses():
-    """Pauses between the looks at a cancelled job: often at first, then less often.
-
-    slurmd looks for the job's processes ~20, 70 and 170 ms after signalling
-    them, then at 0.67 s and every second after; Slurm drops the job soon after
-    the look that finds them gone. A server that exits promptly (see
-    ``fast_exit``) is gone within the first few tenths of a second. Stopping
-    servers share each query (the poller batches them), so this is one
-    ``squeue`` per look for the whole hub.
-    """
-    yield from (0.1,) * 10  # the first second
-    yield from (0.25,) * 8  # up to 3 s
-    while True:
-        yield 1.0
-
-
-_LINK_NOTICE = (
-    '<div class="alert alert-info hpcspawner-link-notice">This link to start a server came '
-    "from another web site, so nothing was started. Check the options below and press "
-    "Start if you want this server.</div>\n"
-)
-
-
-def _last_end_notice(last_end: dict) -> str:
-    text = f"Your last server (job {last_end['job_id']}) stopped: {last_end['reason']}."
-    return f'<div class="alert alert-warning hpcspawner-last-end">{html.escape(text)}</div>\n'
-
-
-def _intersect(allowed, discovered):
-    """The admin's allow-list (None: anything) within what Slurm says the user has."""
-    if allowed is None:
-        return tuple(discovered)
-    return tuple(name for name in discovered if name in allowed)
-
-
-def _format_duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} seconds"
-    return f"{seconds / 60:.0f} minutes"
-
-
-def _format_age(seconds: float | None) -> str | None:
-    if seconds is None:
-        return None
-    if seconds < 120:
-        return f"{seconds:.0f} seconds"
-    return f"{seconds / 60:.0f} minutes"
-
-
-def _format_timestamp(when: float) -> str:
-    return datetime.fromtimestamp(when).strftime("%H:%M:%S")
-
-
-def _describe(request) -> str:
-    parts = []
-    if request.partition:
-        parts.append(f"partition {request.partition}")
-    parts.append(f"{request.nodes} node{'s' if request.nodes > 1 else ''}")
-    parts.append(f"{request.cpus} CPU{'s' if request.cpus > 1 else ''}")
-    parts.append(request.memory)
-    if request.gpus:
-        parts.append(f"{request.gpus} GPU{'s' if request.gpus > 1 else ''}")
-    parts.append(request.runtime)
-    return ", ".join(parts)
-
-
-def _format_time(when: datetime) -> str:
-    return when.strftime("%Y-%m-%d %H:%M")
+        if await jobwatch.wait_until_gone(self.poller, job_id, self.stop_timeout):
+            self.log.info("Job %s of %s ended", job_id, self.log_name)
+        else:
+            self.log.warning(
+                "Job %s of %s still not ended %.0f s after scancel",
+                job_id,
+                self.log_name,
+                self.stop_timeout,
+            )
 
 
 __all__ = ["SlurmSpawner", "__version__"]

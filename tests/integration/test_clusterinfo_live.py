@@ -12,9 +12,10 @@ import time
 
 import pytest
 
+from hpcspawner.resources.offer import narrow_policy
 from hpcspawner.resources.options import PartitionPolicy, Policy
 from hpcspawner.slurm.local import LocalSlurmDriver
-from hpcspawner.spawner.clusterinfo import ClusterInfo, narrow_policy
+from hpcspawner.spawner.clusterinfo import ClusterInfo
 
 from .hub import run
 

@@ -21,9 +21,15 @@ Tests of one component (the poller, the cluster cache) give it a driver of their
 :meth:`~FakeCluster.calls`) and wait for the answers with :meth:`~FakeCluster.answered`.
 Small knobs for them:
 :meth:`~FakeCluster.existing_job` (a job with a chosen id), :attr:`~FakeCluster.accounts`
-(login names the cluster knows beyond this host's passwd), an exception as a user's
+(login names the cluster knows beyond the hub host's users), an exception as a user's
 :attr:`~FakeCluster.associations` (sacctmgr fails for that user), and a submit call's
 :attr:`~FakeCall.env` and :attr:`~FakeCall.files` (what sbatch got, also when it refused).
+
+Who a user is on the hub's host (uid, shell, home) comes from the one seam
+:func:`hpcspawner.accounts.posix.lookup_posix_account`: tests/unit/conftest.py stands
+:data:`HOST_USERS` (alice and bob, as the test cluster's set-up creates them) in for
+the host's, through :func:`host_users_lookup`, so that the unit tests need no such users
+on the machine. A test adds a user with the ``host_users`` fixture.
 
 Import it as ``fakeslurm`` from tests/unit and as ``tests.unit.fakeslurm`` from
 tests/integration.
@@ -33,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import pwd
 import re
 import time
 from collections.abc import Callable
@@ -46,6 +51,8 @@ from unittest import mock
 from tornado import httputil, web
 from traitlets import Instance, default
 
+from hpcspawner.accounts import posix
+from hpcspawner.accounts.rules import PosixAccount
 from hpcspawner.slurm import OUTPUT_TAIL_BYTES, JobOutput, SlurmDriver
 from hpcspawner.slurm.errors import SlurmError, SlurmTimeout
 from hpcspawner.slurm.jobstate import ENDED_STATES, JobInfo
@@ -85,6 +92,24 @@ COMMANDS = {
 CONTROLLER_DOWN = (DATA / "squeue_controller_down.stderr").read_text()
 
 _DIRECTIVE = re.compile(r"^#SBATCH\s+--([a-z-]+)=(\S*)\s*$")
+
+
+#: The test cluster's users as the hub host knows them (scripts/cluster creates them there).
+HOST_USERS = {
+    "alice": PosixAccount("alice", 1001, 1001, ("alice",), "/bin/bash", "/home/alice"),
+    "bob": PosixAccount("bob", 1002, 1002, ("bob",), "/bin/bash", "/home/bob"),
+}
+
+
+def host_users_lookup(users: dict[str, PosixAccount], host_lookup=posix.lookup_posix_account):
+    """A stand-in for :func:`~hpcspawner.accounts.posix.lookup_posix_account`: ``users``
+    first (alice, bob and whoever a test adds), then the host's own (root, daemon, ...)."""
+
+    def lookup(name: str) -> PosixAccount | None:
+        account = users.get(name)
+        return account if account is not None else host_lookup(name)
+
+    return lookup
 
 
 def controller_down(kind: str = "query") -> SlurmError:
@@ -191,7 +216,7 @@ class FakeCluster:
         #: user -> associations; a user not in here: no accounting (None); an exception:
         #: sacctmgr fails for that user (raised). Each answer is a new list, as parsed output is.
         self.associations: dict[str, Any] = {}
-        #: login names the cluster knows besides this host's passwd (e.g. behind an SSH driver)
+        #: login names the cluster knows besides the hub host's users (e.g. behind an SSH driver)
         self.accounts: set[str] = set()
         self.snapshot = snapshot if snapshot is not None else recorded_snapshot()
         #: scancel of a running job leaves it COMPLETING until the test ends it
@@ -539,21 +564,17 @@ class FakeSlurm(SlurmDriver):
 
 
 def _check_user(cluster: FakeCluster, username: str, command: str) -> None:
-    """Commands run as the user: never as root, and only for a login account on this
-    host (as ``runuser -u`` needs; alice and bob exist once the test cluster is set up)
-    or one the test declared in ``cluster.accounts``."""
+    """Commands run as the user: never as root, and only for a login account of the hub's
+    host (as ``runuser -u`` needs; asked through the one seam, where the unit tests stand
+    in alice and bob) or one the test declared in ``cluster.accounts``."""
     if username == "root":
         raise AssertionError(f"{command} would run as root")
-    if username in cluster.accounts:
-        return
-    try:
-        pwd.getpwnam(username)
-    except KeyError:
+    if username not in cluster.accounts and posix.lookup_posix_account(username) is None:
         raise SlurmError(
             ["runuser", "-u", username, "--", command],
             1,
             f"runuser: user {username} does not exist",
-        ) from None
+        )
 
 
 def _check_secrets(cluster: FakeCluster, username: str, script: str, env: dict[str, str]) -> None:

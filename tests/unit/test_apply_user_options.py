@@ -17,7 +17,6 @@ from fakeslurm import FakeSlurm
 from traitlets.config import Config
 
 from hpcspawner.spawner import SlurmSpawner
-from hpcspawner.spawner import spawner as spawner_module
 from hpcspawner.spawner.errors import SpawnFailure
 
 
@@ -29,13 +28,6 @@ def make_spawner(**settings) -> SlurmSpawner:
     for name, value in settings.items():
         setattr(config.SlurmSpawner, name, value)
     return SlurmSpawner(config=config, user=SimpleNamespace(name="alice"))
-
-
-@pytest.fixture(autouse=True)
-def _no_form_feedback_left():
-    # a failed validation keeps the user's values for the next render of the form
-    yield
-    spawner_module._form_feedback.pop("alice", None)
 
 
 async def apply(spawner, options):

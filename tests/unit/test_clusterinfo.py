@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from fakeslurm import FakeCluster, FakeSlurm
 
+from hpcspawner.resources.offer import narrow_policy
 from hpcspawner.resources.options import PartitionPolicy, Policy
 from hpcspawner.slurm.errors import SlurmError
 from hpcspawner.slurm.hostlist import HostlistError, expand_hostlist
@@ -37,7 +38,7 @@ from hpcspawner.slurm.records import (
     sacctmgr_args,
 )
 from hpcspawner.slurm.snapshot import ClusterSnapshot, summarize
-from hpcspawner.spawner.clusterinfo import ClusterInfo, narrow_policy
+from hpcspawner.spawner.clusterinfo import ClusterInfo
 
 DATA = Path(__file__).parent / "data"
 

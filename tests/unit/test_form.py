@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from hpcspawner.resources.offer import make_offer, narrow_policy
 from hpcspawner.resources.options import (
     OptionsError,
     Policy,
@@ -15,10 +16,9 @@ from hpcspawner.resources.options import (
     profiles_from_config,
     validate_options,
 )
-from hpcspawner.slurm.records import parse_nodes, parse_partitions
+from hpcspawner.slurm.records import Association, parse_nodes, parse_partitions
 from hpcspawner.slurm.snapshot import summarize
 from hpcspawner.spawner import form
-from hpcspawner.spawner.clusterinfo import narrow_policy
 
 DATA = Path(__file__).parent / "data"
 
@@ -171,12 +171,20 @@ def test_stale_cluster_view_is_announced():
 
 
 def test_accounts_come_from_associations_within_the_admin_list():
-    policy = narrow_policy(make_policy(accounts=("projA", "projB")), snapshot())
-    context = form.form_context(
-        policy=policy, partitions=[], values={}, accounts=["projB", "projC"], qos=None
+    offer = make_offer(
+        make_policy(accounts=("projA", "projB")),
+        snapshot=snapshot(),
+        associations=[assoc("projB"), assoc("projC")],
     )
+    context = form.form_context(policy=offer.policy, partitions=[], values={})
     account = next(f for f in context["choice_fields"] if f["name"] == "account")
     assert account["choices"] == ["projB"]
+    qos = next(f for f in context["choice_fields"] if f["name"] == "qos")
+    assert qos["choices"] == ["normal"]
+
+
+def assoc(account: str) -> Association:
+    return Association(account=account, qos=("normal",), default_qos=None, partition=None)
 
 
 def test_without_custom_values_only_presets_are_offered():

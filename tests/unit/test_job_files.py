@@ -18,7 +18,7 @@ import test_lifecycle as lifecycle
 
 from hpcspawner.slurm import JobOutput
 from hpcspawner.spawner.errors import SpawnFailure
-from hpcspawner.spawner.spawner import OUTPUT_TAIL_LINES
+from hpcspawner.spawner.messages import OUTPUT_TAIL_LINES
 
 # the lifecycle tests' fixtures: one in-memory Slurm, hubs and spawners on it
 bounded = lifecycle.bounded

@@ -14,8 +14,8 @@ import pytest
 from fakeslurm import FakeCluster, FakeSlurm
 
 from hpcspawner.slurm import Liveness, SlurmError
+from hpcspawner.spawner.jobwatch import stop_check_pauses
 from hpcspawner.spawner.poller import JobPoller, JobStatus
-from hpcspawner.spawner.spawner import stop_check_pauses
 
 #: Upper bound for every await in these tests (seconds).
 TIMEOUT = 2.0

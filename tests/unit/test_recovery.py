@@ -14,8 +14,7 @@ from traitlets.config import Config
 
 from hpcspawner.slurm.errors import SlurmError, SlurmTimeout, submission_uncertain
 from hpcspawner.slurm.jobstate import JobInfo, parse_comment_matches
-from hpcspawner.spawner import SlurmSpawner, recovery
-from hpcspawner.spawner import spawner as spawner_module
+from hpcspawner.spawner import SlurmSpawner, page, recovery
 from hpcspawner.spawner.callback import token_matches
 from hpcspawner.spawner.errors import SpawnFailure
 
@@ -128,7 +127,7 @@ def test_lost_answer_and_no_job_twice_means_not_submitted(monkeypatch):
     cluster = spawner.driver.cluster
     cluster.lose_next_submit(arrives=False)
     started = []
-    monkeypatch.setattr(recovery, "start_reaper", lambda *args: started.append(args[2]))
+    monkeypatch.setattr(recovery.Reapers, "start", lambda _self, *args: started.append(args[2]))
     monkeypatch.setattr(recovery.asyncio, "sleep", _no_sleep)
     with pytest.raises(SpawnFailure) as info:
         run(spawner._submit(script_of(spawner), {}))
@@ -185,7 +184,7 @@ def test_silent_controller_gives_up_and_leaves_a_reaper(monkeypatch):
     cluster.lose_next_submit(arrives=False)
     cluster.fail("find_jobs", silent, times=None)
     started = []
-    monkeypatch.setattr(recovery, "start_reaper", lambda *args: started.append(args[2]))
+    monkeypatch.setattr(recovery.Reapers, "start", lambda _self, *args: started.append(args[2]))
     with pytest.raises(SpawnFailure) as info:
         run(spawner._submit(script_of(spawner), {}))
     assert "not answering" in info.value.jupyterhub_message
@@ -199,9 +198,11 @@ def test_reaper_cancels_the_job_when_it_appears():
     silent = SlurmError(["squeue"], 1, "Socket timed out on send/recv operation")
     cluster.fail("find_jobs", silent)
 
+    reapers = recovery.Reapers()
+
     async def scenario():
-        recovery.start_reaper(driver, "alice", "c", 0.01, logging.getLogger("test"))
-        task = recovery._reapers["c"]
+        reapers.start(driver, "alice", "c", 0.01, logging.getLogger("test"))
+        task = reapers.task("c")
         # the first look fails, the second finds nothing, then the job arrives
         await asyncio.wait_for(cluster.wait_for(lambda: cluster.count("find_jobs") >= 2), 5)
         job = cluster.submit_script("alice", "#!/bin/bash\n#SBATCH --comment=c\n", {})
@@ -211,7 +212,7 @@ def test_reaper_cancels_the_job_when_it_appears():
     job = run(scenario())
     assert job.state == "CANCELLED"
     assert cluster.count("cancel") == 1
-    assert "c" not in recovery._reapers
+    assert "c" not in reapers
 
 
 @pytest.mark.parametrize(
@@ -241,7 +242,7 @@ def test_last_end_survives_clear_state_and_is_shown_once():
     fresh = make_spawner()
     fresh.load_state(state)
     assert fresh.last_end == {"job_id": "5", "reason": "the job was cancelled"}
-    notice = spawner_module._last_end_notice({"job_id": "5", "reason": "<b>x</b>"})
+    notice = page.last_end_notice({"job_id": "5", "reason": "<b>x</b>"})
     assert "&lt;b&gt;" in notice and "<b>" not in notice
 
 
@@ -259,10 +260,10 @@ async def test_a_hub_stopped_during_sbatch_leaves_a_reaper_behind():
     comment = "hpcspawner:jupyterhub:alice:-:feed"
     spawner.load_state(state)
     try:
-        assert comment in recovery._reapers
+        assert comment in spawner.shared.reapers
         assert spawner.spawn_id == "" and spawner.job_id == ""
     finally:
-        recovery._reapers[comment].cancel()
+        await spawner.shared.reapers.close()
 
 
 def test_state_while_submitting_holds_the_spawn_id_only():

@@ -16,6 +16,7 @@ from fakeslurm import FakeCluster, FakeSlurm
 from jupyterhub.objects import Hub
 from traitlets.config import Config
 
+from hpcspawner.accounts.rules import PosixAccount
 from hpcspawner.slurm import SlurmError
 from hpcspawner.spawner import SlurmSpawner
 from hpcspawner.spawner.errors import SpawnFailure
@@ -35,9 +36,11 @@ def as_user(spawner) -> list[tuple[str, str]]:
     return [(call.kind, shown[call.kind](call)) for call in cluster.history if call.kind in shown]
 
 
-def make_spawner() -> SlurmSpawner:
+def make_spawner(host_users) -> SlurmSpawner:
     cluster = FakeCluster()
-    # a name the hub host does not know: checked by name only, and it is no service account
+    # a user the hub host knows by name and home only (no uid, no shell): checked by
+    # name, and it is no service account
+    host_users[NAME] = PosixAccount(NAME, home="/home/x")
     cluster.accounts.add(NAME)
     cluster.fail("submit", REFUSED, times=None)  # sbatch refuses every job
     config = Config()
@@ -51,7 +54,6 @@ def make_spawner() -> SlurmSpawner:
     spawner.hub = Hub()
     spawner.api_token = "a1b2c3d4" * 4
     spawner.oauth_client_id = "jupyterhub-user-x"
-    spawner._home = lambda: "/home/x"  # the unknown user has no passwd entry
     return spawner
 
 
@@ -61,16 +63,16 @@ async def _start_fails(spawner) -> SpawnFailure:
     return info.value
 
 
-async def test_a_start_refused_before_the_file_runs_nothing_as_the_user():
-    spawner = make_spawner()
+async def test_a_start_refused_before_the_file_runs_nothing_as_the_user(host_users):
+    spawner = make_spawner(host_users)
     spawner.user_options = {"partition": "nosuch"}
     failure = await _start_fails(spawner)
     assert failure.reason == "invalid-options"
     assert as_user(spawner) == []
 
 
-async def test_a_start_refused_by_slurm_removes_the_file_it_wrote():
-    spawner = make_spawner()
+async def test_a_start_refused_by_slurm_removes_the_file_it_wrote(host_users):
+    spawner = make_spawner(host_users)
     failure = await _start_fails(spawner)
     assert failure.reason == "job-rejected"
     path = f"/scratch/no-such-user-hpcspawner/tokens/default/api-token-{spawner.spawn_id}"
@@ -81,10 +83,10 @@ async def test_a_start_refused_by_slurm_removes_the_file_it_wrote():
     ]
 
 
-async def test_after_a_hub_restart_a_start_whose_job_ended_early_removes_the_file():
+async def test_after_a_hub_restart_a_start_whose_job_ended_early_removes_the_file(host_users):
     # the new hub resumes the start; the job ends before its server ran: the failure
     # forgets the job id, and the clean-up must still know a file was written
-    spawner = make_spawner()
+    spawner = make_spawner(host_users)
     cluster = spawner.driver.cluster
     cluster.existing_job("42", user=NAME)
     spawner.load_state({"job_id": "42", "job_host": "", "spawn_id": "abc123"})
