@@ -1,7 +1,8 @@
 """``hpcspawner-check-config [jupyterhub_config.py]``: check SlurmSpawner's settings.
 
 Loads the config file the way JupyterHub does and builds the spawner's policy
-(partitions, limits, profiles, environments, defaults). Exits 1 with a message
+(partitions, limits, profiles, environments, defaults) and its driver (its settings,
+without asking Slurm: hosts, host keys and client keys for the SSH driver). Exits 1 with a message
 naming the setting to fix, or prints what users will be offered. Run it after
 editing the config, in CI, or before rolling out a Helm release.
 """
@@ -53,11 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigFileNotFound:
         print(f"{path}: no such config file", file=sys.stderr)
         return 2
+    from traitlets import TraitError
+
     from .spawner import check_config
 
     try:
         policy = check_config(config)
-    except ValueError as e:
+    except (ValueError, TraitError) as e:
         print(f"{path}: {e}", file=sys.stderr)
         return 1
     print(f"{path}: SlurmSpawner settings are valid")

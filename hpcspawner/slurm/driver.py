@@ -85,6 +85,11 @@ class SlurmDriver(LoggingConfigurable):
         stays usable: a later call opens what it needs again.
         """
 
+    def config_problems(self) -> list[str]:
+        """What in this driver's settings an admin must fix, each naming the setting; checked
+        without asking Slurm (``hpcspawner-check-config`` prints them). None by default."""
+        return []
+
     async def submit(self, username: str, script: str, env: dict[str, str]) -> str:
         """Submit ``script`` as ``username`` with ``env``; return the job id.
 

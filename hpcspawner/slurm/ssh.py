@@ -313,6 +313,20 @@ class SSHSlurmDriver(CommandDriver):
         self._preferred: LoginHost | None = None
         self._known_hosts_cache: tuple[tuple, asyncssh.SSHKnownHosts] | None = None
 
+    def config_problems(self) -> list[str]:
+        problems = []
+        if not self.hosts:
+            problems.append("c.SSHSlurmDriver.hosts is empty: name at least one login node")
+        if not self.disable_host_key_checking:
+            try:
+                self._known_hosts()
+            except ConnectionFailed as e:
+                problems.append(e.stderr.strip())
+        for path in self.client_keys:
+            if not os.access(path, os.R_OK):
+                problems.append(f"c.SSHSlurmDriver.client_keys: cannot read {path}")
+        return problems
+
     # ------------------------------------------------------------ per-user credentials
 
     def user_credentials(self, username: str) -> UserCredentials | None:

@@ -14,6 +14,7 @@ from traitlets import (
     Instance,
     Integer,
     List,
+    TraitError,
     Tuple,
     Type,
     Unicode,
@@ -21,6 +22,7 @@ from traitlets import (
     validate,
 )
 from traitlets.config import Configurable
+from traitlets.utils.importstring import import_item
 
 from ..accounts.posix import slurm_service_users
 from ..accounts.rules import (
@@ -42,6 +44,29 @@ from ..resources.options import (
 from ..slurm import LocalSlurmDriver, SlurmDriver
 from . import tls
 
+#: Short names of the drivers that come with hpcspawner (``c.SlurmSpawner.driver_class``).
+DRIVERS = {
+    "local": "hpcspawner.slurm.local.LocalSlurmDriver",
+    "ssh": "hpcspawner.slurm.ssh.SSHSlurmDriver",
+}
+
+
+class DriverType(Type):
+    """A driver class, its import path, or a short name from :data:`DRIVERS`."""
+
+    def validate(self, obj, value):
+        if isinstance(value, str):
+            path = DRIVERS.get(value, value)
+            try:
+                value = import_item(path)
+            except (ImportError, ValueError) as e:  # a missing extra (asyncssh), a typo
+                raise TraitError(
+                    f"c.SlurmSpawner.driver_class = {path!r} cannot be imported ({e}); "
+                    f"use one of {', '.join(map(repr, DRIVERS))} or a driver's import path "
+                    "(the ssh driver needs pip install 'hpcspawner[ssh]')"
+                ) from None
+        return super().validate(obj, value)
+
 
 class SlurmSpawnerSettings(Configurable):
     """The configuration of :class:`hpcspawner.spawner.SlurmSpawner`, mixed in before
@@ -49,15 +74,23 @@ class SlurmSpawnerSettings(Configurable):
 
     # ------------------------------------------------------------ scheduler access
 
-    driver_class = Type(
+    driver_class = DriverType(
         LocalSlurmDriver,
         klass=SlurmDriver,
         config=True,
-        help="""How the hub reaches Slurm.
+        help="""How the hub reaches Slurm: ``"local"``, ``"ssh"``, or a driver class (or its
+        import path).
 
-        The default runs Slurm's commands on the hub's host
-        (:class:`hpcspawner.slurm.local.LocalSlurmDriver`; configure it as
-        ``c.LocalSlurmDriver.*``). One driver instance serves the whole hub.
+        ``"local"`` (the default) runs Slurm's commands on the hub's host
+        (:class:`hpcspawner.slurm.local.LocalSlurmDriver`, configured as
+        ``c.LocalSlurmDriver.*``); the hub then needs Slurm's clients and munge. ``"ssh"``
+        runs them on a login node (:class:`hpcspawner.slurm.ssh.SSHSlurmDriver`, configured
+        as ``c.SSHSlurmDriver.*``; needs ``pip install 'hpcspawner[ssh]'``). One driver
+        instance serves the whole hub, the authenticator's account lookup included.
+
+            c.SlurmSpawner.driver_class = "ssh"
+            c.SSHSlurmDriver.hosts = ["login1.cluster.example.org"]
+            c.SSHSlurmDriver.known_hosts = "/etc/jupyterhub/ssh_known_hosts"
         """,
     )
 

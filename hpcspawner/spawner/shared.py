@@ -56,11 +56,13 @@ class SharedSlurm:
         return self._poller
 
     async def close(self) -> None:
-        """Stop the poller, the cache's refreshes in flight and the reapers (at hub shutdown)."""
+        """Stop the poller, the cache's refreshes in flight and the reapers, and let the driver
+        close its connections (at hub shutdown)."""
         if self._poller is not None:
             await self._poller.close()
         await self.cluster_info.close()
         await self.reapers.close()
+        await self.driver.close()
 
 
 _registry: dict[tuple, SharedSlurm] = {}

@@ -528,9 +528,11 @@ __all__ = ["SlurmSpawner", "__version__"]
 def check_config(config) -> Policy:
     """Build the policy from ``config`` (a traitlets Config); raise ValueError naming the fix.
 
-    Used by ``hpcspawner-check-config``. The defaults alone must make a valid request.
+    Used by ``hpcspawner-check-config``. The defaults alone must make a valid request, and
+    the driver's own settings must hold (checked without asking Slurm).
     """
-    policy = SlurmSpawner(config=config).policy
+    spawner = SlurmSpawner(config=config)
+    policy = spawner.policy
     try:
         validate_options({}, policy)
     except OptionsError as e:
@@ -538,4 +540,9 @@ def check_config(config) -> Policy:
             f"Invalid SlurmSpawner configuration: default_options do not satisfy the limits: "
             f"{e.summary()}"
         ) from None
+    problems = spawner.driver_class(config=config, log=spawner.log).config_problems()
+    if problems:
+        raise ValueError(
+            f"Invalid {spawner.driver_class.__name__} configuration: " + "; ".join(problems)
+        )
     return policy

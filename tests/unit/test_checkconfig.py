@@ -59,6 +59,25 @@ def test_the_sample_config_is_valid(capsys):
             "default_options has unknown key(s) ['gpu']",
             id="typo-in-defaults",
         ),
+        pytest.param(
+            'c.SlurmSpawner.driver_class = "slurmrest"',
+            "c.SlurmSpawner.driver_class = 'slurmrest' cannot be imported",
+            id="unknown-driver",
+        ),
+        pytest.param(
+            'c.SlurmSpawner.driver_class = "ssh"',
+            "Invalid SSHSlurmDriver configuration: c.SSHSlurmDriver.hosts is empty: name at "
+            "least one login node; c.SSHSlurmDriver.known_hosts is not set",
+            id="ssh-without-hosts-and-known-hosts",
+        ),
+        pytest.param(
+            'c.SlurmSpawner.driver_class = "ssh"\n'
+            'c.SSHSlurmDriver.hosts = ["login1"]\n'
+            'c.SSHSlurmDriver.known_hosts = "/nonexistent/known_hosts"\n'
+            'c.SSHSlurmDriver.client_keys = ["/nonexistent/id_ed25519"]',
+            "cannot read the known_hosts file /nonexistent/known_hosts",
+            id="ssh-files-missing",
+        ),
     ],
 )
 def test_mistakes_are_named(tmp_path, capsys, body, message):
@@ -69,3 +88,18 @@ def test_mistakes_are_named(tmp_path, capsys, body, message):
 def test_missing_file(tmp_path, capsys):
     assert main([str(tmp_path / "nope.py")]) == 2
     assert "no such config file" in capsys.readouterr().err
+
+
+def test_an_ssh_driver_with_hosts_and_keys_is_valid(tmp_path, capsys):
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("@cert-authority *.cluster.example ssh-ed25519 " + "A" * 68 + "\n")
+    key = tmp_path / "id_ed25519"
+    key.write_text("not read by the check, only opened\n")
+    body = f"""
+        c.SlurmSpawner.driver_class = "ssh"
+        c.SSHSlurmDriver.hosts = ["login1.cluster.example"]
+        c.SSHSlurmDriver.known_hosts = {str(known_hosts)!r}
+        c.SSHSlurmDriver.client_keys = [{str(key)!r}]
+    """
+    assert main([write(tmp_path, body)]) == 0, capsys.readouterr().err
+    assert "settings are valid" in capsys.readouterr().out

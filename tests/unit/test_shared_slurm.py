@@ -7,6 +7,7 @@ import asyncio
 import logging
 from types import SimpleNamespace
 
+import pytest
 from fakeslurm import FakeCluster, FakeSlurm
 from traitlets.config import Config
 
@@ -110,3 +111,27 @@ def test_one_shared_set_per_config_and_driver_class():
         config=Config({"SlurmSpawnerSettings": {"driver_class": FakeSlurm}})
     )
     assert shared_slurm(config, log, settings=other) is first
+
+
+@pytest.mark.parametrize(
+    ("value", "name"),
+    [
+        ("local", "LocalSlurmDriver"),
+        ("ssh", "SSHSlurmDriver"),
+        ("hpcspawner.slurm.ssh.SSHSlurmDriver", "SSHSlurmDriver"),
+    ],
+)
+def test_the_driver_is_chosen_by_its_short_name_or_import_path(value, name):
+    """As the spawner reads it and as the authenticator's shared driver does."""
+    config = Config({"SlurmSpawner": {"driver_class": value}})
+    assert SlurmSpawner(config=config).driver_class.__name__ == name
+    assert spawner_settings(config).driver_class.__name__ == name
+
+
+async def test_closing_the_shared_objects_closes_the_driver():
+    config = hub_config(FakeCluster())
+    shared = shared_slurm(config, logging.getLogger("test"))
+    closed = []
+    shared.driver.close = lambda: asyncio.sleep(0, result=closed.append(True))
+    await shared.close()
+    assert closed == [True]
