@@ -38,6 +38,7 @@ PKGS=(
   munge slurmctld slurmd slurm-client slurmrestd
   slurm-wlm-jwt-plugin # auth_jwt.so; comes only through Recommends, which we do not install
   sudo bc jq iproute2 curl openssl ca-certificates util-linux procps git
+  openssh-server openssh-client # the SSH driver's login node (scripts/cluster/start-sshd.sh)
   python3 python3-venv python3-pip
 )
 case "${ID:-}" in

@@ -16,6 +16,7 @@ MUNGED_PID_DIR=/run/hpcspawner-munge
 MUNGED_PID=$MUNGED_PID_DIR/munged.pid
 MUNGED_PID_DEFAULT=/run/munge/munged.pid # a munged started by the package's init script
 SLURMRESTD_PID=/run/slurmrestd.pid
+LOGIN_SSHD_PID=/run/hpcspawner-sshd.pid # the SSH driver's login node (start-sshd.sh)
 BRIDGE=slbr0
 BRIDGE_IP=10.250.0.1 # netns node i gets 10.250.0.(10+i); on-box only, nothing is routed out
 CTL_HOST=$(hostname -s)

@@ -71,6 +71,8 @@ class Hub:
     env: dict = field(default_factory=dict)
     #: directories put first on the hub's PATH (e.g. counting shims for Slurm commands)
     path_prepend: list = field(default_factory=list)
+    #: argv the hub's command runs under (e.g. a mount namespace without Slurm's clients)
+    command_prefix: list = field(default_factory=list)
 
     def __post_init__(self):
         self.port = free_port()
@@ -140,7 +142,7 @@ class Hub:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._log_file = log
         self.proc = subprocess.Popen(
-            [self.python, "-m", "jupyterhub", "-f", str(config)],
+            [*self.command_prefix, self.python, "-m", "jupyterhub", "-f", str(config)],
             cwd=self.directory,
             env=env,
             stdout=log,

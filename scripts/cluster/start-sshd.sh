@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# A login node for the SSH driver: Debian's sshd on ${SSH_LISTEN:-127.0.0.1:2222} with its own
+# config, host key and pid file, next to the local cluster's Slurm clients (this host is the login
+# node).  Sets up, idempotently, what a site's login node has for the hub:
+#   - the service account "hpcspawner-hub" (no password; logs in with the hub's key only);
+#   - the hub's client key and a known_hosts with this sshd's host key, in
+#     /etc/hpcspawner-dev/ssh/ (root-only: the hub runs as root in the tests and the demo);
+#   - /etc/sudoers.d/hpcspawner-login-node: the service account may run sbatch, scancel and the
+#     file commands (docs/howto/ssh-driver.md) as members of "jupyter-users" (alice, bob), never as
+#     root; checked with visudo -c before it is put in place.
+# Restarts an sshd it started before (pid file).  Run as root.  stop.sh stops it.
+# Pid: /run/hpcspawner-sshd.pid; log: /var/log/hpcspawner-sshd.log.
+set -euo pipefail
+LOG_TAG=sshd
+# shellcheck source=scripts/cluster/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+need_root
+LISTEN=${SSH_LISTEN:-127.0.0.1:2222}
+HOST=${LISTEN%:*}
+PORT=${LISTEN##*:}
+DIR=/etc/hpcspawner-dev/ssh
+SERVICE=hpcspawner-hub
+GROUP=jupyter-users
+SSHD_LOG=/var/log/hpcspawner-sshd.log
+command -v /usr/sbin/sshd >/dev/null || { echo "sshd missing: scripts/install-deps.sh installs openssh-server" >&2; exit 1; }
+install -d -m 0755 /etc/hpcspawner-dev
+install -d -m 0700 "$DIR"
+# the service account: a shell (the driver's commands are one quoted command line), no password
+id "$SERVICE" >/dev/null 2>&1 || useradd -r -m -d "/var/lib/$SERVICE" -s /bin/sh "$SERVICE"
+getent group "$GROUP" >/dev/null || groupadd "$GROUP"
+for u in alice bob; do id -u "$u" >/dev/null 2>&1 && usermod -a -G "$GROUP" "$u"; done
+[ -f "$DIR/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -C login-node -f "$DIR/ssh_host_ed25519_key"
+[ -f "$DIR/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C jupyterhub -f "$DIR/id_ed25519"
+install -d -m 0755 "$DIR/authorized_keys"
+install -m 0644 "$DIR/id_ed25519.pub" "$DIR/authorized_keys/$SERVICE"
+echo "[$HOST]:$PORT $(cut -d' ' -f1,2 "$DIR/ssh_host_ed25519_key.pub")" >"$DIR/known_hosts"
+cat >"$DIR/sshd_config" <<CONF
+ListenAddress $LISTEN
+HostKey $DIR/ssh_host_ed25519_key
+PidFile $LOGIN_SSHD_PID
+AuthorizedKeysFile $DIR/authorized_keys/%u
+AllowUsers $SERVICE
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin no
+UsePAM no
+X11Forwarding no
+AllowTcpForwarding no
+PermitTTY no
+MaxSessions 10
+ClientAliveInterval 15
+CONF
+sudoers=$(mktemp)
+cat >"$sudoers" <<SUDO
+# written by scripts/cluster/start-sshd.sh: the hub's service account on the test login node
+Cmnd_Alias HPCSPAWNER_SLURM = /usr/bin/sbatch, /usr/bin/scancel
+Cmnd_Alias HPCSPAWNER_FILES = /usr/bin/mktemp, /usr/bin/dd, /usr/bin/rm, \\
+                              /usr/bin/install, /usr/bin/stat, /usr/bin/tail
+Defaults:$SERVICE !requiretty, !lecture
+Defaults!HPCSPAWNER_SLURM umask=0077
+$SERVICE ALL = (%$GROUP, !root) NOPASSWD: HPCSPAWNER_SLURM, HPCSPAWNER_FILES
+SUDO
+visudo -cq -f "$sudoers"
+install -m 0440 "$sudoers" /etc/sudoers.d/hpcspawner-login-node
+rm -f "$sudoers"
+/usr/sbin/sshd -t -f "$DIR/sshd_config"
+install -d -m 0755 /run/sshd # privilege separation directory
+stop_pidfiles "sshd:$LOGIN_SSHD_PID"
+touch "$SSHD_LOG"
+/usr/sbin/sshd -f "$DIR/sshd_config" -E "$SSHD_LOG"
+# Ready = the service account logs in with the hub's key and runs squeue there.
+for _ in $(seq 50); do
+  if ssh -q -o BatchMode=yes -o UserKnownHostsFile="$DIR/known_hosts" -o StrictHostKeyChecking=yes \
+      -i "$DIR/id_ed25519" -p "$PORT" "$SERVICE@$HOST" squeue --version >/dev/null 2>&1; then
+    log "sshd pid $(cat "$LOGIN_SSHD_PID") listening on $LISTEN (login as $SERVICE)"
+    exit 0
+  fi
+  sleep 0.1
+done
+echo "sshd did not accept the hub's key on $LISTEN" >&2
+tail -n 20 "$SSHD_LOG" >&2
+exit 1
