@@ -462,3 +462,31 @@ async def test_nothing_secret_reaches_the_log(servers, drivers, caplog):
     for secret in (SECRET, *tokens):
         assert secret not in caplog.text
     assert "slurmrestd POST /slurm/v0.0.38/job/submit as alice" in caplog.text
+
+
+async def test_the_spawner_turns_the_file_refusals_into_clear_messages(servers, drivers):
+    """What the spawner's user-file room makes of the driver's answers: a failed start whose
+    log names token_delivery (no traceback), and a job's end without the output's tail."""
+    from hpcspawner.slurm import JobOutput
+    from hpcspawner.spawner.errors import SpawnFailure
+    from hpcspawner.spawner.messages import job_ended
+    from hpcspawner.spawner.userfiles import UserFiles
+
+    driver = drivers((await servers()).url)
+    files = UserFiles(driver, "alice", "", "alice", logging.getLogger("test.rest"))
+    with pytest.raises(SpawnFailure) as caught:
+        await files.write_token_file("/home/alice/.jupyterhub-tokens/default/api-token-1", SECRET)
+    assert "API token" in str(caught.value.jupyterhub_message)
+    # what the hub logs: JupyterHub 6's log_message, the JupyterHub 5 flavour's detail
+    logged = str(getattr(caught.value, "detail", "")) + str(caught.value.log_message)
+    assert 'token_delivery = "environment"' in logged
+    assert SECRET not in logged + str(caught.value)
+    await files.remove_token_file("/home/alice/.jupyterhub-tokens/{server}", "1")  # logged only
+    output = await driver.read_output("alice", "/home/alice/jupyter-313.log")
+    assert isinstance(output, JobOutput)
+    message, logged = job_ended("313", "the job failed", "/home/alice/jupyter-313.log", output)
+    assert message == (
+        "Job 313 ended before the server started: the job failed. Its output file "
+        "/home/alice/jupyter-313.log cannot be read by the hub: slurmrestd gives no access "
+        "to files."
+    )
