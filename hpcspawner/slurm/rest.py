@@ -40,11 +40,12 @@ slurmrestd. Its parts:
   :class:`~hpcspawner.slurm.ssh.SSHSlurmDriver` to a login node) that does only the
   file operations, as the user, while slurmrestd does the scheduling. It is not
   configurable yet: the lead wires it when a site needs it.
-- **update_time is not used**: v0.0.38's ``GET .../jobs?update_time=T`` returns *every*
-  job when anything changed since T, and an empty list with no error when nothing
-  did (``slurm_load_jobs`` answers SLURM_NO_CHANGE_IN_DATA), which looks like "no jobs"
-  and would need T on slurmctld's clock. One full listing per poll is the safe choice
-  until the no-change answer is recorded on a real daemon.
+- **update_time**: the poller's listing asks ``GET .../jobs?update_time=T`` with T the
+  hub's time of the last full listing less :attr:`~RESTSlurmDriver.update_time_skew`.
+  slurmctld answers "no change since T" (slurmrestd 22.05: HTTP 304, no body) when no
+  job of the cluster changed, and the driver reuses the last listing; otherwise the
+  answer is the whole listing again (v0.0.38 has no delta). It saves slurmctld's work on
+  a quiet cluster only: any job's change anywhere sends the whole table.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ import time
 from types import ModuleType
 
 import httpx
-from traitlets import Callable, Float, Instance, Integer, Unicode, validate
+from traitlets import Bool, Callable, Float, Instance, Integer, Unicode, validate
 
 from . import jwt, rest_v0038
 from .driver import OUTPUT_TAIL_BYTES, JobOutput, SlurmDriver, may_act_as
@@ -216,6 +217,28 @@ class RESTSlurmDriver(SlurmDriver):
             )
         return proposal.value
 
+    use_update_time = Bool(
+        True,
+        config=True,
+        help="""Ask slurmrestd for the job listing only if a job changed since the last
+        full listing (``update_time``); an unchanged cluster answers "not modified" and
+        costs slurmctld less. Turn off if the hub's clock cannot be kept within
+        :attr:`update_time_skew` of slurmctld's.
+
+            c.RESTSlurmDriver.use_update_time = True
+        """,
+    )
+
+    update_time_skew = Float(
+        60.0,
+        config=True,
+        help="""Seconds by which the hub's clock may be ahead of slurmctld's: ``update_time``
+        is the time of the last full listing less this, so that no change is missed.
+
+            c.RESTSlurmDriver.update_time_skew = 60
+        """,
+    )
+
     files = Instance(
         SlurmDriver,
         allow_none=True,
@@ -236,6 +259,8 @@ class RESTSlurmDriver(SlurmDriver):
         self._paths: frozenset[str] = frozenset()
         self._minted: tuple[str, int] | None = None
         self._token_cache: tuple[tuple, str] | None = None
+        #: (the hub's time when the last full listing was asked for, the answer)
+        self._listing: tuple[float, object] | None = None
         self._lock = asyncio.Lock()
 
     # ------------------------------------------------------------ the token
@@ -378,6 +403,8 @@ class RESTSlurmDriver(SlurmDriver):
             return SlurmError(argv, status, message)
         if status == 401:
             return SlurmError(argv, status, "slurmrestd refused the request: no valid token")
+        if status == 404:
+            self._api = None  # the daemon may have been restarted with other versions: ask again
         words = "; ".join(text for _, text in api.errors_of(answer) if text)
         return SlurmError(argv, status, words or f"HTTP {status}")
 
@@ -453,9 +480,18 @@ class RESTSlurmDriver(SlurmDriver):
             raise SlurmError(argv, status, str(e)) from None
 
     async def _jobs(self, api: ModuleType) -> object:
-        status, answer = await self._request("GET", api.JOBS_PATH, kind="squeue")
+        """The job listing: asked again only if a job changed (see :attr:`use_update_time`)."""
+        asked_at = self.clock()
+        params = None
+        if self.use_update_time and self._listing is not None:
+            params = {"update_time": int(self._listing[0] - self.update_time_skew)}
+        status, answer = await self._request("GET", api.JOBS_PATH, kind="squeue", params=params)
+        if status == 304 and params is not None and self._listing is not None:
+            self._count("squeue_unchanged")
+            return self._listing[1]
         if status != 200 or api.errors_of(answer):
             raise self._error(self._where("GET", api.JOBS_PATH), status, answer)
+        self._listing = (asked_at, answer)
         return answer
 
     async def query(self, job_ids):

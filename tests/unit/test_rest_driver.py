@@ -490,3 +490,59 @@ async def test_the_spawner_turns_the_file_refusals_into_clear_messages(servers, 
         "/home/alice/jupyter-313.log cannot be read by the hub: slurmrestd gives no access "
         "to files."
     )
+
+
+async def test_an_unchanged_cluster_is_not_listed_again(servers, drivers):
+    """update_time: the time of the last full listing less the skew; slurmrestd 22.05 answers
+    304 without a body when no job changed (its operations.c), and the last listing holds."""
+    changed = {"now": False}
+
+    async def jobs(request):
+        if "update_time" in request.query and not changed["now"]:
+            return 304, b""
+        body = recorded_json("jobs")
+        if changed["now"]:
+            body["jobs"] = [job for job in body["jobs"] if job["job_id"] != 313]
+        return answer(200, body)
+
+    server = await servers(slurmrestd_routes() | {("GET", f"{BASE}/jobs"): jobs})
+    clock = Clock()
+    driver = drivers(server.url, clock=clock)
+    first = await asyncio.wait_for(driver.query(["313", "314"]), 10)
+    listed_at = clock.now
+    clock.now += 30
+    assert await asyncio.wait_for(driver.query(["313", "314"]), 10) == first
+    assert server.requests[-1].query == {"update_time": [str(int(listed_at - 60))]}
+    clock.now += 30
+    changed["now"] = True  # job 313 purged: the whole listing comes again
+    assert sorted(await asyncio.wait_for(driver.query(["313", "314"]), 10)) == ["314"]
+    clock.now += 30
+    await asyncio.wait_for(driver.query(["314"]), 10)
+    assert server.requests[-1].query == {"update_time": [str(int(listed_at + 60 - 60))]}
+    assert driver.calls["squeue"] == 4 and driver.calls["squeue_unchanged"] == 1
+
+
+async def test_without_update_time_every_poll_lists(servers, drivers):
+    server = await servers()
+    driver = drivers(server.url, use_update_time=False)
+    for _ in range(3):
+        await asyncio.wait_for(driver.query(["313"]), 10)
+    assert all(r.query == {} for r in server.requests)
+
+
+async def test_a_not_modified_answer_to_a_full_listing_is_an_error(servers, drivers):
+    routes = slurmrestd_routes() | {("GET", f"{BASE}/jobs"): (304, b"")}
+    driver = drivers((await servers(routes)).url)
+    with pytest.raises(SlurmError):
+        await asyncio.wait_for(driver.query(["313"]), 10)
+
+
+async def test_a_vanished_version_is_probed_again(servers, drivers):
+    routes = slurmrestd_routes()
+    del routes[("GET", f"{BASE}/jobs")]  # 404, as for a plugin the daemon no longer loads
+    server = await servers(routes)
+    driver = drivers(server.url)
+    for _ in range(2):
+        with pytest.raises(SlurmError):
+            await asyncio.wait_for(driver.query(["313"]), 10)
+    assert [r.path for r in server.requests].count("/openapi/v3") == 2
