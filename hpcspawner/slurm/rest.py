@@ -100,7 +100,8 @@ class RESTSlurmDriver(SlurmDriver):
         help="""Where slurmrestd listens: ``http(s)://host:port`` or a unix socket
         (``unix:/run/slurmrestd/slurmrestd.socket`` or just the absolute path).
 
-        Use https (behind a TLS reverse proxy, with :attr:`ca_file`) or a unix socket
+        A path after the port is a prefix (a reverse proxy's location). Use https
+        (behind a TLS reverse proxy, with :attr:`ca_file`) or a unix socket
         or loopback address: the requests carry a token that may act for every user.
         Required.
 
@@ -112,13 +113,13 @@ class RESTSlurmDriver(SlurmDriver):
     def _check_url(self, proposal):
         value = proposal.value.strip()
         if value and not (
-            re.fullmatch(r"https?://[^/\s?#]+/?", value)
+            re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", value)
             or value.startswith("/")
             or value.startswith(_UNIX_PREFIX + "/")
         ):
             raise ValueError(
-                f"c.RESTSlurmDriver.url = {value!r}: expected http(s)://host:port, "
-                "unix:/path/to/socket or /path/to/socket (no path after the port)"
+                f"c.RESTSlurmDriver.url = {value!r}: expected http(s)://host:port (and a "
+                "path prefix, behind a proxy), unix:/path/to/socket or /path/to/socket"
             )
         return value
 
@@ -495,10 +496,10 @@ class RESTSlurmDriver(SlurmDriver):
         return answer
 
     async def query(self, job_ids):
-        api = await self._version()
         wanted = set(map(str, job_ids))
         if not wanted:
             return {}
+        api = await self._version()
         jobs = api.parse_jobs(await self._jobs(api))
         return {job_id: info for job_id, info in jobs.items() if job_id in wanted}
 

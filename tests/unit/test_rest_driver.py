@@ -546,3 +546,16 @@ async def test_a_vanished_version_is_probed_again(servers, drivers):
         with pytest.raises(SlurmError):
             await asyncio.wait_for(driver.query(["313"]), 10)
     assert [r.path for r in server.requests].count("/openapi/v3") == 2
+
+
+async def test_a_path_prefix_behind_a_proxy(servers, drivers):
+    routes = {
+        (method, f"/slurm-api{path}"): route
+        for (method, path), route in slurmrestd_routes().items()
+    }
+    server = await servers(routes)
+    driver = drivers(f"{server.url}/slurm-api/")
+    assert sorted(await asyncio.wait_for(driver.query(["313"]), 10)) == ["313"]
+    assert [r.path for r in server.requests] == ["/slurm-api/openapi/v3", f"/slurm-api{BASE}/jobs"]
+    assert await driver.query([]) == {}
+    assert len(server.requests) == 2
