@@ -10,7 +10,8 @@ slurmrestd. Its parts:
   transport's ``uds`` option with the same code, takes an ``ssl.SSLContext`` for a
   CA the admin names, and has separate connect/read timeouts. aiohttp would do too,
   but httpx is already in both test environments and has a smaller surface for a
-  client that only sends JSON.
+  client that only sends JSON. Proxies from the hub's environment (``HTTPS_PROXY``) are
+  not used: the tokens go to slurmrestd only.
 - **API versions** live in one module each (:mod:`~hpcspawner.slurm.rest_v0038` for
   Slurm 22.05's ``openapi/v0.0.38``); with ``api_version = "auto"`` the driver reads
   the daemon's ``GET /openapi/v3`` at first use and takes the newest version both
@@ -51,12 +52,14 @@ slurmrestd. Its parts:
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import re
 import ssl
 import time
 from types import ModuleType
+from urllib.parse import urlsplit
 
 import httpx
 from traitlets import Bool, Callable, Float, Instance, Integer, Unicode, validate
@@ -84,6 +87,17 @@ NO_FILES = (
 )
 
 _UNIX_PREFIX = "unix:"
+
+
+def _loopback(url: str) -> bool:
+    """True when ``url``'s host is this machine (localhost, 127.0.0.0/8, ::1)."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class RESTSlurmDriver(SlurmDriver):
@@ -192,7 +206,8 @@ class RESTSlurmDriver(SlurmDriver):
         help="""Seconds a request to slurmrestd may take (connecting included).
 
         slurmrestd waits up to MessageTimeout (10 s) for slurmctld, so keep it above
-        that. A slow request is "unknown": no server is stopped for it.
+        that. A slow request is "unknown": no server is stopped for it. (This driver
+        runs no commands: ``command_timeout`` does not apply to it.)
 
             c.RESTSlurmDriver.request_timeout = 30
         """,
@@ -311,7 +326,19 @@ class RESTSlurmDriver(SlurmDriver):
             raise self._fail(
                 "token", f"cannot read c.RESTSlurmDriver.token_file {self.token_file}: {e}"
             ) from None
-        return self._token_cache[1]
+        token = self._token_cache[1]
+        try:
+            expires = jwt.claims_of(token).get("exp")
+        except ValueError:
+            expires = None  # not readable here: slurmrestd judges it
+        if isinstance(expires, int) and expires <= self.clock():
+            expired_at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expires))
+            raise self._fail(
+                "token",
+                f"the token in {self.token_file} expired at {expired_at}: put a new one "
+                "there (scontrol token username=SlurmUser lifespan=...)",
+            )
+        return token
 
     # ------------------------------------------------------------ the connection
 
@@ -324,7 +351,7 @@ class RESTSlurmDriver(SlurmDriver):
             socket_path = url.removeprefix(_UNIX_PREFIX)
             transport = httpx.AsyncHTTPTransport(uds=socket_path, retries=0)
             return httpx.AsyncClient(
-                base_url="http://slurmrestd", transport=transport, timeout=timeout
+                base_url="http://slurmrestd", transport=transport, timeout=timeout, trust_env=False
             )
         verify: ssl.SSLContext | bool = True
         if url.startswith("https:"):
@@ -332,8 +359,18 @@ class RESTSlurmDriver(SlurmDriver):
                 verify = ssl.create_default_context(cafile=self.ca_file or None)
             except (OSError, ssl.SSLError) as e:
                 raise self._fail("ca_file", f"cannot read c.RESTSlurmDriver.ca_file: {e}") from None
+        elif not _loopback(url):
+            self.log.warning(
+                "c.RESTSlurmDriver.url = %s is plain http to another host: every request "
+                "carries a token that may act for every Slurm user. Put slurmrestd behind a "
+                "TLS proxy (https) or use a unix socket",
+                url,
+            )
         transport = httpx.AsyncHTTPTransport(verify=verify, retries=0)
-        return httpx.AsyncClient(base_url=url.rstrip("/"), transport=transport, timeout=timeout)
+        # trust_env=False: no HTTP(S)_PROXY from the hub's environment sees the tokens
+        return httpx.AsyncClient(
+            base_url=url.rstrip("/"), transport=transport, timeout=timeout, trust_env=False
+        )
 
     def _where(self, method: str, path: str) -> list[str]:
         return [method, f"{self.url.rstrip('/')}{path}"]
@@ -364,9 +401,13 @@ class RESTSlurmDriver(SlurmDriver):
             self._client = self._make_client()
         self.log.debug("slurmrestd %s %s as %s", method, path, headers["X-SLURM-USER-NAME"])
         try:
-            response = await self._client.request(
-                method, path, headers=headers, params=params, json=body
+            # httpx bounds each phase (connect, each read); this bounds the whole request
+            response = await asyncio.wait_for(
+                self._client.request(method, path, headers=headers, params=params, json=body),
+                self.request_timeout + 1,
             )
+        except asyncio.TimeoutError:
+            raise SlurmTimeout(argv, self.request_timeout) from None
         except httpx.ConnectTimeout:
             raise ConnectTimeout(
                 argv, self.request_timeout, f"no connection within {self.request_timeout:g} s"

@@ -559,3 +559,38 @@ async def test_a_path_prefix_behind_a_proxy(servers, drivers):
     assert [r.path for r in server.requests] == ["/slurm-api/openapi/v3", f"/slurm-api{BASE}/jobs"]
     assert await driver.query([]) == {}
     assert len(server.requests) == 2
+
+
+async def test_an_expired_token_file_is_named_before_sending(servers, drivers, tmp_path):
+    from hpcspawner.slurm import jwt
+
+    server = await servers()
+    clock = Clock()
+    path = tmp_path / "slurmrestd.jwt"
+    path.write_text(jwt.mint(b"k" * 32, "slurm", issued_at=int(clock.now) - 600, lifetime=300))
+    driver = drivers(server.url, jwt_key_file="", token_file=str(path), clock=clock)
+    with pytest.raises(ConnectionFailed, match="expired at") as caught:
+        await asyncio.wait_for(driver.query(["313"]), 10)
+    assert path.read_text() not in str(caught.value)
+    assert server.requests == []
+
+
+async def test_proxies_from_the_environment_never_see_a_token(servers, drivers, monkeypatch):
+    proxy = await servers({})  # answers 404 to everything: it must get nothing
+    server = await servers()
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.setenv("ALL_PROXY", proxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    driver = drivers(server.url)
+    assert sorted(await asyncio.wait_for(driver.query(["313"]), 10)) == ["313"]
+    assert proxy.requests == [] and len(server.requests) == 2
+
+
+async def test_plain_http_to_another_host_is_warned_about(drivers, caplog):
+    caplog.set_level(logging.WARNING)
+    for url in ("http://127.0.0.1:1", "http://localhost:1", "http://[::1]:1"):
+        await drivers(url)._make_client().aclose()
+    assert "plain http" not in caplog.text
+    client = drivers("http://slurmrestd.example.org:6820")._make_client()
+    await client.aclose()
+    assert "plain http to another host" in caplog.text
