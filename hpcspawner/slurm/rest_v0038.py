@@ -159,13 +159,14 @@ def script_directives(script: str) -> list[str]:
     top, skipping blank and comment lines, up to the first command."""
     args: list[str] = []
     for line in script.splitlines():
-        text = line.strip()
+        text = line.rstrip()
+        # at the start of the line, as sbatch wants it ("  #SBATCH" is a plain comment)
         if text.startswith("#SBATCH") and (len(text) == 7 or text[7].isspace()):
             try:
                 args.extend(shlex.split(text[7:], comments=True))
             except ValueError as e:
                 raise ValueError(f"cannot read the directive {text[:80]!r}: {e}") from None
-        elif text and not text.startswith("#"):
+        elif text.strip() and not text.lstrip().startswith("#"):
             break
     return args
 

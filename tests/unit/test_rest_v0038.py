@@ -234,6 +234,11 @@ def test_the_recorded_comment_was_not_taken_from_the_script():
             {"current_working_directory": "/tmp"},
             id="comments-and-lookalikes",
         ),
+        pytest.param(
+            "#!/bin/sh\n  #SBATCH --partition=indented\n#SBATCH --chdir=/tmp\r\n",
+            {"current_working_directory": "/tmp"},
+            id="indented-is-a-comment-crlf-ends",
+        ),
     ],
 )
 def test_directives_are_read_as_sbatch_reads_them(script, expected):
