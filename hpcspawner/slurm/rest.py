@@ -514,12 +514,19 @@ class RESTSlurmDriver(SlurmDriver):
         status, answer = await self._request(
             "POST", api.SUBMIT_PATH, kind="sbatch", as_user=username, body=body
         )
-        if status != 200 or api.errors_of(answer):
+        if status != 200:
             raise self._error(argv, status, answer)
         try:
-            return api.submitted_job_id(answer)
-        except ParseError as e:
-            raise SlurmError(argv, status, str(e)) from None
+            job_id = api.submitted_job_id(answer)
+        except ParseError:
+            raise self._error(argv, status, answer) from None
+        # a job id means the job exists: errors beside it are reported, never a failure
+        # (that would leave a job the hub does not know about)
+        for number, text in api.errors_of(answer):
+            self.log.warning(
+                "slurmrestd accepted job %s of %s with error %s: %s", job_id, username, number, text
+            )
+        return job_id
 
     async def _jobs(self, api: ModuleType) -> object:
         """The job listing: asked again only if a job changed (see :attr:`use_update_time`)."""
@@ -551,7 +558,10 @@ class RESTSlurmDriver(SlurmDriver):
     async def cancel(self, username, job_id):
         self._check_user(username, "cancel")
         api = await self._version()
-        path = api.job_path(job_id)
+        try:
+            path = api.job_path(job_id)
+        except ValueError as e:
+            raise SlurmError(["DELETE", str(job_id)[:40]], None, str(e)) from None
         status, answer = await self._request("DELETE", path, kind="scancel", as_user=username)
         if api.job_unknown(answer):
             return  # Slurm does not know the job (any more): it is gone

@@ -594,3 +594,19 @@ async def test_plain_http_to_another_host_is_warned_about(drivers, caplog):
     client = drivers("http://slurmrestd.example.org:6820")._make_client()
     await client.aclose()
     assert "plain http to another host" in caplog.text
+
+
+async def test_a_job_id_beside_an_error_is_still_the_job(servers, drivers, caplog):
+    """The job exists once slurmrestd names its id: failing the submission would leave a job
+    the hub does not know about."""
+    accepted = recorded_json("submit") | {"errors": [{"error_code": 1, "error": "odd"}]}
+    routes = slurmrestd_routes() | {
+        ("POST", f"{BASE}/job/submit"): answer(200, accepted),
+        ("DELETE", f"{BASE}/job/abc"): answer(200, {"errors": []}),
+    }
+    driver = drivers((await servers(routes)).url)
+    script = (GOLDEN / "typical.sh").read_text()
+    assert await asyncio.wait_for(driver.submit("alice", script, {"A": "1"}), 10) == "313"
+    assert "accepted job 313 of alice with error 1: odd" in caplog.text
+    with pytest.raises(SlurmError, match="not a job id"):
+        await driver.cancel("alice", "../jobs")
