@@ -25,6 +25,7 @@ from test_jwt import verify
 
 from hpcspawner.slurm import (
     ConnectionFailed,
+    ConnectionLost,
     Liveness,
     SlurmError,
     SlurmTimeout,
@@ -610,3 +611,40 @@ async def test_a_job_id_beside_an_error_is_still_the_job(servers, drivers, caplo
     assert "accepted job 313 of alice with error 1: odd" in caplog.text
     with pytest.raises(SlurmError, match="not a job id"):
         await driver.cancel("alice", "../jobs")
+
+
+async def test_a_connection_dropped_mid_request_makes_a_submission_uncertain(servers, drivers):
+    async def drop(request):
+        raise ConnectionResetError  # the server closes the connection without an answer
+
+    routes = slurmrestd_routes() | {("POST", f"{BASE}/job/submit"): drop}
+    server = await servers(routes)
+    driver = drivers(server.url)
+    with pytest.raises(SlurmError) as caught:
+        await asyncio.wait_for(
+            driver.submit("alice", (GOLDEN / "typical.sh").read_text(), {"T": SECRET}), 10
+        )
+    assert isinstance(caught.value, ConnectionLost)
+    assert submission_uncertain(caught.value) and controller_unreachable(caught.value)
+    assert SECRET not in str(caught.value)
+    assert server.requests[-1].json()["job"]["environment"] == {"T": SECRET}  # it was sent
+    # the pool opens a new connection for the next request
+    assert sorted(await asyncio.wait_for(driver.query(["313"]), 10)) == ["313"]
+
+
+async def test_a_request_without_a_valid_token_is_named(servers, drivers):
+    routes = slurmrestd_routes() | {("GET", f"{BASE}/jobs"): (401, b"Authentication failure")}
+    driver = drivers((await servers(routes)).url)
+    with pytest.raises(SlurmError, match="no valid token"):
+        await asyncio.wait_for(driver.query(["313"]), 10)
+
+
+async def test_a_rejected_submission_shows_no_secret(servers, drivers, caplog):
+    caplog.set_level(logging.DEBUG)
+    routes = slurmrestd_routes() | {("POST", f"{BASE}/job/submit"): recorded("bad_token")}
+    driver = drivers((await servers(routes)).url)
+    with pytest.raises(SlurmError) as caught:
+        await asyncio.wait_for(
+            driver.submit("alice", (GOLDEN / "typical.sh").read_text(), {"T": SECRET}), 10
+        )
+    assert SECRET not in str(caught.value) and SECRET not in caplog.text
