@@ -1,10 +1,11 @@
 """The hub-free Slurm layer: the driver interface, Slurm's records, parsers and errors.
 
 Nothing in this package imports JupyterHub, tornado or the rest of hpcspawner
-(``tests/unit/test_layers.py`` holds it to that). Two exceptions: traitlets,
-since drivers are configurables (``c.LocalSlurmDriver.*``), and
-:mod:`hpcspawner.logtext`, a leaf that needs only the standard library (the same
-test holds it to that) and that every room uses to escape text for the log.
+(``tests/unit/test_layers.py`` holds it to that). The exceptions: traitlets,
+since drivers are configurables (``c.LocalSlurmDriver.*``), and two leaves that need
+only the standard library (the same test holds them to that):
+:mod:`hpcspawner.logtext`, which every room uses to escape text for the log, and
+:mod:`hpcspawner.loopback` (is a URL on this host?).
 :mod:`~hpcspawner.slurm.ssh` and :mod:`~hpcspawner.slurm.sshpool` also import
 asyncssh, the optional dependency of the ``ssh`` extra (``pip install hpcspawner[ssh]``),
 and :mod:`~hpcspawner.slurm.rest` imports httpx (the ``rest`` extra): this package does not

@@ -52,18 +52,17 @@ slurmrestd. Its parts:
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import os
 import re
 import ssl
 import time
 from types import ModuleType
-from urllib.parse import urlsplit
 
 import httpx
 from traitlets import Bool, Callable, Float, Instance, Integer, Unicode, validate
 
+from ..loopback import is_loopback
 from . import jwt, rest_v0038
 from .driver import OUTPUT_TAIL_BYTES, JobOutput, SlurmDriver, may_act_as
 from .errors import ConnectionFailed, ConnectionLost, ConnectTimeout, SlurmError, SlurmTimeout
@@ -87,17 +86,6 @@ NO_FILES = (
 )
 
 _UNIX_PREFIX = "unix:"
-
-
-def _loopback(url: str) -> bool:
-    """True when ``url``'s host is this machine (localhost, 127.0.0.0/8, ::1)."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class RESTSlurmDriver(SlurmDriver):
@@ -359,7 +347,7 @@ class RESTSlurmDriver(SlurmDriver):
                 verify = ssl.create_default_context(cafile=self.ca_file or None)
             except (OSError, ssl.SSLError) as e:
                 raise self._fail("ca_file", f"cannot read c.RESTSlurmDriver.ca_file: {e}") from None
-        elif not _loopback(url):
+        elif not is_loopback(url):
             self.log.warning(
                 "c.RESTSlurmDriver.url = %s is plain http to another host: every request "
                 "carries a token that may act for every Slurm user. Put slurmrestd behind a "
