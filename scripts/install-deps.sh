@@ -5,8 +5,8 @@
 #   1. Debian packages: Slurm 22.05 + munge, sudo, chromium, Python venv support, ...
 #      (apt-get update + install only when something is missing)
 #   2. node_modules/ from package-lock.json with `npm ci` (configurable-http-proxy)
-#   3. .venv/jh6 (JupyterHub 6.1.1, the package editable, test + docs + ssh extras, playwright) and
-#      .venv/jh5 (exactly the lowest JupyterHub pyproject.toml allows, test + ssh extras), from the
+#   3. .venv/jh6 (JupyterHub 6.1.1, the package editable, test + docs + ssh + rest extras, playwright) and
+#      .venv/jh5 (exactly the lowest JupyterHub pyproject.toml allows, test + ssh + rest extras), from the
 #      first python3 on PATH; the hub runs as root
 #   4. /opt/hpcspawner-dev/singleuser: the venv the Slurm jobs run, from /usr/bin/python3,
 #      readable by every user: jupyterhub + jupyterlab + batchspawner (its launcher, for the
@@ -135,10 +135,10 @@ hub_venv() { # NAME PIP-ARGS...
   log "$dir ready"
 }
 # playwright: the browser tests drive Debian's /usr/bin/chromium; never `playwright install`.
-hub_venv jh6 -e '.[test,docs,ssh]' 'jupyterhub==6.1.1' playwright
+hub_venv jh6 -e '.[test,docs,ssh,rest]' 'jupyterhub==6.1.1' playwright
 # The JupyterHub floor: pyproject.toml's `jupyterhub>=X` (tests/unit/test_packaging.py checks
 # that they agree), so that test.sh's second run tests the oldest JupyterHub we claim to support.
-hub_venv jh5 -e '.[test,ssh]' 'jupyterhub==5.4.1'
+hub_venv jh5 -e '.[test,ssh,rest]' 'jupyterhub==5.4.1'
 
 # ---------------------------------------------------------------- 4. singleuser venv for the jobs
 # PITFALL: built from /usr/bin/python3, not the first python3 on PATH: on the dev machines that is

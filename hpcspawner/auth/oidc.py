@@ -9,11 +9,12 @@ configured and returns the endpoints the authenticator needs. Fetching it is
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from ..loopback import is_loopback
 
 WELL_KNOWN_PATH = "/.well-known/openid-configuration"
 
@@ -49,17 +50,6 @@ class ProviderMetadata:
         """True when the provider lists its client authentication methods without HTTP Basic."""
         methods = self.token_endpoint_auth_methods_supported
         return bool(methods) and "client_secret_basic" not in methods
-
-
-def is_loopback(url: str) -> bool:
-    """True when ``url`` points at this host (127.0.0.0/8, ::1 or ``localhost``)."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_secure_url(url: str, what: str) -> str:

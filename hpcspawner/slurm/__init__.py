@@ -1,13 +1,15 @@
 """The hub-free Slurm layer: the driver interface, Slurm's records, parsers and errors.
 
 Nothing in this package imports JupyterHub, tornado or the rest of hpcspawner
-(``tests/unit/test_layers.py`` holds it to that). Two exceptions: traitlets,
-since drivers are configurables (``c.LocalSlurmDriver.*``), and
-:mod:`hpcspawner.logtext`, a leaf that needs only the standard library (the same
-test holds it to that) and that every room uses to escape text for the log.
+(``tests/unit/test_layers.py`` holds it to that). The exceptions: traitlets,
+since drivers are configurables (``c.LocalSlurmDriver.*``), and two leaves that need
+only the standard library (the same test holds them to that):
+:mod:`hpcspawner.logtext`, which every room uses to escape text for the log, and
+:mod:`hpcspawner.loopback` (is a URL on this host?).
 :mod:`~hpcspawner.slurm.ssh` and :mod:`~hpcspawner.slurm.sshpool` also import
-asyncssh, the optional dependency of the ``ssh`` extra (``pip install hpcspawner[ssh]``):
-this package does not import them, so the rest works without asyncssh.
+asyncssh, the optional dependency of the ``ssh`` extra (``pip install hpcspawner[ssh]``),
+and :mod:`~hpcspawner.slurm.rest` imports httpx (the ``rest`` extra): this package does not
+import them, so the rest works without asyncssh and httpx.
 
 - :mod:`~hpcspawner.slurm.driver`: :class:`SlurmDriver`, the interface every driver
   implements, and :class:`JobOutput`;
@@ -18,6 +20,10 @@ this package does not import them, so the rest works without asyncssh.
 - :mod:`~hpcspawner.slurm.ssh`: :class:`~hpcspawner.slurm.ssh.SSHSlurmDriver`, Slurm's
   commands on a login node over SSH (import it from there), and
   :mod:`~hpcspawner.slurm.sshpool`, its pooled connections;
+- :mod:`~hpcspawner.slurm.rest`: :class:`~hpcspawner.slurm.rest.RESTSlurmDriver`, Slurm
+  through slurmrestd with JWTs (import it from there); :mod:`~hpcspawner.slurm.rest_v0038`,
+  what it sends and reads for slurmrestd's API v0.0.38 (pure); :mod:`~hpcspawner.slurm.jwt`,
+  HS256 tokens with the standard library;
 - :mod:`~hpcspawner.slurm.shellquote`: argv -> one command line for a remote shell;
 - :mod:`~hpcspawner.slurm.jobstate`: ``squeue`` -> :class:`JobInfo`, alive/gone/unknown;
 - :mod:`~hpcspawner.slurm.records`: ``scontrol`` and ``sacctmgr`` -> :class:`NodeInfo`,

@@ -3,8 +3,8 @@
 A driver knows how to reach Slurm; the spawner, the poller and the cluster
 cache only ever call these methods. :class:`~hpcspawner.slurm.local.LocalSlurmDriver`
 runs the Slurm commands on the hub's host, :class:`~hpcspawner.slurm.ssh.SSHSlurmDriver`
-on a login node over SSH (both share :class:`~hpcspawner.slurm.cli.CommandDriver`);
-a driver for slurmrestd (JWT) implements the same methods.
+on a login node over SSH (both share :class:`~hpcspawner.slurm.cli.CommandDriver`),
+and :class:`~hpcspawner.slurm.rest.RESTSlurmDriver` asks slurmrestd (JWT) over HTTP.
 """
 
 from __future__ import annotations

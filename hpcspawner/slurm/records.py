@@ -488,10 +488,16 @@ def _check_unique(what: str, names: list[str]) -> None:
         seen.add(name)
 
 
-def sacctmgr_args(username: str) -> list[str]:
-    """Arguments of ``sacctmgr`` for ``username``'s associations (checked: one plain name)."""
+def check_user_name(username: object) -> str:
+    """``username`` if it is one plain name accounting can be asked about, else ValueError."""
     if not isinstance(username, str) or not _USERNAME_RE.fullmatch(username):
         raise ValueError(f"{str(username)[:40]!r} is not a user name sacctmgr can be asked about")
+    return username
+
+
+def sacctmgr_args(username: str) -> list[str]:
+    """Arguments of ``sacctmgr`` for ``username``'s associations (checked: one plain name)."""
+    check_user_name(username)
     return [
         "--noheader",
         "--parsable2",

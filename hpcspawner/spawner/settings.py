@@ -48,6 +48,7 @@ from . import tls
 DRIVERS = {
     "local": "hpcspawner.slurm.local.LocalSlurmDriver",
     "ssh": "hpcspawner.slurm.ssh.SSHSlurmDriver",
+    "rest": "hpcspawner.slurm.rest.RESTSlurmDriver",
 }
 
 
@@ -63,7 +64,7 @@ class DriverType(Type):
                 raise TraitError(
                     f"c.SlurmSpawner.driver_class = {path!r} cannot be imported ({e}); "
                     f"use one of {', '.join(map(repr, DRIVERS))} or a driver's import path "
-                    "(the ssh driver needs pip install 'hpcspawner[ssh]')"
+                    "(the ssh and rest drivers need the extras of the same names)"
                 ) from None
         return super().validate(obj, value)
 
@@ -85,7 +86,10 @@ class SlurmSpawnerSettings(Configurable):
         (:class:`hpcspawner.slurm.local.LocalSlurmDriver`, configured as
         ``c.LocalSlurmDriver.*``); the hub then needs Slurm's clients and munge. ``"ssh"``
         runs them on a login node (:class:`hpcspawner.slurm.ssh.SSHSlurmDriver`, configured
-        as ``c.SSHSlurmDriver.*``; needs ``pip install 'hpcspawner[ssh]'``). One driver
+        as ``c.SSHSlurmDriver.*``; needs ``pip install 'hpcspawner[ssh]'``). ``"rest"`` asks
+        slurmrestd (:class:`hpcspawner.slurm.rest.RESTSlurmDriver`, configured as
+        ``c.RESTSlurmDriver.*``; needs ``pip install 'hpcspawner[rest]'`` and
+        ``c.SlurmSpawner.token_delivery = "environment"``). One driver
         instance serves the whole hub, the authenticator's account lookup included.
 
             c.SlurmSpawner.driver_class = "ssh"

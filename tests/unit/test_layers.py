@@ -3,7 +3,8 @@
 - ``hpcspawner.slurm`` (the drivers, records, parsers, errors) is what a new driver (SSH,
   slurmrestd) plugs into and what the poller and the cluster cache sit on: nothing from the
   hub, nothing from the rooms above it; traitlets (drivers are configurables), asyncssh
-  (the SSH driver) and the stdlib-only ``hpcspawner.logtext``.
+  (the SSH driver), httpx (the REST driver) and the stdlib-only leaves ``hpcspawner.logtext``
+  and ``hpcspawner.loopback``.
 - ``hpcspawner.resources`` (the request, the policy, the one validator, the offer) is pure:
   the standard library and the Slurm layer's records, nothing else.
 - ``hpcspawner.auth.mapping`` (claims -> cluster user name) and ``hpcspawner.accounts.rules``
@@ -93,10 +94,12 @@ class Layer:
         return sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
 
 
-#: asyncssh only in hpcspawner.slurm.ssh and .sshpool (test_packaging.py holds it there: the
-#: optional extra ssh)
+#: asyncssh only in hpcspawner.slurm.ssh and .sshpool, httpx only in hpcspawner.slurm.rest
+#: (test_packaging.py holds them there: the optional extras ssh and rest)
 SLURM = Layer(
-    "hpcspawner.slurm", ("hpcspawner.slurm", "hpcspawner.logtext"), ("traitlets", "asyncssh")
+    "hpcspawner.slurm",
+    ("hpcspawner.slurm", "hpcspawner.logtext", "hpcspawner.loopback"),
+    ("traitlets", "asyncssh", "httpx"),
 )
 RESOURCES = Layer("hpcspawner.resources", ("hpcspawner.resources", "hpcspawner.slurm"))
 MAPPING = Layer(

@@ -55,7 +55,7 @@ def jupyterhub_floor() -> Version:
 
 
 #: optional runtime extras: extra -> the modules (relative to hpcspawner/) that may import it
-RUNTIME_EXTRAS = {"ssh": ("slurm/ssh.py", "slurm/sshpool.py")}
+RUNTIME_EXTRAS = {"ssh": ("slurm/ssh.py", "slurm/sshpool.py"), "rest": ("slurm/rest.py",)}
 
 
 def test_every_import_is_declared_and_every_dependency_imported():
@@ -82,23 +82,30 @@ def test_an_optional_extra_is_declared_and_imported_only_where_it_is_needed(extr
 
 
 def test_the_package_works_without_the_optional_extras():
-    """hpcspawner.slurm, the spawner and the authenticator import with asyncssh absent."""
+    """hpcspawner.slurm, the spawner and the authenticator import with asyncssh and httpx
+    absent; the REST driver's pure modules (rest_v0038, jwt) need neither."""
     code = (
         "import sys\n"
         "sys.modules['asyncssh'] = None\n"
+        "sys.modules['httpx'] = None\n"
         "import hpcspawner.slurm, hpcspawner.spawner, hpcspawner.auth\n"
+        "import hpcspawner.slurm.rest_v0038, hpcspawner.slurm.jwt\n"
         "from hpcspawner.spawner import SlurmSpawner\n"
-        "for name in ('ssh', 'sshpool'):\n"
+        "for name in ('ssh', 'sshpool', 'rest'):\n"
         "    try:\n"
         "        __import__('hpcspawner.slurm.' + name)\n"
-        "    except ImportError:\n"
-        "        print(name, 'needs asyncssh')\n"
+        "    except ImportError as e:\n"
+        "        print(name, 'needs', e.name)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split("\n")[:2] == ["ssh needs asyncssh", "sshpool needs asyncssh"]
+    assert result.stdout.split("\n")[:3] == [
+        "ssh needs asyncssh",
+        "sshpool needs asyncssh",
+        "rest needs httpx",
+    ]
 
 
 def test_batchspawner_is_only_for_tests():

@@ -118,6 +118,7 @@ def test_one_shared_set_per_config_and_driver_class():
     [
         ("local", "LocalSlurmDriver"),
         ("ssh", "SSHSlurmDriver"),
+        ("rest", "RESTSlurmDriver"),
         ("hpcspawner.slurm.ssh.SSHSlurmDriver", "SSHSlurmDriver"),
     ],
 )
