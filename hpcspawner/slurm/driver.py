@@ -85,6 +85,10 @@ class SlurmDriver(LoggingConfigurable):
         stays usable: a later call opens what it needs again.
         """
 
+    #: Whether the driver can write and read the user's files (the token file, the TLS
+    #: files, a failed job's output): slurmrestd cannot, without a ``files`` delegate.
+    handles_files = True
+
     def config_problems(self) -> list[str]:
         """What in this driver's settings an admin must fix, each naming the setting; checked
         without asking Slurm (``hpcspawner-check-config`` prints them). None by default."""

@@ -267,6 +267,20 @@ class RESTSlurmDriver(SlurmDriver):
         self._listing: tuple[float, object] | None = None
         self._lock = asyncio.Lock()
 
+    @property
+    def handles_files(self) -> bool:
+        return self.files is not None
+
+    def config_problems(self) -> list[str]:
+        problems = []
+        if not self.url:
+            problems.append("c.RESTSlurmDriver.url is not set: name slurmrestd's address")
+        try:
+            self._token()
+        except SlurmError as e:
+            problems.append(e.stderr.strip())
+        return problems
+
     # ------------------------------------------------------------ the token
 
     def _fail(self, what: str, message: str) -> SlurmError:

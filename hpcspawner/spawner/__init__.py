@@ -29,7 +29,7 @@ naming the class; it is loaded on first use, so that the authenticator can reach
 :mod:`~hpcspawner.spawner.shared` without the spawner's own imports.
 """
 
-__all__ = ["SlurmSpawner", "check_config"]
+__all__ = ["SlurmSpawner"]
 
 
 def __getattr__(name):

@@ -30,11 +30,6 @@ from traitlets import (
 )
 
 from .._version import __version__
-from ..resources.options import (
-    OptionsError,
-    Policy,
-    validate_options,
-)
 from ..slurm import (
     Liveness,
     SlurmDriver,
@@ -523,26 +518,3 @@ class SlurmSpawner(SlurmSpawnerSettings, UserRequest, Spawner):
 
 
 __all__ = ["SlurmSpawner", "__version__"]
-
-
-def check_config(config) -> Policy:
-    """Build the policy from ``config`` (a traitlets Config); raise ValueError naming the fix.
-
-    Used by ``hpcspawner-check-config``. The defaults alone must make a valid request, and
-    the driver's own settings must hold (checked without asking Slurm).
-    """
-    spawner = SlurmSpawner(config=config)
-    policy = spawner.policy
-    try:
-        validate_options({}, policy)
-    except OptionsError as e:
-        raise ValueError(
-            f"Invalid SlurmSpawner configuration: default_options do not satisfy the limits: "
-            f"{e.summary()}"
-        ) from None
-    problems = spawner.driver_class(config=config, log=spawner.log).config_problems()
-    if problems:
-        raise ValueError(
-            f"Invalid {spawner.driver_class.__name__} configuration: " + "; ".join(problems)
-        )
-    return policy

@@ -103,3 +103,36 @@ def test_an_ssh_driver_with_hosts_and_keys_is_valid(tmp_path, capsys):
     """
     assert main([write(tmp_path, body)]) == 0, capsys.readouterr().err
     assert "settings are valid" in capsys.readouterr().out
+
+
+def test_a_rest_driver_without_address_or_token_is_named(tmp_path, capsys):
+    body = 'c.SlurmSpawner.driver_class = "rest"\nc.SlurmSpawner.token_delivery = "environment"\n'
+    assert main([write(tmp_path, body)]) == 1
+    err = capsys.readouterr().err
+    assert "c.RESTSlurmDriver.url is not set" in err
+    assert "set exactly one of c.RESTSlurmDriver.jwt_key_file" in err
+
+
+@pytest.mark.parametrize(
+    ("delivery", "rc", "message"),
+    [
+        (
+            "file",
+            1,
+            'RESTSlurmDriver cannot write the user\'s files: set c.SlurmSpawner.token_delivery = "environment"',
+        ),
+        ("environment", 0, "settings are valid"),
+    ],
+)
+def test_a_rest_driver_needs_the_token_in_the_environment(tmp_path, capsys, delivery, rc, message):
+    key = tmp_path / "jwt_hs256.key"
+    key.write_bytes(b"k" * 32)
+    body = f"""
+        c.SlurmSpawner.driver_class = "rest"
+        c.SlurmSpawner.token_delivery = {delivery!r}
+        c.RESTSlurmDriver.url = "http://127.0.0.1:6820"
+        c.RESTSlurmDriver.jwt_key_file = {str(key)!r}
+    """
+    assert main([write(tmp_path, body)]) == rc
+    captured = capsys.readouterr()
+    assert message in (captured.err if rc else captured.out)
