@@ -27,18 +27,21 @@ install -d -m 0755 /etc/hpcspawner-dev
 install -d -m 0700 "$DIR"
 # the service account: a shell (the driver's commands are one quoted command line), no password
 id "$SERVICE" >/dev/null 2>&1 || useradd -r -m -d "/var/lib/$SERVICE" -s /bin/sh "$SERVICE"
+usermod -p '*' "$SERVICE" # no password, but not locked ("!"): sshd refuses locked accounts
 getent group "$GROUP" >/dev/null || groupadd "$GROUP"
 for u in alice bob; do id -u "$u" >/dev/null 2>&1 && usermod -a -G "$GROUP" "$u"; done
 [ -f "$DIR/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -C login-node -f "$DIR/ssh_host_ed25519_key"
 [ -f "$DIR/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C jupyterhub -f "$DIR/id_ed25519"
-install -d -m 0755 "$DIR/authorized_keys"
-install -m 0644 "$DIR/id_ed25519.pub" "$DIR/authorized_keys/$SERVICE"
+# sshd reads authorized keys as the user: outside the root-only $DIR
+KEYS=/etc/hpcspawner-dev/ssh-authorized-keys
+install -d -m 0755 "$KEYS"
+install -m 0644 "$DIR/id_ed25519.pub" "$KEYS/$SERVICE"
 echo "[$HOST]:$PORT $(cut -d' ' -f1,2 "$DIR/ssh_host_ed25519_key.pub")" >"$DIR/known_hosts"
 cat >"$DIR/sshd_config" <<CONF
 ListenAddress $LISTEN
 HostKey $DIR/ssh_host_ed25519_key
 PidFile $LOGIN_SSHD_PID
-AuthorizedKeysFile $DIR/authorized_keys/%u
+AuthorizedKeysFile $KEYS/%u
 AllowUsers $SERVICE
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -63,8 +66,8 @@ SUDO
 visudo -cq -f "$sudoers"
 install -m 0440 "$sudoers" /etc/sudoers.d/hpcspawner-login-node
 rm -f "$sudoers"
+install -d -m 0755 /run/sshd # privilege separation directory (sshd -t checks it too)
 /usr/sbin/sshd -t -f "$DIR/sshd_config"
-install -d -m 0755 /run/sshd # privilege separation directory
 stop_pidfiles "sshd:$LOGIN_SSHD_PID"
 touch "$SSHD_LOG"
 /usr/sbin/sshd -f "$DIR/sshd_config" -E "$SSHD_LOG"
@@ -79,4 +82,5 @@ for _ in $(seq 50); do
 done
 echo "sshd did not accept the hub's key on $LISTEN" >&2
 tail -n 20 "$SSHD_LOG" >&2
+stop_pidfiles "sshd:$LOGIN_SSHD_PID" # what this script started
 exit 1
