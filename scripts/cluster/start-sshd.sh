@@ -9,6 +9,9 @@
 #     file commands (docs/howto/ssh-driver.md) as members of "jupyter-users" (alice, bob), never as
 #     root; checked with visudo -c before it is put in place.
 # Restarts an sshd it started before (pid file).  Run as root.  stop.sh stops it.
+# SSH_NEW_HOST_KEY=1: the host-key drill (tests/integration/test_drills_off_cluster.py): the
+# login node's host key changes (the old one is kept as *.before-rotation) and known_hosts stays
+# as it was, so the hub must refuse the node.  The next run without it puts the old key back.
 # Pid: /run/hpcspawner-sshd.pid; log: /var/log/hpcspawner-sshd.log.
 set -euo pipefail
 LOG_TAG=sshd
@@ -30,16 +33,35 @@ id "$SERVICE" >/dev/null 2>&1 || useradd -r -m -d "/var/lib/$SERVICE" -s /bin/sh
 usermod -p '*' "$SERVICE" # no password, but not locked ("!"): sshd refuses locked accounts
 getent group "$GROUP" >/dev/null || groupadd "$GROUP"
 for u in alice bob; do id -u "$u" >/dev/null 2>&1 && usermod -a -G "$GROUP" "$u"; done
-[ -f "$DIR/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -C login-node -f "$DIR/ssh_host_ed25519_key"
+HOSTKEY=$DIR/ssh_host_ed25519_key
+SAVED=$HOSTKEY.before-rotation
+if [ "${SSH_NEW_HOST_KEY:-0}" = 1 ]; then
+  # keep the first key only: a second rotation must not lose the one known_hosts holds
+  [ -f "$SAVED" ] || { mv "$HOSTKEY" "$SAVED"; mv "$HOSTKEY.pub" "$SAVED.pub"; }
+  rm -f "$HOSTKEY" "$HOSTKEY.pub"
+  ssh-keygen -q -t ed25519 -N '' -C login-node-rotated -f "$HOSTKEY"
+elif [ -f "$SAVED" ]; then
+  mv "$SAVED" "$HOSTKEY"; mv "$SAVED.pub" "$HOSTKEY.pub" # back from a rotation
+fi
+[ -f "$HOSTKEY" ] || ssh-keygen -q -t ed25519 -N '' -C login-node -f "$HOSTKEY"
 [ -f "$DIR/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C jupyterhub -f "$DIR/id_ed25519"
 # sshd reads authorized keys as the user: outside the root-only $DIR
 KEYS=/etc/hpcspawner-dev/ssh-authorized-keys
 install -d -m 0755 "$KEYS"
 install -m 0644 "$DIR/id_ed25519.pub" "$KEYS/$SERVICE"
-echo "[$HOST]:$PORT $(cut -d' ' -f1,2 "$DIR/ssh_host_ed25519_key.pub")" >"$DIR/known_hosts"
+# the readiness check below trusts the key sshd really has; known_hosts (the hub's) keeps
+# the old one after a rotation
+CHECK_HOSTS=$DIR/known_hosts
+if [ "${SSH_NEW_HOST_KEY:-0}" = 1 ]; then
+  CHECK_HOSTS=$(mktemp)
+  trap 'rm -f "$CHECK_HOSTS"' EXIT
+  echo "[$HOST]:$PORT $(cut -d' ' -f1,2 "$HOSTKEY.pub")" >"$CHECK_HOSTS"
+else
+  echo "[$HOST]:$PORT $(cut -d' ' -f1,2 "$HOSTKEY.pub")" >"$DIR/known_hosts"
+fi
 cat >"$DIR/sshd_config" <<CONF
 ListenAddress $LISTEN
-HostKey $DIR/ssh_host_ed25519_key
+HostKey $HOSTKEY
 PidFile $LOGIN_SSHD_PID
 AuthorizedKeysFile $KEYS/%u
 AllowUsers $SERVICE
@@ -73,7 +95,7 @@ touch "$SSHD_LOG"
 /usr/sbin/sshd -f "$DIR/sshd_config" -E "$SSHD_LOG"
 # Ready = the service account logs in with the hub's key and runs squeue there.
 for _ in $(seq 50); do
-  if ssh -q -o BatchMode=yes -o UserKnownHostsFile="$DIR/known_hosts" -o StrictHostKeyChecking=yes \
+  if ssh -q -o BatchMode=yes -o UserKnownHostsFile="$CHECK_HOSTS" -o StrictHostKeyChecking=yes \
       -i "$DIR/id_ed25519" -p "$PORT" "$SERVICE@$HOST" squeue --version >/dev/null 2>&1; then
     log "sshd pid $(cat "$LOGIN_SSHD_PID") listening on $LISTEN (login as $SERVICE)"
     exit 0

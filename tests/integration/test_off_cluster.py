@@ -21,105 +21,15 @@ the login node.
 
 from __future__ import annotations
 
-import os
-import re
-import signal
 import subprocess
 import time
-from pathlib import Path
 
-import pytest
+from . import offcluster
+from .hub import squeue_fields
+from .offcluster import accepted_logins, attempts
 
-from .hub import REPO, run, squeue_fields
-
-SSH_DIR = Path("/etc/hpcspawner-dev/ssh")
-SSHD_PID = Path("/run/hpcspawner-sshd.pid")
-SSHD_LOG = Path("/var/log/hpcspawner-sshd.log")
-SERVICE = "hpcspawner-hub"
-
-#: what a hub off the cluster does not have
-SLURM_CLIENTS = (
-    "sbatch", "squeue", "scancel", "scontrol", "sacctmgr", "sinfo", "sacct", "srun",
-    "salloc", "sattach", "sstat", "sprio", "sshare", "sreport", "munge", "unmunge",
-)  # fmt: skip
-
-RESTD_PID = Path("/run/slurmrestd.pid")
-JWT_KEY = Path("/var/lib/slurm/slurmctld/jwt_hs256.key")
-
-SSH_CONFIG = f"""
-c.SlurmSpawner.driver_class = "ssh"
-c.SSHSlurmDriver.hosts = ["127.0.0.1:2222"]
-c.SSHSlurmDriver.login_user = {SERVICE!r}
-c.SSHSlurmDriver.client_keys = ["{SSH_DIR}/id_ed25519"]
-c.SSHSlurmDriver.known_hosts = "{SSH_DIR}/known_hosts"
-"""
-
-
-REST_CONFIG = f"""
-c.SlurmSpawner.driver_class = "rest"
-c.SlurmSpawner.token_delivery = "environment"
-c.RESTSlurmDriver.url = "http://127.0.0.1:6820"
-c.RESTSlurmDriver.jwt_key_file = "{JWT_KEY}"
-c.RESTSlurmDriver.service_user = "slurm"
-"""
-
-#: driver -> (its daemon's start script, pid file, the hub's config)
-DRIVERS = {
-    "ssh": ("start-sshd.sh", SSHD_PID, SSH_CONFIG),
-    "rest": ("start-slurmrestd.sh", RESTD_PID, REST_CONFIG),
-}
-
-
-def pid_in(path: Path) -> int | None:
-    try:
-        pid = int(path.read_text().split()[0])
-        os.kill(pid, 0)
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid
-
-
-@pytest.fixture(scope="module", params=sorted(DRIVERS))
-def driver(request, cluster):
-    """The driver's daemon (the login node's sshd, slurmrestd): started here unless one
-    runs, and then stopped here by pid. Yields (name, the hub's extra config)."""
-    script, pidfile, config = DRIVERS[request.param]
-    started = None
-    if pid_in(pidfile) is None:
-        run([str(REPO / "scripts/cluster" / script)], check=True, timeout=60)
-        started = pid_in(pidfile)
-        assert started, f"{script} left nothing running"
-    yield request.param, config
-    if started:
-        os.kill(started, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and pid_in(pidfile) == started:
-            time.sleep(0.05)
-
-
-@pytest.fixture(scope="module")
-def off_cluster(tmp_path_factory):
-    """argv prefix: run a command in a mount namespace without Slurm's clients and munge."""
-    directory = tmp_path_factory.mktemp("offcluster")
-    log = directory / "attempts.log"
-    log.touch()
-    log.chmod(0o666)
-    shim = directory / "refuse"
-    shim.write_text(
-        "#!/bin/sh\n"
-        f'echo "$(basename "$0") $*" >> {log}\n'
-        'echo "$(basename "$0"): not on this host (the hub is off the cluster)" >&2\n'
-        "exit 127\n"
-    )
-    shim.chmod(0o755)
-    mounts = "".join(f'mount --bind {shim} "$(command -v {name})" && ' for name in SLURM_CLIENTS)
-    script = f'{mounts}mount -t tmpfs -o size=1m,mode=0755 none /run/munge && exec "$@"'
-    prefix = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh"]
-    return prefix, log
-
-
-def attempts(log: Path) -> list[str]:
-    return log.read_text().splitlines()
+driver = offcluster.driver
+off_cluster = offcluster.off_cluster
 
 
 def test_the_namespace_hides_slurm_and_munge(off_cluster):
@@ -135,11 +45,6 @@ def test_the_namespace_hides_slurm_and_munge(off_cluster):
     )
     assert result.stdout.split() == ["rc=127", "0"], result
     assert attempts(log)[len(before) :] == ["sbatch --version"]
-
-
-def accepted_logins() -> int:
-    text = SSHD_LOG.read_text() if SSHD_LOG.exists() else ""
-    return len(re.findall(rf"Accepted publickey for {SERVICE} ", text))
 
 
 def test_spawn_reach_and_stop_off_the_cluster(driver, off_cluster, hub_factory):

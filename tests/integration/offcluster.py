@@ -1,0 +1,176 @@
+"""The off-cluster drivers' parts for the integration tests: the login node's sshd,
+slurmrestd, the hub's config for each, and the mount namespace without Slurm's clients.
+
+Used by test_off_cluster.py and test_drills_off_cluster.py; a test module takes the
+fixtures by name (``driver = offcluster.driver``). Daemons are found by their pid files
+only (checked against ``/proc/PID/comm``), never by name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .hub import REPO, run
+
+SSH_DIR = Path("/etc/hpcspawner-dev/ssh")
+SSHD_PID = Path("/run/hpcspawner-sshd.pid")
+SSHD_LOG = Path("/var/log/hpcspawner-sshd.log")
+KNOWN_HOSTS = SSH_DIR / "known_hosts"
+SERVICE = "hpcspawner-hub"
+LOGIN_NODE = "127.0.0.1:2222"
+
+#: what a hub off the cluster does not have
+SLURM_CLIENTS = (
+    "sbatch", "squeue", "scancel", "scontrol", "sacctmgr", "sinfo", "sacct", "srun",
+    "salloc", "sattach", "sstat", "sprio", "sshare", "sreport", "munge", "unmunge",
+)  # fmt: skip
+
+RESTD_PID = Path("/run/slurmrestd.pid")
+RESTD_URL = "http://127.0.0.1:6820"
+JWT_KEY = Path("/var/lib/slurm/slurmctld/jwt_hs256.key")
+
+SSH_CONFIG = f"""
+c.SlurmSpawner.driver_class = "ssh"
+c.SSHSlurmDriver.hosts = [{LOGIN_NODE!r}]
+c.SSHSlurmDriver.login_user = {SERVICE!r}
+c.SSHSlurmDriver.client_keys = ["{SSH_DIR}/id_ed25519"]
+c.SSHSlurmDriver.known_hosts = "{KNOWN_HOSTS}"
+"""
+
+#: the REST driver without its token: REST_CONFIG adds the hub's minted ones
+REST_BASE_CONFIG = f"""
+c.SlurmSpawner.driver_class = "rest"
+c.SlurmSpawner.token_delivery = "environment"
+c.RESTSlurmDriver.url = {RESTD_URL!r}
+c.RESTSlurmDriver.service_user = "slurm"
+"""
+
+REST_CONFIG = (
+    REST_BASE_CONFIG
+    + f"""c.RESTSlurmDriver.jwt_key_file = "{JWT_KEY}"
+"""
+)
+
+
+@dataclass(frozen=True)
+class Daemon:
+    """A daemon of the off-cluster drivers: its start script and pid file."""
+
+    script: str
+    pidfile: Path
+    comm: str
+
+    def pid(self) -> int | None:
+        """The running daemon's pid (from its pid file, checked against its comm)."""
+        try:
+            pid = int(self.pidfile.read_text().split()[0])
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if comm == self.comm else None
+
+    def start(self, env: dict | None = None) -> int:
+        """Run the start script (it restarts a daemon it started before); the new pid."""
+        result = run(
+            [str(REPO / "scripts/cluster" / self.script)],
+            env={**os.environ, **(env or {})},
+            timeout=120,
+        )
+        assert result.returncode == 0, f"{self.script}:\n{result.stdout}\n{result.stderr}"
+        pid = self.pid()
+        assert pid, f"{self.script} left nothing running"
+        return pid
+
+    def stop(self, pid: int, timeout: float = 20) -> None:
+        """SIGTERM ``pid`` (this daemon's, checked) and wait until it exited."""
+        assert self.pid() == pid, (self.pidfile, pid)
+        os.kill(pid, signal.SIGTERM)
+        wait_exited(pid, timeout)
+
+
+SSHD = Daemon("start-sshd.sh", SSHD_PID, "sshd")
+SLURMRESTD = Daemon("start-slurmrestd.sh", RESTD_PID, "slurmrestd")
+
+#: driver -> (its daemon, the hub's config)
+DRIVERS = {"ssh": (SSHD, SSH_CONFIG), "rest": (SLURMRESTD, REST_CONFIG)}
+
+
+def wait_exited(pid: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"pid {pid} still alive after {timeout} s")
+
+
+def running(daemon: Daemon):
+    """Generator for a fixture: ``daemon`` runs while it is in use. Started here unless
+    one ran; then, at the end, whatever runs from its pid file now is stopped (a drill
+    may have replaced the one started here). A daemon that ran before is left running."""
+    started = daemon.pid() is None
+    if started:
+        daemon.start()
+    yield daemon
+    if started:
+        pid = daemon.pid()
+        if pid is not None:
+            daemon.stop(pid)
+
+
+@pytest.fixture(scope="module", params=sorted(DRIVERS))
+def driver(request, cluster):
+    """The driver's daemon (the login node's sshd, slurmrestd): started here unless one
+    runs, and then stopped here by pid. Yields (name, the hub's extra config)."""
+    daemon, config = DRIVERS[request.param]
+    for _ in running(daemon):
+        yield request.param, config
+
+
+@pytest.fixture(scope="module")
+def off_cluster(tmp_path_factory):
+    """argv prefix: run a command in a mount namespace without Slurm's clients and munge."""
+    directory = tmp_path_factory.mktemp("offcluster")
+    log = directory / "attempts.log"
+    log.touch()
+    log.chmod(0o666)
+    shim = directory / "refuse"
+    shim.write_text(
+        "#!/bin/sh\n"
+        f'echo "$(basename "$0") $*" >> {log}\n'
+        'echo "$(basename "$0"): not on this host (the hub is off the cluster)" >&2\n'
+        "exit 127\n"
+    )
+    shim.chmod(0o755)
+    mounts = "".join(f'mount --bind {shim} "$(command -v {name})" && ' for name in SLURM_CLIENTS)
+    script = f'{mounts}mount -t tmpfs -o size=1m,mode=0755 none /run/munge && exec "$@"'
+    prefix = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh"]
+    return prefix, log
+
+
+def attempts(log: Path) -> list[str]:
+    return log.read_text().splitlines()
+
+
+def accepted_logins() -> int:
+    """Logins of the hub's service account the login node's sshd accepted so far."""
+    text = SSHD_LOG.read_text(errors="replace") if SSHD_LOG.exists() else ""
+    return len(re.findall(rf"Accepted publickey for {SERVICE} ", text))
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (for sshd: one per open connection)."""
+    result = subprocess.run(
+        ["ps", "--ppid", str(pid), "-o", "pid="], capture_output=True, text=True, timeout=10
+    )
+    return [int(line) for line in result.stdout.split()]
