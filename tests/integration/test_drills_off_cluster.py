@@ -544,6 +544,7 @@ def test_rest_token_rejected(token_hub, token_file, bad):
                 token = slurm_token(10)
                 put_token(token_file, token)
                 expires = jwt.claims_of(token)["exp"]
+                wait_for_log(hub, offset, r"Read the slurmrestd token from ", 2 * POLL_INTERVAL)
                 # the hub takes the new file at its next request and uses it until it ends
                 while time.time() <= expires + 1:
                     assert_all_running(hub, jobs)
