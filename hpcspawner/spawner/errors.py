@@ -49,3 +49,14 @@ else:  # pragma: no cover - exercised by the JupyterHub 5 CI run
 
         def __str__(self):
             return f"{self.status_code} SpawnFailure(reason={self.reason}): {self.detail}"
+
+
+def scheduler_unavailable(log_message: str) -> SpawnFailure:
+    """Slurm could not be asked (the controller, the login node or slurmrestd is away):
+    the user is told to try again; the log says what could not be reached."""
+    return SpawnFailure(
+        "The scheduler is not answering; please try again in a few minutes.",
+        reason="scheduler-unavailable",
+        log_message=log_message,
+        status_code=503,
+    )

@@ -21,19 +21,10 @@ import asyncio
 import time
 
 from ..slurm import SlurmError, controller_unreachable, submission_uncertain
-from .errors import SpawnFailure
+from .errors import SpawnFailure, scheduler_unavailable
 
 #: how long a reaper looks for a lost submission's job
 REAPER_LIFETIME = 900.0
-
-
-def scheduler_unavailable(log_message: str) -> SpawnFailure:
-    return SpawnFailure(
-        "The scheduler is not answering; please try again in a few minutes.",
-        reason="scheduler-unavailable",
-        log_message=log_message,
-        status_code=503,
-    )
 
 
 async def submit_once(driver, username: str, script: str, env, *, comment: str, log_name, log):
@@ -165,4 +156,4 @@ async def _reap(driver, username: str, comment: str, interval: float, log) -> No
     log.info("Gave up looking for the job of %s", comment)
 
 
-__all__ = ["Reapers", "find_lost_job", "scheduler_unavailable", "submit_once"]
+__all__ = ["Reapers", "find_lost_job", "submit_once"]

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from ..accounts import posix
 from ..accounts.rules import AccountRules, MappingError, PosixAccount, check_account
-from ..slurm import JobOutput, SlurmDriver, SlurmError
-from .errors import SpawnFailure
+from ..slurm import JobOutput, SlurmDriver, SlurmError, controller_unreachable
+from .errors import SpawnFailure, scheduler_unavailable
 
 #: The files ``move_certs`` installs: JupyterHub's name -> the file's name in the directory.
 CERT_FILES = {"keyfile": "server.key", "certfile": "server.crt", "cafile": "ca.crt"}
@@ -94,6 +94,8 @@ class UserFiles:
         try:
             await self.driver.install_files(self.username, directory, files)
         except SlurmError as e:
+            if controller_unreachable(e):  # the way to Slurm is away, not the user's files
+                raise scheduler_unavailable(f"{failure['doing']} failed: {e}") from None
             raise SpawnFailure(
                 f"Could not put {what} into your directory; please tell the administrators.",
                 reason=failure["reason"],

@@ -16,7 +16,7 @@ import asyncio
 import pytest
 import test_lifecycle as lifecycle
 
-from hpcspawner.slurm import JobOutput
+from hpcspawner.slurm import ConnectionFailed, JobOutput, SlurmTimeout
 from hpcspawner.spawner.errors import SpawnFailure
 from hpcspawner.spawner.messages import OUTPUT_TAIL_LINES
 
@@ -141,3 +141,27 @@ async def test_job_umask_reaches_sbatch_and_the_script(
 def test_job_umask_is_validated(new_spawner, new_hub, value):
     with pytest.raises(ValueError, match=r"c\.SlurmSpawner\.job_umask .* three octal digits"):
         new_spawner(hub=new_hub(job_umask=value))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(
+            ConnectionFailed(["ssh"], None, "cannot connect to login1:22"), id="login-node-away"
+        ),
+        pytest.param(SlurmTimeout(["install"], 30), id="timed-out"),
+    ],
+)
+async def test_a_token_file_that_cannot_reach_the_cluster_says_the_scheduler_is_away(
+    cluster, new_spawner, error
+):
+    """The driver's way to the cluster is away (an SSH login node, slurmrestd): the user
+    hears "not answering", not that their directory is broken; nothing is submitted."""
+    cluster.fail("install_files", error)
+    spawner = new_spawner()
+    with pytest.raises(SpawnFailure) as info:
+        await bounded(spawner.start())
+    assert (info.value.reason, info.value.status_code) == ("scheduler-unavailable", 503)
+    assert "The scheduler is not answering" in info.value.message
+    assert str(error) in info.value.log_message
+    assert cluster.count("submit") == 0
