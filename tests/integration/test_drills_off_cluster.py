@@ -71,9 +71,6 @@ OUTAGE_S = max(4 * POLL_INTERVAL, 15)
 SPAWN_FAILS_WITHIN_S = 10
 #: the user's message for a scheduler the hub cannot reach (hpcspawner.spawner.errors)
 SCHEDULER_UNAVAILABLE = "The scheduler is not answering"
-#: the user's message when the token file cannot be written as the user over SSH
-#: (hpcspawner.spawner.userfiles): the default token_delivery = "file" puts it down first
-TOKEN_FILE_FAILED = "Could not put your server's API token"
 UNKNOWN_LINE = r"Job status query failed, keeping \d+ job\(s\) as unknown: .*"
 
 
