@@ -72,7 +72,8 @@ async def find_lost_job(
     submission. Only two answers without the job, the second asked after the
     first came back, count as "it never arrived"; even then one of ``reapers``
     keeps looking for a while, so that a late job is cancelled, never leaked.
-    Raises the "scheduler is not answering" :class:`SpawnFailure` when not found.
+    Raises the "scheduler is not answering" :class:`SpawnFailure` when not found, or at
+    once when Slurm refuses the lookup itself (asking again would change nothing).
     """
     deadline = time.monotonic() + timeout
     empty_answers = 0
@@ -81,6 +82,11 @@ async def find_lost_job(
             found = await driver.find_jobs(username, comment)
         except SlurmError as e:
             empty_answers = 0
+            if not controller_unreachable(e):
+                # refused, not unanswered (e.g. slurmrestd rejects the hub's token): asking
+                # again changes nothing; the reaper keeps watching for the job
+                reapers.start(driver, username, comment, reap_interval, log)
+                raise scheduler_unavailable(f"looking for job {comment} failed: {e}") from None
             log.info("Still no answer looking for job %s: %s", comment, e)
             if time.monotonic() >= deadline:
                 reapers.start(driver, username, comment, reap_interval, log)

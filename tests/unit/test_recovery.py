@@ -192,6 +192,24 @@ def test_silent_controller_gives_up_and_leaves_a_reaper(monkeypatch):
     assert spawner._job_comment().endswith(":alice:-:abc")
 
 
+def test_a_lookup_slurm_refuses_ends_the_search_at_once_and_leaves_a_reaper(monkeypatch):
+    """slurmrestd answers a forged token's submission with "Zero Bytes were transmitted"
+    (an answer that may be lost) and every lookup with a refusal: no 120 s of asking."""
+    spawner = make_spawner(submit_recovery_timeout=120, poll_interval=1)
+    cluster = spawner.driver.cluster
+    refused = SlurmError(["GET", "/slurm/v0.0.38/jobs"], 500, "slurmrestd rejected the hub's token")
+    cluster.lose_next_submit(arrives=False)
+    cluster.fail("find_jobs", refused, times=None)
+    started = []
+    monkeypatch.setattr(recovery.Reapers, "start", lambda _self, *args: started.append(args[2]))
+    with pytest.raises(SpawnFailure) as info:
+        run(asyncio.wait_for(spawner._submit(script_of(spawner), {}), 10))
+    assert "not answering" in info.value.jupyterhub_message
+    assert "rejected the hub's token" in info.value.log_message
+    assert cluster.count("find_jobs") == 1
+    assert started == [spawner._job_comment()]
+
+
 def test_reaper_cancels_the_job_when_it_appears():
     cluster = FakeCluster()
     driver = FakeSlurm(cluster=cluster)
