@@ -29,6 +29,8 @@ if _SpawnBase is not None:
                 message, reason=reason, log_message=log_message, status_code=status_code
             )
             self.jupyterhub_message = message
+            #: the admin's detail (the log's words), as in the JupyterHub 5 flavour
+            self.detail = log_message or message
             self.headers: dict[str, str] = {}  # what JupyterHub's form handler copies
 
 else:  # pragma: no cover - exercised by the JupyterHub 5 CI run

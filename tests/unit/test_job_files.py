@@ -163,5 +163,5 @@ async def test_a_token_file_that_cannot_reach_the_cluster_says_the_scheduler_is_
         await bounded(spawner.start())
     assert (info.value.reason, info.value.status_code) == ("scheduler-unavailable", 503)
     assert "The scheduler is not answering" in info.value.message
-    assert str(error) in info.value.log_message
+    assert str(error) in info.value.detail
     assert cluster.count("submit") == 0

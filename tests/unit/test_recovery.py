@@ -205,7 +205,7 @@ def test_a_lookup_slurm_refuses_ends_the_search_at_once_and_leaves_a_reaper(monk
     with pytest.raises(SpawnFailure) as info:
         run(asyncio.wait_for(spawner._submit(script_of(spawner), {}), 10))
     assert "not answering" in info.value.jupyterhub_message
-    assert "rejected the hub's token" in info.value.log_message
+    assert "rejected the hub's token" in info.value.detail
     assert cluster.count("find_jobs") == 1
     assert started == [spawner._job_comment()]
 
