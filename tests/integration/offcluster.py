@@ -12,12 +12,12 @@ import os
 import re
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from .drills import wait_gone
 from .hub import REPO, run
 
 SSH_DIR = Path("/etc/hpcspawner-dev/ssh")
@@ -93,7 +93,7 @@ class Daemon:
         """SIGTERM ``pid`` (this daemon's, checked) and wait until it exited."""
         assert self.pid() == pid, (self.pidfile, pid)
         os.kill(pid, signal.SIGTERM)
-        wait_exited(pid, timeout)
+        wait_gone(pid, timeout)
 
 
 SSHD = Daemon("start-sshd.sh", SSHD_PID, "sshd")
@@ -101,17 +101,6 @@ SLURMRESTD = Daemon("start-slurmrestd.sh", RESTD_PID, "slurmrestd")
 
 #: driver -> (its daemon, the hub's config)
 DRIVERS = {"ssh": (SSHD, SSH_CONFIG), "rest": (SLURMRESTD, REST_CONFIG)}
-
-
-def wait_exited(pid: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"pid {pid} still alive after {timeout} s")
 
 
 def running(daemon: Daemon):

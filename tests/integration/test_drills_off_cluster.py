@@ -41,7 +41,7 @@ import pytest
 from hpcspawner.slurm import jwt
 
 from . import offcluster
-from .drills import record, tagged_jobs
+from .drills import record, tagged_jobs, wait_gone
 from .hub import squeue_fields
 from .offcluster import (
     KNOWN_HOSTS,
@@ -54,7 +54,6 @@ from .offcluster import (
     accepted_logins,
     children,
     running,
-    wait_exited,
 )
 
 pytestmark = [pytest.mark.slurm, pytest.mark.drill]
@@ -257,7 +256,7 @@ def cut_connections(pids: list[int]) -> None:
         assert comm == "sshd", (pid, comm)
         os.kill(pid, signal.SIGTERM)
     for pid in pids:
-        wait_exited(pid)
+        wait_gone(pid, 20)
 
 
 def spawn_works_again(hub, name: str, server: str) -> float:
