@@ -11,7 +11,9 @@
 #
 # Other knobs (slurm.conf): SCHED_PARAMS (default batch_sched_delay=0,bf_interval=5; "" = Slurm's default),
 # MIN_JOB_AGE (300), MESSAGE_TIMEOUT (10), SLURMD_TIMEOUT (30), FAKE_CPUS (e.g. 8: node vm
-# advertises 8 CPUs on the 2-core machine), READY_TIMEOUT (30 s for nodes + test jobs).
+# advertises 8 CPUs on the 2-core machine), MAX_JOB_COUNT (Slurm's 10000: how many jobs the
+# controller holds; the controller-cost benchmark queues 10,000 foreign jobs and sets 20000),
+# READY_TIMEOUT (30 s for nodes + test jobs).
 #
 # Idempotent.  A re-run with the same settings keeps running daemons (no restart, ~1 s for the
 # test job); a changed slurm.conf/gres.conf restarts slurmctld and every slurmd (~2 s to stop,
@@ -28,9 +30,10 @@ MIN_JOB_AGE=${MIN_JOB_AGE:-300}        # finished jobs stay visible in squeue -t
 MESSAGE_TIMEOUT=${MESSAGE_TIMEOUT:-10} # clients give up on a dead controller after ~9-18 s
 SCHED_PARAMS=${SCHED_PARAMS-batch_sched_delay=0,bf_interval=5} # batch_sched_delay: Slurm default (3) => sbatch->RUNNING ~2.2 s; 0 => ~0.6 s. bf_interval=5 (default 30): queued jobs get an expected start time within seconds
 FAKE_CPUS=${FAKE_CPUS:-}
+MAX_JOB_COUNT=${MAX_JOB_COUNT:-}
 MULTINODE=${MULTINODE:-0}
 READY_TIMEOUT=${READY_TIMEOUT:-30}
-for v in MULTINODE SLURMD_TIMEOUT MIN_JOB_AGE MESSAGE_TIMEOUT READY_TIMEOUT ${FAKE_CPUS:+FAKE_CPUS}; do
+for v in MULTINODE SLURMD_TIMEOUT MIN_JOB_AGE MESSAGE_TIMEOUT READY_TIMEOUT ${FAKE_CPUS:+FAKE_CPUS} ${MAX_JOB_COUNT:+MAX_JOB_COUNT}; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "$v must be a non-negative integer, got '${!v}'" >&2; exit 2; }
 done
 [ "$MULTINODE" -le 9 ] || { echo "MULTINODE must be <= 9" >&2; exit 2; }
@@ -133,6 +136,7 @@ JobCompLoc=$SLURM_LOG/jobcomp.log
 MessageTimeout=$MESSAGE_TIMEOUT
 SlurmdTimeout=$SLURMD_TIMEOUT
 MinJobAge=$MIN_JOB_AGE
+${MAX_JOB_COUNT:+MaxJobCount=$MAX_JOB_COUNT}
 SlurmctldDebug=info
 SlurmctldLogFile=$SLURM_LOG/slurmctld.log
 SlurmdDebug=info
