@@ -107,6 +107,39 @@ c.JupyterHub.spawner_class = "hpcspawner.SlurmSpawner"
 # root; with sudo, see docs/howto/install.md for the sudoers lines.
 c.LocalSlurmDriver.user_command_prefix = ["runuser", "-u", "{username}", "--"]
 
+# How the hub reaches Slurm. "local" (the default): Slurm's commands on the hub's
+# own host, which then needs Slurm's clients, munge and slurm.conf. A hub off the
+# cluster (a VM, Kubernetes) uses "ssh", the same commands on a login node
+# (docs/howto/ssh-driver.md), or "rest", slurmrestd with JWTs (docs/howto/rest-driver.md).
+# DEMO: `DRIVER=ssh sudo ./scripts/demo.sh` (or DRIVER=rest) starts the demo cluster's
+# login node sshd on 127.0.0.1:2222 (scripts/cluster/start-sshd.sh) or slurmrestd on
+# 127.0.0.1:6820 (scripts/cluster/start-slurmrestd.sh) and sets HPCSPAWNER_DEMO_DRIVER;
+# the settings below are for those. A site writes its own, without the `if`, e.g.
+#   c.SlurmSpawner.driver_class = "ssh"
+#   c.SSHSlurmDriver.hosts = ["login1.cluster.example.org", "login2.cluster.example.org"]
+#   c.SSHSlurmDriver.login_user = "jupyterhub"
+#   c.SSHSlurmDriver.client_keys = ["/etc/jupyterhub/ssh/id_ed25519"]
+#   c.SSHSlurmDriver.known_hosts = "/etc/jupyterhub/ssh/known_hosts"
+DRIVER = os.environ.get("HPCSPAWNER_DEMO_DRIVER", "local")
+if DRIVER == "ssh":
+    c.SlurmSpawner.driver_class = "ssh"
+    c.SSHSlurmDriver.hosts = ["127.0.0.1:2222"]
+    # the service account whose sudoers lines let it run sbatch and scancel as the users
+    c.SSHSlurmDriver.login_user = "hpcspawner-hub"
+    c.SSHSlurmDriver.client_keys = ["/etc/hpcspawner-dev/ssh/id_ed25519"]
+    c.SSHSlurmDriver.known_hosts = "/etc/hpcspawner-dev/ssh/known_hosts"
+elif DRIVER == "rest":
+    c.SlurmSpawner.driver_class = "rest"
+    # slurmrestd cannot write the user's files: the API token travels in the job's
+    # environment (token_delivery, below, says what that costs)
+    c.SlurmSpawner.token_delivery = "environment"  # noqa: S105 - a delivery mode
+    c.RESTSlurmDriver.url = "http://127.0.0.1:6820"  # loopback; else https or a unix socket
+    c.RESTSlurmDriver.service_user = "slurm"  # SlurmUser: only its tokens may act for users
+    # the hub mints short-lived tokens from the cluster's key (or: token_file, rotated by you)
+    c.RESTSlurmDriver.jwt_key_file = "/var/lib/slurm/slurmctld/jwt_hs256.key"
+elif DRIVER != "local":
+    raise ValueError(f"HPCSPAWNER_DEMO_DRIVER={DRIVER!r}: use local, ssh or rest")
+
 # The software the job runs: a venv on the compute nodes with jupyterhub,
 # jupyterlab and hpcspawner (for hpcspawner-singleuser). JupyterHub >= 5.2 does
 # not pass its own PATH to the job: say here where things are.

@@ -4,17 +4,37 @@
 #
 #   sudo ./scripts/demo.sh            # Ctrl-C stops the hub and the provider, cancels the demo's
 #                                     # jobs, and stops the cluster again if this script started it
-#   DEMO_PORT=8443 sudo ./scripts/demo.sh        # another port than 443
-#   DEMO_OIDC_PORT=9500 sudo ./scripts/demo.sh   # the provider on another port than 9400
+#   sudo DEMO_PORT=8443 ./scripts/demo.sh        # another port than 443
+#   sudo DEMO_OIDC_PORT=9500 ./scripts/demo.sh   # the provider on another port than 9400
+#   sudo DRIVER=ssh ./scripts/demo.sh   # the hub reaches Slurm through the login node's sshd
+#   sudo DRIVER=rest ./scripts/demo.sh  # ... through slurmrestd (JWT)
+#
+# (Variables go after sudo: its env_reset drops those set before it.)  DRIVER=local, the
+# default, runs Slurm's commands on this host.  DRIVER=ssh starts the login node's sshd on
+# 127.0.0.1:2222 (scripts/cluster/start-sshd.sh) and DRIVER=rest slurmrestd on 127.0.0.1:6820
+# (scripts/cluster/start-slurmrestd.sh), unless one runs; Ctrl-C stops the one this script
+# started, by its pid file.  The hub then reaches Slurm only through them, as a hub off the
+# cluster does (on this machine Slurm's clients are still installed; the integration tests run
+# the same hub in a mount namespace without them).
 #
 # Uses the sample jupyterhub_config.py as is: the provider's address, the hub's client
-# registration and the auth_state key reach it through environment variables. The hub's
-# database, cookie secret, certificate and auth_state key live in .demo/ (kept between runs;
-# delete it to start afresh), with the provider's log. The provider
-# (scripts/demo_oidc_provider.py) keeps nothing: after a restart of the demo, users sign in again.
+# registration, the auth_state key and the driver (HPCSPAWNER_DEMO_DRIVER) reach it through
+# environment variables. The hub's database, cookie secret, certificate and auth_state key
+# live in .demo/ (kept between runs; delete it to start afresh), with the provider's log. The
+# provider (scripts/demo_oidc_provider.py) keeps nothing: after a restart of the demo, users
+# sign in again.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
+DRIVER=${DRIVER:-local}
+case $DRIVER in
+  local | ssh | rest) ;;
+  *)
+    echo "$0: DRIVER=$DRIVER: use local (Slurm's commands on this host, the default)," \
+      "ssh (through the login node's sshd) or rest (through slurmrestd)" >&2
+    exit 2
+    ;;
+esac
 if [ "$(id -u)" != 0 ]; then
   echo "$0: must run as root (installs packages, runs the Slurm cluster, submits jobs as the demo users)" >&2
   exit 1
@@ -37,6 +57,7 @@ STOP_MUNGE=""
 HAD_NETNS=""
 HUB_PID=""
 PROVIDER_PID=""
+STARTED_DAEMON="" # COMM:PIDFILE of the driver's daemon this script started (stop_pidfiles)
 # stop_pid PID NAME: SIGTERM, then SIGKILL after 10 s (PID is a child of this script)
 stop_pid() {
   local pid=$1 i
@@ -70,9 +91,14 @@ cleanup() {
     # shellcheck disable=SC2086
     scancel $jobs || true
   fi
+  if [ -n "$STARTED_DAEMON" ]; then
+    say "stopping the ${STARTED_DAEMON%%:*} this script started"
+    stop_pidfiles "$STARTED_DAEMON" || true
+  fi
   if [ -n "$STARTED_CLUSTER" ]; then
     say "stopping the cluster this script started"
-    STOP_MUNGE=$STOP_MUNGE "$CLUSTER/stop.sh" || true
+    # a slurmrestd or sshd that ran before the demo is not the demo's to stop
+    STOP_MUNGE=$STOP_MUNGE STOP_SLURMRESTD=0 STOP_SSHD=0 "$CLUSTER/stop.sh" || true
     [ -n "$HAD_NETNS" ] || "$CLUSTER/teardown-multinode.sh" || true
   fi
   exit "$rc"
@@ -91,7 +117,32 @@ else
   MULTINODE=2 "$CLUSTER/setup.sh"
 fi
 
-say "checking the SlurmSpawner settings in jupyterhub_config.py"
+# what the sample config reads for the driver's settings (jupyterhub_config.py, "How the hub
+# reaches Slurm"); unset, it is "local"
+export HPCSPAWNER_DEMO_DRIVER=$DRIVER
+# the driver's daemon: COMM PIDFILE START-SCRIPT WHAT LOG
+case $DRIVER in
+  ssh) daemon=(sshd "$LOGIN_SSHD_PID" start-sshd.sh "the login node's sshd on 127.0.0.1:2222"
+    /var/log/hpcspawner-sshd.log) ;;
+  rest) daemon=(slurmrestd "$SLURMRESTD_PID" start-slurmrestd.sh "slurmrestd on 127.0.0.1:6820"
+    /var/log/slurm/slurmrestd.log) ;;
+  *) daemon=() ;;
+esac
+HOW="Slurm's commands on this host"
+if [ ${#daemon[@]} -gt 0 ]; then
+  HOW="${daemon[3]} (log: ${daemon[4]})"
+  say "the $DRIVER driver: $HOW"
+  if p=$(pid_of "${daemon[1]}" "${daemon[0]}"); then
+    echo "already running (pid $p): using it, and leaving it running"
+  else
+    # set first: what runs from the pid file after a failed start is this script's to stop too
+    STARTED_DAEMON="${daemon[0]}:${daemon[1]}"
+    # loopback only: the hub is its one client here (start-slurmrestd.sh's default is 0.0.0.0)
+    REST_LISTEN=127.0.0.1:6820 "$CLUSTER/${daemon[2]}"
+  fi
+fi
+
+say "checking the SlurmSpawner settings in jupyterhub_config.py (driver: $DRIVER)"
 "$REPO/.venv/jh6/bin/hpcspawner-check-config" "$REPO/jupyterhub_config.py"
 
 say "hub state in $DEMO"
@@ -162,6 +213,8 @@ cat <<EOF
               carol     cluster account; group hpc-users
               mallory   group hpc-users, but no cluster account: gets the "No cluster account" page
   Each server is a Slurm job of that user: watch them with  squeue --states=all
+  The hub reaches Slurm through the $DRIVER driver (DRIVER=local|ssh|rest):
+            $HOW
   Ctrl-C stops the hub and the provider, and cancels the demo's jobs.
 
 EOF

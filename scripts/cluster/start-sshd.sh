@@ -6,8 +6,9 @@
 #   - the hub's client key and a known_hosts with this sshd's host key, in
 #     /etc/hpcspawner-dev/ssh/ (root-only: the hub runs as root in the tests and the demo);
 #   - /etc/sudoers.d/hpcspawner-login-node: the service account may run sbatch, scancel and the
-#     file commands (docs/howto/ssh-driver.md) as members of "jupyter-users" (alice, bob), never as
-#     root; checked with visudo -c before it is put in place.
+#     file commands (docs/howto/ssh-driver.md) as members of "jupyter-users" (the test users
+#     alice, bob and carol, as tests/integration/hub.py's TEST_USERS), never as root; checked
+#     with visudo -c before it is put in place.
 # Restarts an sshd it started before (pid file).  Run as root.  stop.sh stops it.
 # SSH_NEW_HOST_KEY=1: the host-key drill (tests/integration/test_drills_off_cluster.py): the
 # login node's host key changes (the old one is kept as *.before-rotation) and known_hosts stays
@@ -32,7 +33,7 @@ install -d -m 0700 "$DIR"
 id "$SERVICE" >/dev/null 2>&1 || useradd -r -m -d "/var/lib/$SERVICE" -s /bin/sh "$SERVICE"
 usermod -p '*' "$SERVICE" # no password, but not locked ("!"): sshd refuses locked accounts
 getent group "$GROUP" >/dev/null || groupadd "$GROUP"
-for u in alice bob; do id -u "$u" >/dev/null 2>&1 && usermod -a -G "$GROUP" "$u"; done
+for u in alice bob carol; do id -u "$u" >/dev/null 2>&1 && usermod -a -G "$GROUP" "$u"; done
 HOSTKEY=$DIR/ssh_host_ed25519_key
 SAVED=$HOSTKEY.before-rotation
 if [ "${SSH_NEW_HOST_KEY:-0}" = 1 ]; then

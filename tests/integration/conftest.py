@@ -102,7 +102,10 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="module")
 def hub_factory(tmp_path_factory, cluster, singleuser_venv, proxy_command):
-    """Start hubs for a test module; stop all they started (hub, proxy, tagged jobs)."""
+    """Start hubs for a test module; stop all they started (hub, proxy, tagged jobs).
+
+    ``hub_factory.stop(hub)`` stops one of them before the module ends (a module's hub
+    per driver: stopped before the driver's daemon is)."""
     hubs: list[Hub] = []
 
     def make(**kwargs) -> Hub:
@@ -110,9 +113,14 @@ def hub_factory(tmp_path_factory, cluster, singleuser_venv, proxy_command):
         hubs.append(hub)
         return hub.start()
 
-    make.hubs = hubs
-    yield make
-    ARTIFACTS.mkdir(exist_ok=True)
-    for hub in hubs:
+    def stop(hub: Hub) -> None:
+        hubs.remove(hub)
         hub.stop()
+        ARTIFACTS.mkdir(exist_ok=True)
         shutil.copy(hub.log_path, ARTIFACTS / f"hub-{hub.job_tag}.log")
+
+    make.hubs = hubs
+    make.stop = stop
+    yield make
+    for hub in list(hubs):
+        stop(hub)

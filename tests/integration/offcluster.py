@@ -1,13 +1,21 @@
-"""The off-cluster drivers' parts for the integration tests: the login node's sshd,
-slurmrestd, the hub's config for each, and the mount namespace without Slurm's clients.
+"""The drivers' parts for the integration tests: the login node's sshd, slurmrestd, the
+hub's config for each, the mount namespace without Slurm's clients, and the matrix of
+drivers a test module's hub runs with.
 
-Used by test_off_cluster.py and test_drills_off_cluster.py; a test module takes the
-fixtures by name (``driver = offcluster.driver``). Daemons are found by their pid files
-only (checked against ``/proc/PID/comm``), never by name.
+Used by test_off_cluster.py, test_drills_off_cluster.py, test_lifecycle.py and
+test_spawn_page.py; a test module takes the fixtures by name (``driver =
+offcluster.driver``, ``hub_driver = offcluster.hub_driver``). Daemons are found by their
+pid files only (checked against ``/proc/PID/comm``), never by name.
+
+``HPCSPAWNER_TEST_DRIVERS`` narrows the drivers the tests run with (``local``, ``ssh``,
+``rest``, comma-separated; unset: all three), e.g. ``HPCSPAWNER_TEST_DRIVERS=local`` for the
+run under the lowest JupyterHub (the drivers sit below JupyterHub). A name it does not know
+fails the collection of every module that imports this one.
 """
 
 from __future__ import annotations
 
+import grp
 import os
 import re
 import signal
@@ -18,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from .drills import wait_gone
-from .hub import REPO, run
+from .hub import REPO, TEST_USERS, run
 
 SSH_DIR = Path("/etc/hpcspawner-dev/ssh")
 SSHD_PID = Path("/run/hpcspawner-sshd.pid")
@@ -26,6 +34,8 @@ SSHD_LOG = Path("/var/log/hpcspawner-sshd.log")
 KNOWN_HOSTS = SSH_DIR / "known_hosts"
 SERVICE = "hpcspawner-hub"
 LOGIN_NODE = "127.0.0.1:2222"
+#: the login node's sudoers let the service account act as this group's members only
+LOGIN_GROUP = "jupyter-users"
 
 #: what a hub off the cluster does not have
 SLURM_CLIENTS = (
@@ -102,6 +112,31 @@ SLURMRESTD = Daemon("start-slurmrestd.sh", RESTD_PID, "slurmrestd")
 #: driver -> (its daemon, the hub's config)
 DRIVERS = {"ssh": (SSHD, SSH_CONFIG), "rest": (SLURMRESTD, REST_CONFIG)}
 
+#: every driver a test hub runs with: the hub on the cluster, then off it
+ALL_DRIVERS = ("local", *DRIVERS)
+DRIVERS_VARIABLE = "HPCSPAWNER_TEST_DRIVERS"
+
+
+def selected_drivers(text: str | None) -> list[str]:
+    """The drivers ``text`` (the value of HPCSPAWNER_TEST_DRIVERS) names, in the order of
+    ALL_DRIVERS; all of them when it is unset or blank. Raises :class:`pytest.UsageError`
+    for a name it does not know, or a value that names none."""
+    if text is None or not text.strip():
+        return list(ALL_DRIVERS)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in ALL_DRIVERS]
+    if unknown or not names:
+        raise pytest.UsageError(
+            f"{DRIVERS_VARIABLE}={text!r}: "
+            + (f"unknown driver(s) {', '.join(map(repr, unknown))}" if unknown else "no driver")
+            + f"; name some of {', '.join(ALL_DRIVERS)} (comma-separated), or unset it for all"
+        )
+    return [name for name in ALL_DRIVERS if name in names]
+
+
+#: the drivers this run's tests use (a bad value fails here, when a test module imports this)
+SELECTED = selected_drivers(os.environ.get(DRIVERS_VARIABLE))
+
 
 def running(daemon: Daemon):
     """Generator for a fixture: ``daemon`` runs while it is in use. Started here unless
@@ -117,18 +152,72 @@ def running(daemon: Daemon):
             daemon.stop(pid)
 
 
-@pytest.fixture(scope="module", params=sorted(DRIVERS))
+def serving(name: str):
+    """Generator for a fixture: off-cluster driver ``name``'s daemon runs (see
+    :func:`running`) while the hub's extra config for it is in use."""
+    daemon, config = DRIVERS[name]
+    for _ in running(daemon):
+        yield config
+
+
+@pytest.fixture(scope="module", params=[name for name in SELECTED if name in DRIVERS])
 def driver(request, cluster):
     """The driver's daemon (the login node's sshd, slurmrestd): started here unless one
     runs, and then stopped here by pid. Yields (name, the hub's extra config)."""
-    daemon, config = DRIVERS[request.param]
-    for _ in running(daemon):
+    for config in serving(request.param):
         yield request.param, config
+
+
+@dataclass(frozen=True)
+class HubDriver:
+    """What a test module's hub needs for one driver: its extra config and the argv
+    prefix it runs under (a hub off the cluster: a mount namespace without Slurm's
+    clients and munge, :func:`namespace`)."""
+
+    name: str
+    config: str = ""
+    prefix: tuple[str, ...] = ()
+
+
+@pytest.fixture(scope="module", params=SELECTED)
+def hub_driver(request, cluster, tmp_path_factory):
+    """The driver a module's hub runs with: ``local`` (the hub on the cluster), ``ssh``
+    or ``rest`` (the hub off the cluster, its daemon started here unless one runs and
+    then stopped by pid, as for :func:`driver`). Stop the hub before this ends: for ssh
+    and rest it then fails if anything on the hub's side tried to run Slurm's clients
+    or munge, naming the attempts."""
+    name = request.param
+    if name not in DRIVERS:
+        yield HubDriver(name)
+        return
+    if name == "ssh" and SSHD.pid() is not None:
+        missing = sorted(set(TEST_USERS) - login_group_members())
+        if missing:  # start-sshd.sh makes every test user a member; this sshd predates that
+            pytest.fail(
+                f"{', '.join(missing)} not in {LOGIN_GROUP}: the login node's sshd would refuse "
+                "to act for them; run scripts/cluster/start-sshd.sh again"
+            )
+    prefix, log = namespace(tmp_path_factory)
+    for config in serving(name):
+        yield HubDriver(name, config, tuple(prefix))
+    tried = attempts(log)
+    if tried:
+        pytest.fail(
+            f"the hub off the cluster ({name} driver) tried to run Slurm's clients or munge "
+            f"on its own host ({log}):\n" + "\n".join(tried)
+        )
 
 
 @pytest.fixture(scope="module")
 def off_cluster(tmp_path_factory):
     """argv prefix: run a command in a mount namespace without Slurm's clients and munge."""
+    return namespace(tmp_path_factory)
+
+
+def namespace(tmp_path_factory) -> tuple[list[str], Path]:
+    """(argv prefix, the shim's log): the prefix runs a command in a mount namespace in
+    which Slurm's clients and munge's tools are a shim that logs each attempt and fails,
+    and munge's socket directory is empty."""
     directory = tmp_path_factory.mktemp("offcluster")
     log = directory / "attempts.log"
     log.touch()
@@ -149,6 +238,14 @@ def off_cluster(tmp_path_factory):
 
 def attempts(log: Path) -> list[str]:
     return log.read_text().splitlines()
+
+
+def login_group_members() -> set[str]:
+    """The users the login node's service account may act as (start-sshd.sh's sudoers)."""
+    try:
+        return set(grp.getgrnam(LOGIN_GROUP).gr_mem)
+    except KeyError:
+        return set()
 
 
 def accepted_logins() -> int:

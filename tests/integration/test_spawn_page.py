@@ -1,7 +1,13 @@
 """The spawn options page, used as a person would: Chromium (Playwright) against a real
 hub + proxy + the real local Slurm cluster.
 
-Screenshots of what the user sees go to docs/_static/screenshots/ for the user guide.
+Each test runs once per driver (``hub_driver``: local, ssh, rest; HPCSPAWNER_TEST_DRIVERS
+narrows them): the hub on the cluster, then off it through the login node's sshd and
+through slurmrestd (tests/integration/offcluster.py). squeue and sbatch in the tests
+themselves run here, on the cluster, whatever the hub's driver.
+
+Screenshots of what the user sees go to docs/_static/screenshots/ for the user guide (each
+driver's run takes them again: the page is the same).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import time
 import pytest
 from playwright.sync_api import Page, expect
 
+from . import offcluster
 from .browser import screenshot
 from .drills import login_session
 from .hub import run, squeue_fields
@@ -39,9 +46,27 @@ c.SlurmSpawner.cluster_info_ttl = 5
 """
 
 
+#: One request for the cluster's partitions or nodes in the hub's (debug) log, by driver.
+#: The command drivers log each argv they run ("Running [...]", hpcspawner.slurm.cli):
+#: the local one names scontrol by its path on the hub's host, the SSH one by name, for
+#: the login node's PATH (no c.SSHSlurmDriver.slurm_bin_dir here). The REST driver logs
+#: each request to slurmrestd ("slurmrestd GET ...", hpcspawner.slurm.rest).
+CLUSTER_REQUEST = {
+    "local": re.compile(r"Running \['/\S+/scontrol'"),
+    "ssh": re.compile(r"Running \['scontrol'"),
+    "rest": re.compile(r"slurmrestd GET /slurm/v[0-9.]+/(partitions|nodes) "),
+}
+
+hub_driver = offcluster.hub_driver
+
+
 @pytest.fixture(scope="module")
-def hub(hub_factory):
-    return hub_factory(extra_config=EXTRA_CONFIG)
+def hub(hub_driver, hub_factory):
+    hub = hub_factory(
+        extra_config=EXTRA_CONFIG + hub_driver.config, command_prefix=hub_driver.prefix
+    )
+    yield hub
+    hub_factory.stop(hub)  # before the driver's daemon stops and the hub's side is checked
 
 
 @pytest.fixture
@@ -257,15 +282,16 @@ def test_queued_server_shows_reason_and_expected_start_and_stop_cancels(hub, pag
         run(["scancel", blocker.stdout.strip()])
 
 
-def test_spawn_page_views_within_the_ttl_cost_no_scheduler_call(hub, page_for):
+def test_spawn_page_views_within_the_ttl_cost_no_scheduler_call(hub, hub_driver, page_for):
     """Page views share one cached cluster view: at most one refresh per TTL."""
     page = page_for("carol")
+    request = CLUSTER_REQUEST[hub_driver.name]
     scontrol_runs = lambda: sum(  # noqa: E731
-        1
-        for line in hub.log_path.read_text().splitlines()
-        if "Running [" in line and "/scontrol'" in line
+        1 for line in hub.log_path.read_text().splitlines() if request.search(line)
     )
     before = scontrol_runs()
+    # the page shown has the partitions: a refresh so far, which the pattern must find
+    assert before >= 2, f"no {hub_driver.name} request for partitions and nodes in the log"
     t0 = time.monotonic()
     views = 10
     for _ in range(views):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcspawner.checkconfig import main
+from hpcspawner.checkconfig import load, main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,6 +23,29 @@ def test_the_sample_config_is_valid(capsys):
     out = capsys.readouterr().out
     assert "settings are valid" in out
     assert "partition debug: max_cpus 2, max_runtime 1:00:00" in out
+
+
+@pytest.mark.parametrize("driver", ["ssh", "rest"])
+def test_the_sample_config_runs_the_demo_with_the_tested_driver_settings(
+    tmp_path, monkeypatch, driver
+):
+    """``DRIVER=ssh|rest scripts/demo.sh``: the sample config reaches the demo cluster's login
+    node or slurmrestd with the settings the integration tests' hubs off the cluster use."""
+    from tests.integration.offcluster import DRIVERS  # the settings run on the real cluster
+
+    monkeypatch.setenv("HPCSPAWNER_DEMO_DRIVER", driver)
+    sample = load(str(REPO / "jupyterhub_config.py"))
+    tested = load(write(tmp_path, DRIVERS[driver][1]))
+    assert tested["SlurmSpawner"]["driver_class"] == driver
+    for section, values in tested.items():
+        for key, value in values.items():
+            assert sample[section][key] == value, (section, key)
+
+
+def test_the_sample_config_refuses_an_unknown_demo_driver(monkeypatch):
+    monkeypatch.setenv("HPCSPAWNER_DEMO_DRIVER", "nfs")
+    with pytest.raises(ValueError, match="HPCSPAWNER_DEMO_DRIVER='nfs': use local, ssh or rest"):
+        load(str(REPO / "jupyterhub_config.py"))
 
 
 @pytest.mark.parametrize(
