@@ -2,7 +2,7 @@
 
 :class:`CommandDriver` holds everything the local driver and the SSH driver share:
 the argv of every command (``sbatch``, ``squeue``, ``scancel``, ``scontrol``,
-``sacctmgr`` and the user-file commands ``install``, ``dd``, ``rm``, ``stat``,
+``sacctmgr``, ``sdiag`` and the user-file commands ``install``, ``dd``, ``rm``, ``stat``,
 ``tail``), the output caps, the parsing of what they print and the mapping of
 their errors. A subclass supplies the transport:
 
@@ -42,6 +42,7 @@ from .records import (
     parse_associations,
     parse_nodes,
     parse_partitions,
+    parse_sdiag_queue,
     sacctmgr_args,
 )
 from .snapshot import summarize
@@ -58,15 +59,15 @@ class CommandDriver(SlurmDriver):
     """Slurm through its command-line clients; the transport is a subclass's.
 
     ``sbatch``, ``scancel`` and the user-file commands run as the user through the
-    subclass's privilege wrapper; ``squeue``, ``scontrol`` and ``sacctmgr`` run once
-    for all users as the hub's own account (through :attr:`query_command_prefix`).
+    subclass's privilege wrapper; ``squeue``, ``scontrol``, ``sacctmgr`` and ``sdiag`` run
+    once for all users as the hub's own account (through :attr:`query_command_prefix`).
     """
 
     query_command_prefix = List(
         Unicode(),
         config=True,
-        help="""Command prefix for ``squeue``, ``scontrol`` and ``sacctmgr`` (which ask
-        about every user's jobs, or the cluster, at once).
+        help="""Command prefix for ``squeue``, ``scontrol``, ``sacctmgr`` and ``sdiag``
+        (which ask about every user's jobs, or the cluster, at once).
 
         Empty by default: they run as the hub's user (with the SSH driver, the
         account the hub logs in as). Set it only if your Slurm hides other users'
@@ -77,8 +78,8 @@ class CommandDriver(SlurmDriver):
     max_jobs_per_query = Integer(
         500,
         config=True,
-        help="""How many job ids one ``squeue --jobs`` call may carry; more are split into
-        several calls.
+        help="""How many job ids one ``squeue --jobs`` listing may carry (``job_query``
+        "batch", or "auto" choosing it); more are split into several calls.
         """,
     )
 
@@ -193,23 +194,32 @@ class CommandDriver(SlurmDriver):
             raise SlurmError(argv, rc, f"sbatch printed no job id: {out.strip()!r} {err.strip()}")
         return job_id
 
-    async def query(self, job_ids):
-        ids = sorted(set(job_ids), key=lambda job_id: (len(job_id), job_id))
+    async def _query_batch(self, job_ids):
         found: dict[str, JobInfo] = {}
-        for start in range(0, len(ids), self.max_jobs_per_query):
-            chunk = ids[start : start + self.max_jobs_per_query]
-            found.update(await self._query_chunk(chunk))
+        for start in range(0, len(job_ids), self.max_jobs_per_query):
+            chunk = job_ids[start : start + self.max_jobs_per_query]
+            found.update(await self._squeue_jobs(chunk, kind="squeue"))
         return found
 
-    async def _query_chunk(self, job_ids: list[str]) -> dict[str, JobInfo]:
+    async def _query_one(self, job_id):
+        return (await self._squeue_jobs([job_id], kind="squeue_job")).get(job_id)
+
+    async def _squeue_jobs(self, job_ids: list[str], kind: str) -> dict[str, JobInfo]:
         argv = self._squeue_argv(f"--jobs={','.join(job_ids)}", f"--format={SQUEUE_FORMAT}")
-        rc, out, err = await self.run(argv, kind="squeue")
+        rc, out, err = await self.run(argv, kind=kind)
         if rc != 0:
             if INVALID_JOB_ID_RE.search(err):
                 # Slurm has purged these ids: a positive "no such job".
                 return {}
             raise SlurmError(argv, rc, err, out)
         return parse_squeue(out)
+
+    async def _read_queue_size(self):
+        argv = self._query_prefix() + [self._which("sdiag")]
+        rc, out, err = await self.run(argv, kind="sdiag")
+        if rc != 0:
+            raise SlurmError(argv, rc, err, out)
+        return parse_sdiag_queue(out)
 
     async def find_jobs(self, username, comment):
         argv = self._squeue_argv(f"--users={username}", "--format=%i|%k")

@@ -9,12 +9,17 @@ and :class:`~hpcspawner.slurm.rest.RESTSlurmDriver` asks slurmrestd (JWT) over H
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 import re
+import time
 
-from traitlets import Float
+from traitlets import Callable, Enum, Float, Integer, validate
 from traitlets.config import LoggingConfigurable
 
+from . import querycost
+from .errors import SlurmError
 from .jobstate import JobInfo
 from .records import Association
 from .snapshot import ClusterSnapshot
@@ -54,6 +59,13 @@ class JobOutput:
     problem: str = ""
 
 
+#: The least value of the query settings, and what the refusal tells the admin.
+_MINIMUMS = {
+    "queue_size_interval": (0, "seconds, 0 or more (0: read it for every status query)"),
+    "job_query_concurrency": (1, "at least 1"),
+}
+
+
 class SlurmDriver(LoggingConfigurable):
     """Base class of scheduler drivers. One instance serves the whole hub."""
 
@@ -70,10 +82,90 @@ class SlurmDriver(LoggingConfigurable):
         """,
     )
 
-    #: How many scheduler requests this driver made, by kind (for tests and benchmarks).
+    job_query = Enum(
+        ["auto", "batch", "each"],
+        "auto",
+        config=True,
+        help="""How the hub's status query asks slurmctld about its jobs (the poller's one
+        query per interval for every server).
+
+        - ``"batch"``: one listing of all of them (``squeue --jobs=a,b,...``; slurmrestd's
+          ``GET .../jobs``). slurmctld packs *every* job record of the cluster for it, so
+          it costs the controller about 0.15 ms + 1.9 µs per job in the cluster's queue
+          (19 ms at 10,000 queued jobs), however few servers the hub has.
+        - ``"each"``: one lookup per job (``squeue --jobs=ID``; ``GET .../job/ID``), about
+          0.25 ms each whatever the queue, :attr:`job_query_concurrency` at a time.
+        - ``"auto"``: whichever costs slurmctld less, from the queue's size (see
+          :attr:`queue_size_interval`): lookups while the hub has fewer jobs than
+          (0.15 + 0.0019 x queued) / 0.25, about 23 at 3,000 queued jobs and 77 at
+          10,000; the listing above that, and always on a quiet cluster. See
+          :doc:`/topic/architecture` ("The poller").
+
+        Either way a lookup that fails or times out makes every job's status "unknown"
+        for this round: no server is stopped for it.
+
+            c.LocalSlurmDriver.job_query = "auto"
+        """,
+    )
+
+    queue_size_interval = Float(
+        300.0,
+        config=True,
+        help=f"""Seconds between two reads of the cluster's queue size for
+        ``job_query = "auto"``: pending plus running jobs, from ``sdiag`` (the command
+        drivers) or slurmrestd's ``GET .../diag``.
+
+        Read when a status query needs it, never on a timer of its own (slurmctld itself
+        refreshes these counts about once a minute). A read that fails (refused, timed
+        out, not understood) never fails the status query: the hub keeps the last size it
+        read, or, with none, looks up to {querycost.UNKNOWN_QUEUE_EACH_MAX} jobs one by one
+        and lists more; it logs a warning and tries again after this interval. If your
+        site refuses ``sdiag`` to the hub, set ``job_query`` to ``"batch"`` or ``"each"``.
+
+            c.LocalSlurmDriver.queue_size_interval = 300
+        """,
+    )
+
+    job_query_concurrency = Integer(
+        4,
+        config=True,
+        help="""How many per-job lookups (``job_query`` "each", or "auto" on a busy cluster)
+        run at once.
+
+        Each is a ``squeue`` process on the hub (local driver), an SSH channel on the one
+        connection to the login node (SSH driver: keep it below ``max_sessions_per_host``,
+        itself below sshd's ``MaxSessions``, 10 by default, so that submissions still find
+        a free channel) or an HTTP request to slurmrestd (REST driver).
+
+            c.LocalSlurmDriver.job_query_concurrency = 4
+        """,
+    )
+
+    @validate("queue_size_interval", "job_query_concurrency")
+    def _check_minimum(self, proposal):
+        least, words = _MINIMUMS[proposal.trait.name]
+        if proposal.value < least:
+            raise ValueError(
+                f"c.{type(self).__name__}.{proposal.trait.name} = {proposal.value}: {words}"
+            )
+        return proposal.value
+
+    monotonic = Callable(
+        time.monotonic,
+        help="""The clock :attr:`queue_size_interval` is measured with (seconds, never going
+        back); a test gives its own.""",
+    )
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        #: How many scheduler requests this driver made, by kind (for tests and benchmarks).
         self.calls: dict[str, int] = {}
+        #: the queue size last read (None: never read), when it was last asked for, and
+        #: whether that failed
+        self._queued: int | None = None
+        self._queued_asked_at: float | None = None
+        self._queue_size_failing = False
+        self._queue_size_lock = asyncio.Lock()
 
     def _count(self, kind: str) -> None:
         self.calls[kind] = self.calls.get(kind, 0) + 1
@@ -103,13 +195,110 @@ class SlurmDriver(LoggingConfigurable):
         raise NotImplementedError
 
     async def query(self, job_ids: list[str]) -> dict[str, JobInfo]:
-        """Ask about many jobs at once.
+        """Ask about many jobs at once: one listing or one lookup per job, as
+        :attr:`job_query` chooses.
 
         Returns the records Slurm has; a job missing from the result is unknown
         to Slurm (gone). Raises :class:`~hpcspawner.slurm.errors.SlurmError` when
-        Slurm could not be asked: callers must treat that as "unknown".
+        Slurm could not be asked, about any of the jobs: callers must treat that as
+        "unknown" for all of them. A driver implements :meth:`_query_batch` and
+        :meth:`_query_one` (and :meth:`_read_queue_size` for ``"auto"``).
         """
+        ids = sorted(set(map(str, job_ids)), key=lambda job_id: (len(job_id), job_id))
+        if not ids:
+            return {}
+        if await self._query_plan(len(ids)) == querycost.BATCH:
+            return await self._query_batch(ids)
+        return await self._query_each(ids)
+
+    async def _query_plan(self, count: int) -> str:
+        """:data:`~hpcspawner.slurm.querycost.BATCH` or ``EACH`` for ``count`` jobs."""
+        if self.job_query != "auto":
+            return self.job_query
+        queued = await self.queue_size()
+        plan = querycost.choose(count, queued)
+        self.log.debug(
+            "Status query for %d job(s), %s jobs queued: %s",
+            count,
+            "unknown" if queued is None else queued,
+            plan,
+        )
+        return plan
+
+    async def queue_size(self) -> int | None:
+        """The cluster's queue (pending + running jobs) as last read, read again when the
+        last try is :attr:`queue_size_interval` old; None when no read succeeded yet.
+
+        Never raises for a failed read: it logs it and keeps the last size.
+        """
+        async with self._queue_size_lock:
+            now = self.monotonic()
+            asked_at = self._queued_asked_at
+            if asked_at is not None and now - asked_at < self.queue_size_interval:
+                return self._queued
+            self._queued_asked_at = now
+            try:
+                queued = await self._read_queue_size()
+            except (SlurmError, ValueError) as e:
+                level = logging.DEBUG if self._queue_size_failing else logging.WARNING
+                self._queue_size_failing = True
+                self.log.log(
+                    level,
+                    "Could not read the cluster's queue size (%s); the status query "
+                    "chooses with %s and asks again in %g s",
+                    e,
+                    f"no size: per-job lookups for up to {querycost.UNKNOWN_QUEUE_EACH_MAX} jobs"
+                    if self._queued is None
+                    else f"the last one read ({self._queued} jobs)",
+                    self.queue_size_interval,
+                )
+                return self._queued
+            if self._queue_size_failing:
+                self.log.info("Read the cluster's queue size again: %s jobs", queued)
+            self._queue_size_failing = False
+            self._queued = queued
+            return queued
+
+    async def _query_each(self, ids: list[str]) -> dict[str, JobInfo]:
+        """One :meth:`_query_one` per id, :attr:`job_query_concurrency` at a time; the
+        first that fails stops the others and fails the whole query (never a partial
+        answer, which would make the failed ids look gone)."""
+        found: dict[str, JobInfo] = {}
+        todo = iter(ids)
+
+        async def lookups():
+            for job_id in todo:  # shared: each id is taken by one worker
+                info = await self._query_one(job_id)
+                if info is not None:
+                    found[job_id] = info
+
+        workers = [
+            asyncio.ensure_future(lookups())
+            for _ in range(min(self.job_query_concurrency, len(ids)))
+        ]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        return found
+
+    async def _query_batch(self, job_ids: list[str]) -> dict[str, JobInfo]:
+        """One listing for all of ``job_ids`` (distinct, sorted): the records Slurm has.
+        Raises :class:`~hpcspawner.slurm.errors.SlurmError` when Slurm could not be asked."""
         raise NotImplementedError
+
+    async def _query_one(self, job_id: str) -> JobInfo | None:
+        """One job's record; None when Slurm answers that it does not know the job (gone).
+        Raises :class:`~hpcspawner.slurm.errors.SlurmError` when Slurm could not be asked."""
+        raise NotImplementedError
+
+    async def _read_queue_size(self) -> int | None:
+        """Pending plus running jobs in the cluster, as slurmctld last counted them; None
+        when this driver cannot tell. Raises :class:`~hpcspawner.slurm.errors.SlurmError`
+        or :class:`ValueError` when the read failed."""
+        return None
 
     async def cancel(self, username: str, job_id: str) -> None:
         """Cancel a job of ``username``. Cancelling a finished job is not an error."""

@@ -1,9 +1,10 @@
-"""Slurm's cluster records: parsers for ``scontrol`` and ``sacctmgr`` output (pure, no I/O).
+"""Slurm's cluster records: parsers for ``scontrol``, ``sacctmgr`` and ``sdiag`` output (pure).
 
 - :func:`parse_partitions` reads ``scontrol --all --oneliner show partition``,
 - :func:`parse_nodes` reads ``scontrol --all --details --oneliner show node``
   (``--details`` adds ``GresUsed``, the GPUs in use),
-- :func:`parse_associations` reads ``sacctmgr --noheader --parsable2 show assoc``.
+- :func:`parse_associations` reads ``sacctmgr --noheader --parsable2 show assoc``,
+- :func:`parse_sdiag_queue` reads the queue's size from ``sdiag``.
 
 Anything unexpected raises :class:`ParseError`. :mod:`hpcspawner.slurm.snapshot`
 sums the records up per partition. (A job's record, :class:`~hpcspawner.slurm.jobstate.JobInfo`,
@@ -30,6 +31,10 @@ SACCTMGR_FIELDS = ("user", "account", "qos", "defaultqos", "partition")
 #: sacctmgr's answer when the cluster has no slurmdbd (AccountingStorageType is not
 #: accounting_storage/slurmdbd): rc 1, on stderr (tests/unit/data/sacctmgr_no_dbd.stderr).
 NO_ACCOUNTING_RE = re.compile(r"not running a supported accounting_storage plugin")
+
+#: ``sdiag``'s counts of the jobs in slurmctld's queue, as of its last count ("Job states ts"):
+#: ``Jobs pending:   10006`` (tests/unit/data/sdiag_idle.txt).
+_SDIAG_QUEUE_RE = re.compile(r"^Jobs (pending|running):[ \t]*([0-9]+)[ \t]*$", re.MULTILINE)
 
 #: What scontrol prints instead of records when there are none.
 _NO_RECORDS = ("No partitions in the system", "No nodes in the system")
@@ -553,3 +558,21 @@ def association_choices(
             accounts.append(association.account)
         qos.extend(name for name in association.qos if name not in qos)
     return accounts, qos
+
+
+def parse_sdiag_queue(output: str) -> int:
+    """The jobs in slurmctld's queue, pending plus running, from ``sdiag``'s output.
+
+    slurmctld refreshes these counts periodically (``Job states ts``), so they may be up to
+    a minute old: an estimate, for :mod:`hpcspawner.slurm.querycost`. Raises
+    :class:`ParseError` unless each count appears exactly once.
+    """
+    counts: dict[str, int] = {}
+    for match in _SDIAG_QUEUE_RE.finditer(output):
+        if match.group(1) in counts:
+            raise ParseError(f"sdiag printed 'Jobs {match.group(1)}:' twice")
+        counts[match.group(1)] = int(match.group(2))
+    missing = [name for name in ("pending", "running") if name not in counts]
+    if missing:
+        raise ParseError(f"sdiag printed no 'Jobs {missing[0]}:' count: {output.strip()[:120]!r}")
+    return counts["pending"] + counts["running"]

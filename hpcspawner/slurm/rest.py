@@ -5,7 +5,8 @@ slurmrestd. Its parts:
 
 - **The HTTP client is httpx** (the optional extra ``rest``): one
   ``httpx.AsyncClient`` per driver keeps its connections open and reuses them for
-  every request (the poller's one ``GET .../jobs`` per interval, the spawn page's
+  every request (the poller's ``GET .../jobs`` per interval, or its ``GET .../job/{id}``
+  per job on a busy cluster, see ``job_query``; the spawn page's
   partitions and nodes, the submissions), speaks to a unix socket through its
   transport's ``uds`` option with the same code, takes an ``ssl.SSLContext`` for a
   CA the admin names, and has separate connect/read timeouts. aiohttp would do too,
@@ -29,8 +30,8 @@ slurmrestd. Its parts:
   mid-request :class:`~hpcspawner.slurm.errors.ConnectionLost`: a submission is then
   uncertain. All of them are "unknown" to the poller, never "gone". slurmrestd's
   answer to a bad token (HTTP 500 "Unspecified error") becomes a
-  :class:`~hpcspawner.slurm.errors.SlurmError` that names the token; a cancelled job
-  slurmrestd does not know (error 2017) is gone, not an error.
+  :class:`~hpcspawner.slurm.errors.SlurmError` that names the token; a job slurmrestd
+  does not know (error 2017), cancelled or looked up, is gone, not an error.
 - **The user's files**: slurmrestd cannot read or write files. ``read_output``
   returns a :class:`~hpcspawner.slurm.driver.JobOutput` saying the output is not
   available (the user sees the job's end reason without the tail); ``install_files``
@@ -46,7 +47,10 @@ slurmrestd. Its parts:
   slurmctld answers "no change since T" (slurmrestd 22.05: HTTP 304, no body) when no
   job of the cluster changed, and the driver reuses the last listing; otherwise the
   answer is the whole listing again (v0.0.38 has no delta). It saves slurmctld's work on
-  a quiet cluster only: any job's change anywhere sends the whole table.
+  a quiet cluster only: any job's change anywhere sends the whole table. Per-job lookups
+  (``GET .../job/{id}``, chosen by ``job_query``) leave it alone: the next listing still
+  asks since the last full one. The queue's size for ``job_query = "auto"`` comes from
+  ``GET .../diag`` (``jobs_pending`` + ``jobs_running``), if the daemon offers it.
 """
 
 from __future__ import annotations
@@ -545,13 +549,32 @@ class RESTSlurmDriver(SlurmDriver):
         self._listing = (asked_at, answer)
         return answer
 
-    async def query(self, job_ids):
-        wanted = set(map(str, job_ids))
-        if not wanted:
-            return {}
+    async def _query_batch(self, job_ids):
         api = await self._version()
         jobs = api.parse_jobs(await self._jobs(api))
-        return {job_id: info for job_id, info in jobs.items() if job_id in wanted}
+        return {job_id: jobs[job_id] for job_id in job_ids if job_id in jobs}
+
+    async def _query_one(self, job_id):
+        api = await self._version()
+        try:
+            path = api.job_path(job_id)
+        except ValueError as e:
+            raise SlurmError(["GET", str(job_id)[:40]], None, str(e)) from None
+        status, answer = await self._request("GET", path, kind="squeue_job")
+        if api.job_unknown(answer):
+            return None  # Slurm does not know the job (any more): it is gone
+        if status != 200 or api.errors_of(answer):
+            raise self._error(self._where("GET", path), status, answer)
+        return api.parse_job_lookup(answer, job_id)
+
+    async def _read_queue_size(self):
+        api = await self._version()
+        if not api.has_diag(self._paths):
+            return None  # not offered: the queue's size is unknown
+        status, answer = await self._request("GET", api.DIAG_PATH, kind="sdiag")
+        if status != 200 or api.errors_of(answer):
+            raise self._error(self._where("GET", api.DIAG_PATH), status, answer)
+        return api.parse_diag(answer)
 
     async def find_jobs(self, username, comment):
         api = await self._version()

@@ -47,6 +47,7 @@ SUBMIT_PATH = f"{PREFIX}/job/submit"
 JOBS_PATH = f"{PREFIX}/jobs"
 PARTITIONS_PATH = f"{PREFIX}/partitions"
 NODES_PATH = f"{PREFIX}/nodes"
+DIAG_PATH = f"{PREFIX}/diag"
 ASSOCIATIONS_PATH = f"{DB_PREFIX}/associations"
 
 #: What the daemon's spec must list for the driver to use this version.
@@ -76,6 +77,11 @@ def offered(paths: Iterable[str]) -> bool:
     """True when a spec's ``paths`` have everything this module uses."""
     have = {path.rstrip("/") for path in paths}
     return all(path in have for path in REQUIRED_PATHS)
+
+
+def has_diag(paths: Iterable[str]) -> bool:
+    """True when the daemon serves ``GET .../diag`` (slurmctld's statistics: the queue's size)."""
+    return DIAG_PATH in {path.rstrip("/") for path in paths}
 
 
 def has_accounting(paths: Iterable[str]) -> bool:
@@ -366,6 +372,24 @@ def parse_jobs(body: object) -> dict[str, JobInfo]:
         info = parse_job(job)
         jobs[info.job_id] = info
     return jobs
+
+
+def parse_job_lookup(body: object, job_id: str) -> JobInfo | None:
+    """``GET .../job/{job_id}`` (HTTP 200): the job's record, or None when the answer holds
+    none (Slurm answered without it, as a listing without it: gone)."""
+    return parse_jobs(body).get(str(job_id))
+
+
+def parse_diag(body: object) -> int:
+    """``GET .../diag``: the jobs in slurmctld's queue, pending plus running (as ``sdiag``
+    prints them, counted at ``job_states_ts``)."""
+    statistics = body.get("statistics") if isinstance(body, dict) else None
+    if not isinstance(statistics, dict):
+        raise ParseError(f"the answer has no statistics: {str(body)[:200]}")
+    counts = [statistics.get(key) for key in ("jobs_pending", "jobs_running")]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
+        raise ParseError(f"the statistics have no job counts: {str(statistics)[:200]}")
+    return sum(counts)
 
 
 def comment_matches(body: object, username: str, comment: str) -> list[str]:

@@ -5,10 +5,11 @@
 
 - **One pooled connection per login host** (and login name,
   :class:`~hpcspawner.slurm.sshpool.ConnectionPool`) serves every command:
-  the poller's one ``squeue`` per interval, the spawn page's ``scontrol``, the
-  submissions. SSH multiplexes commands as channels; at most
-  :attr:`~SSHSlurmDriver.max_sessions_per_host` run at once on one connection
-  (OpenSSH's ``MaxSessions`` is 10). Keepalives find a dead connection; the next
+  the poller's ``squeue`` (one listing, or one lookup per job on a busy cluster: see
+  ``job_query``), the spawn page's ``scontrol``, the submissions. SSH multiplexes
+  commands as channels; at most :attr:`~SSHSlurmDriver.max_sessions_per_host` run at
+  once on one connection (OpenSSH's ``MaxSessions`` is 10), and the per-job lookups
+  take at most ``job_query_concurrency`` of them. Keepalives find a dead connection; the next
   command opens a new one. Hosts are tried in order: the one that answered last
   first, then the others (failover).
 - **Every command is argv**, joined for the remote shell by
@@ -51,7 +52,9 @@ from .shellquote import quote_argv
 from .sshpool import ConnectionPool, LoggingClient, LoginHost, NotStarted
 
 #: Slurm's clients: found in :attr:`SSHSlurmDriver.slurm_bin_dir` when that is set.
-SLURM_COMMANDS = frozenset({"sbatch", "scancel", "squeue", "scontrol", "sacctmgr", "sinfo"})
+SLURM_COMMANDS = frozenset(
+    {"sbatch", "scancel", "squeue", "scontrol", "sacctmgr", "sinfo", "sdiag"}
+)
 
 #: A name ``sbatch --export-file`` takes: a shell variable name, shorter than Slurm's
 #: 256-byte name buffer.
@@ -237,7 +240,8 @@ class SSHSlurmDriver(CommandDriver):
         more wait for a free slot.
 
         Keep it below the node's sshd ``MaxSessions`` (10 by default), which makes
-        sshd refuse further channels on a connection.
+        sshd refuse further channels on a connection, and above ``job_query_concurrency``
+        (the status lookups that may run at once), so that a submission finds a channel.
 
             c.SSHSlurmDriver.max_sessions_per_host = 8
         """,
@@ -325,6 +329,13 @@ class SSHSlurmDriver(CommandDriver):
         for path in self.client_keys:
             if not os.access(path, os.R_OK):
                 problems.append(f"c.SSHSlurmDriver.client_keys: cannot read {path}")
+        if self.job_query != "batch" and self.job_query_concurrency >= self.max_sessions_per_host:
+            problems.append(
+                f"c.SSHSlurmDriver.job_query_concurrency ({self.job_query_concurrency}) is not "
+                f"below max_sessions_per_host ({self.max_sessions_per_host}): the per-job "
+                "status lookups would take every SSH channel and a submission would wait "
+                "for them; lower it (4 is the default)"
+            )
         return problems
 
     # ------------------------------------------------------------ per-user credentials

@@ -4,7 +4,7 @@
 - :mod:`~hpcspawner.spawner.settings`: every option an admin sets, with its help and checks;
 - :mod:`~hpcspawner.spawner.shared`: the hub's one door to Slurm (driver, poller, cluster cache),
   shared with the authenticator and closed when the hub stops;
-- :mod:`~hpcspawner.spawner.poller`: one batched ``squeue`` per interval for every server;
+- :mod:`~hpcspawner.spawner.poller`: one status query per interval for every server;
 - :mod:`~hpcspawner.spawner.clusterinfo`: the cached view of what the cluster offers;
 - :mod:`~hpcspawner.spawner.recovery`: finding a job again after a lost ``sbatch`` answer,
   and the reapers that cancel one that shows up late;

@@ -7,7 +7,7 @@
   often at first (:func:`stop_check_pauses`).
 
 Every look is a :meth:`~hpcspawner.spawner.poller.JobPoller.status`: the poller batches
-the looks of all servers into one ``squeue``.
+the looks of all servers into one status query.
 """
 
 from __future__ import annotations

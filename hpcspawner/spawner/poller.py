@@ -1,8 +1,12 @@
-"""One poller for the whole hub: a single batched ``squeue`` serves every spawner.
+"""One poller for the whole hub: one status query per refresh serves every spawner.
 
 Spawners :meth:`~JobPoller.track` their job and read its status with
 :meth:`~JobPoller.status`. The poller keeps one cache for all jobs and
-refreshes it with one :meth:`SlurmDriver.query` call for every tracked job:
+refreshes it with one :meth:`SlurmDriver.query` call for every tracked job. How that
+call asks Slurm is the driver's choice (``job_query``): one listing of all the jobs
+(``squeue --jobs=a,b,...``), or, where that costs slurmctld more (a busy cluster, few
+servers), one lookup per job; either way it answers for every job or fails as a whole.
+The refreshes:
 
 - in the background every ``interval`` seconds (running servers);
 - on demand, when a caller needs fresher data than the cache holds (a server
@@ -60,7 +64,7 @@ class JobPoller:
         self._refresh_ids: frozenset[str] | None = None
         self._last_query_end = float("-inf")
         self._loop_task: asyncio.Task | None = None
-        #: number of queries made (each one is one batched scheduler call)
+        #: number of queries made (each one :meth:`SlurmDriver.query` call for every job)
         self.queries = 0
 
     # ------------------------------------------------------------ registry

@@ -103,9 +103,10 @@ class SlurmSpawnerSettings(Configurable):
         config=True,
         help="""Seconds between job status checks while servers are starting.
 
-        All starting servers share one ``squeue`` call per interval, so this does
+        All starting servers share one status query per interval, so this does
         not grow with the number of users. Running servers are checked every
-        ``poll_interval`` seconds, again with one call for the whole hub.
+        ``poll_interval`` seconds, again with one query for the whole hub (see the
+        driver's ``job_query``).
 
             c.SlurmSpawner.startup_poll_interval = 1.0
         """,

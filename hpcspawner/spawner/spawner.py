@@ -8,7 +8,7 @@ elsewhere:
 - :mod:`~hpcspawner.spawner.jobspec` makes the job of it (environment, batch script);
 - a :class:`~hpcspawner.slurm.SlurmDriver` talks to Slurm; the hub-wide
   :class:`~hpcspawner.spawner.poller.JobPoller` answers "is the job alive?" for every server
-  with one batched query; :mod:`~hpcspawner.spawner.jobwatch` follows one job through it;
+  with one query; :mod:`~hpcspawner.spawner.jobwatch` follows one job through it;
 - :mod:`~hpcspawner.spawner.callback` receives the port the job reports;
 - :mod:`~hpcspawner.spawner.userfiles` puts the user's files down and reads them back,
   as the user; :mod:`~hpcspawner.spawner.messages` words what the user is told;

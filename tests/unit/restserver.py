@@ -122,12 +122,17 @@ class RESTServer:
 
 
 def slurmrestd_routes() -> dict:
-    """slurmrestd 22.05 as recorded: the spec, the listings, a submission, cancels."""
+    """slurmrestd 22.05 as recorded: the spec, the listings, one job's lookups, a submission,
+    cancels; and the statistics (``diag_by_hand.json``: 10,006 jobs pending, written by hand
+    in the answer's shape, not recorded)."""
     base = "/slurm/v0.0.38"
     return {
         ("GET", "/openapi/v3"): recorded("openapi_v3"),
         ("GET", f"{base}/ping"): recorded("ping"),
         ("GET", f"{base}/jobs"): recorded("jobs"),
+        ("GET", f"{base}/job/313"): recorded("job_running"),
+        ("GET", f"{base}/job/999999"): recorded("job_unknown"),
+        ("GET", f"{base}/diag"): answer(200, recorded_json("diag_by_hand")),
         ("GET", f"{base}/partitions"): recorded("partitions"),
         ("GET", f"{base}/nodes"): recorded("nodes"),
         ("POST", f"{base}/job/submit"): recorded("submit"),

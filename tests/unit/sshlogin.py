@@ -4,7 +4,7 @@
 and one authorized client key. Every command it receives runs the way OpenSSH runs it:
 ``/bin/sh -c COMMAND``, in its own process group, in a temporary home whose ``bin/``
 comes first on PATH. There, fake ``sudo``, ``runuser``, ``sbatch``, ``squeue``, ``scancel``,
-``scontrol`` and ``sacctmgr`` record what a login node would really receive (their
+``scontrol``, ``sacctmgr`` and ``sdiag`` record what a login node would really receive (their
 argv, their stdin, the ``--export-file`` they were pointed at and its mode) and answer
 what the test set with :meth:`LoginNode.answer`; ``sudo``/``runuser`` run the rest of argv
 as the current user, so the real ``mktemp``, ``dd``, ``rm``, ``install``, ``stat`` and
@@ -31,7 +31,7 @@ import asyncssh
 DATA = Path(__file__).parent / "data"
 
 #: the fake commands; sudo and runuser are wrappers that record and run the rest
-FAKE_COMMANDS = ("sbatch", "squeue", "scancel", "scontrol", "sacctmgr")
+FAKE_COMMANDS = ("sbatch", "squeue", "scancel", "scontrol", "sacctmgr", "sdiag")
 WRAPPERS = ("sudo", "runuser")
 
 #: one program for all fakes, told apart by the name it was called by

@@ -7,9 +7,10 @@
   and ``hpcspawner.loopback``.
 - ``hpcspawner.resources`` (the request, the policy, the one validator, the offer) is pure:
   the standard library and the Slurm layer's records, nothing else.
-- ``hpcspawner.auth.mapping`` (claims -> cluster user name) and ``hpcspawner.accounts.rules``
-  are pure in the stricter sense: no file or system I/O either (that is
-  ``hpcspawner.accounts.posix``), so their tests need no machine.
+- ``hpcspawner.auth.mapping`` (claims -> cluster user name), ``hpcspawner.accounts.rules``
+  and ``hpcspawner.slurm.querycost`` (which status query costs slurmctld less) are pure in
+  the stricter sense: no file or system I/O either (that is ``hpcspawner.accounts.posix``,
+  and the drivers), so their tests need no machine.
 
 Two checks per layer: the imports each module's source names (relative forms such as
 ``from .. import x`` included, wherever they stand: in functions, under ``TYPE_CHECKING``),
@@ -113,7 +114,8 @@ MAPPING = Layer(
     no_io=True,
 )
 RULES = Layer("hpcspawner.accounts.rules", ("hpcspawner.accounts.rules",), no_io=True)
-LAYERS = [SLURM, RESOURCES, MAPPING, RULES]
+QUERYCOST = Layer("hpcspawner.slurm.querycost", ("hpcspawner.slurm.querycost",), no_io=True)
+LAYERS = [SLURM, RESOURCES, MAPPING, RULES, QUERYCOST]
 
 
 def module_name(path: Path) -> str:

@@ -80,6 +80,8 @@ async def drivers(key_file):
     made: list[RESTSlurmDriver] = []
 
     def make(url: str, **config) -> RESTSlurmDriver:
+        # the transport's tests pin the one listing; "each" and "auto" have their own below
+        config.setdefault("job_query", "batch")
         config.setdefault("jwt_key_file", key_file)
         config.setdefault("request_timeout", 5.0)
         driver = RESTSlurmDriver(url=url, log=logging.getLogger("test.rest"), **config)
@@ -109,6 +111,118 @@ async def test_query_reads_the_listing_once_and_maps_states(servers, drivers):
         assert request.headers["x-slurm-user-name"] == "slurm"
         assert token_claims(request)["sun"] == "slurm"
     assert driver.calls == {"openapi": 1, "squeue": 1}
+
+
+#: slurmctld unreachable behind slurmrestd: an error, not "no such job"
+CONTROLLER_DOWN = answer(
+    500,
+    {
+        "errors": [
+            {
+                "error_number": 1001,
+                "error": "Unable to contact slurm controller (connect failure)",
+                "source": "slurm_load_job",
+            }
+        ]
+    },
+)
+
+
+def paths_of(server) -> list[str]:
+    return [f"{r.method} {r.path.removeprefix(BASE)}" for r in server.requests]
+
+
+async def test_per_job_lookups_read_one_job_each(servers, drivers):
+    server = await servers()
+    driver = drivers(server.url, job_query="each")
+    found = await asyncio.wait_for(driver.query(["313", "999999"]), 10)
+    assert list(found) == ["313"] and found["313"].running  # 999999: error 2017, gone
+    assert liveness_of("999999", found) is Liveness.GONE
+    listed = await asyncio.wait_for(drivers(server.url).query(["313"]), 10)
+    assert found["313"] == listed["313"]  # the same record as the listing's
+    assert sorted(paths_of(server)[1:3]) == ["GET /job/313", "GET /job/999999"]
+    assert {r.headers["x-slurm-user-name"] for r in server.requests} == {"slurm"}
+    assert driver.calls == {"openapi": 1, "squeue_job": 2}
+
+
+@pytest.mark.parametrize(
+    ("route", "words"),
+    [
+        pytest.param(CONTROLLER_DOWN, "Unable to contact slurm controller", id="controller-down"),
+        pytest.param(recorded("bad_token"), "rejected the hub's token", id="token-rejected"),
+        pytest.param(answer(200, {"errors": [], "jobs": "?"}), "no list of jobs", id="unreadable"),
+    ],
+)
+async def test_one_failed_lookup_leaves_every_job_unknown(servers, drivers, route, words):
+    routes = slurmrestd_routes() | {("GET", f"{BASE}/job/314"): route}
+    driver = drivers((await servers(routes)).url, job_query="each")
+    with pytest.raises((SlurmError, ValueError), match=words):
+        await asyncio.wait_for(driver.query(["313", "314", "999999"]), 10)
+
+
+async def test_a_slow_lookup_is_a_timeout(servers, drivers):
+    async def hang(request):
+        await asyncio.Event().wait()  # the server's stop() cancels it
+
+    routes = slurmrestd_routes() | {("GET", f"{BASE}/job/314"): hang}
+    driver = drivers((await servers(routes)).url, job_query="each", request_timeout=0.5)
+    with pytest.raises(SlurmTimeout):
+        await asyncio.wait_for(driver.query(["313", "314"]), 10)
+
+
+def quiet_diag():
+    body = recorded_json("diag_by_hand")
+    body["statistics"] |= {"jobs_pending": 0, "jobs_running": 2}
+    return answer(200, body)
+
+
+@pytest.mark.parametrize(
+    ("diag", "ids", "asked"),
+    [
+        pytest.param(None, ["313", "999999"], ["GET /job/313", "GET /job/999999"], id="busy"),
+        pytest.param(quiet_diag(), ["313", "999999"], ["GET /jobs"], id="quiet"),
+        pytest.param(
+            CONTROLLER_DOWN, ["313", "999999"], ["GET /job/313", "GET /job/999999"], id="failed"
+        ),
+    ],
+)
+async def test_auto_chooses_by_the_queue_diag_reports(servers, drivers, diag, ids, asked):
+    routes = slurmrestd_routes()
+    if diag is not None:
+        routes[("GET", f"{BASE}/diag")] = diag
+    server = await servers(routes)
+    driver = drivers(server.url, job_query="auto")
+    assert list(await asyncio.wait_for(driver.query(ids), 10)) == ["313"]
+    assert paths_of(server)[:2] == ["GET /openapi/v3", "GET /diag"]
+    assert sorted(paths_of(server)[2:]) == asked
+    await asyncio.wait_for(driver.query(ids), 10)
+    assert paths_of(server).count("GET /diag") == 1  # not again within queue_size_interval
+
+
+async def test_auto_without_diag_in_the_spec_does_not_ask_for_it(servers, drivers):
+    spec = recorded_json("openapi_v3")
+    spec["paths"] = [p for p in spec["paths"] if not p.endswith("/diag")]
+    routes = slurmrestd_routes() | {("GET", "/openapi/v3"): answer(200, spec)}
+    server = await servers(routes)
+    driver = drivers(server.url, job_query="auto")
+    assert list(await asyncio.wait_for(driver.query(["313"]), 10)) == ["313"]
+    assert paths_of(server) == ["GET /openapi/v3", "GET /job/313"]
+
+
+async def test_lookups_leave_the_listings_update_time_right(servers, drivers):
+    """After per-job rounds the listing still asks since its own last full listing."""
+    server = await servers()
+    clock = Clock()
+    driver = drivers(server.url, clock=clock, job_query="batch")
+    await asyncio.wait_for(driver.query(["313"]), 10)
+    listed_at = clock.now
+    driver.job_query = "each"
+    clock.now += 30
+    await asyncio.wait_for(driver.query(["313"]), 10)
+    driver.job_query = "batch"
+    clock.now += 30
+    await asyncio.wait_for(driver.query(["313"]), 10)
+    assert server.requests[-1].query == {"update_time": [str(int(listed_at - 60))]}
 
 
 async def test_many_requests_share_one_connection(servers, drivers):

@@ -4,7 +4,8 @@ The records must be the ones the command drivers make: the cluster snapshot from
 ``/partitions`` + ``/nodes`` is compared with the one from the ``scontrol`` recordings of
 the same cluster, and job records follow ``squeue``'s conventions field by field.
 ``associations_from_schema.json`` is written by hand from the dbv0.0.38 schema (the test
-cluster has no slurmdbd), as its name says.
+cluster has no slurmdbd), as its name says; so is ``diag_by_hand.json``, slurmctld's
+statistics with 10,006 jobs pending, in the answer's shape (record.sh does not ask for it).
 """
 
 from __future__ import annotations
@@ -356,6 +357,41 @@ def test_associations_from_the_schema():
         api.parse_associations(body, "bob")
 
 
-def test_the_fixture_written_by_hand_says_so():
-    assert (REST_DATA / "associations_from_schema.json").exists()
-    assert not (REST_DATA / "associations_from_schema.status").exists()
+@pytest.mark.parametrize("name", ["associations_from_schema", "diag_by_hand"])
+def test_the_fixtures_written_by_hand_say_so(name):
+    assert (REST_DATA / f"{name}.json").exists()
+    assert not (REST_DATA / f"{name}.status").exists()
+
+
+# ---------------------------------------------------------------- one job, the queue's size
+
+
+def test_a_jobs_lookup_is_read_like_the_listing():
+    body = recorded_json("job_running")
+    assert api.parse_job_lookup(body, "313") == api.parse_jobs(body)["313"]
+    assert api.parse_job_lookup(body, "314") is None  # answered without it: gone
+    assert api.job_path("313") == "/slurm/v0.0.38/job/313"
+    with pytest.raises(ParseError):
+        api.parse_job_lookup({"errors": []}, "313")
+
+
+def test_the_queue_is_pending_plus_running():
+    assert api.parse_diag(recorded_json("diag_by_hand")) == 10_006
+    assert api.has_diag(recorded_json("openapi_v3")["paths"])
+    assert not api.has_diag(["/slurm/v0.0.38/jobs"])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param({"errors": []}, id="no-statistics"),
+        pytest.param({"statistics": {"jobs_pending": 3}}, id="no-running"),
+        pytest.param({"statistics": {"jobs_pending": "3", "jobs_running": 0}}, id="text"),
+        pytest.param({"statistics": {"jobs_pending": -1, "jobs_running": 0}}, id="negative"),
+        pytest.param({"statistics": {"jobs_pending": True, "jobs_running": 0}}, id="bool"),
+        pytest.param([], id="not-an-object"),
+    ],
+)
+def test_statistics_without_the_counts_are_an_error(body):
+    with pytest.raises(ParseError):
+        api.parse_diag(body)

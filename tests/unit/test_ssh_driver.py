@@ -76,6 +76,8 @@ async def make_driver(node, known_hosts, env_dir):
     drivers = []
 
     def make(cls=SSHSlurmDriver, **settings) -> SSHSlurmDriver:
+        # the transport's tests pin the one listing; "each" and "auto" have their own below
+        settings.setdefault("job_query", "batch")
         settings.setdefault("hosts", [node.address])
         settings.setdefault("known_hosts", str(known_hosts))
         settings.setdefault("client_keys", [str(node.keys.client_file)])
@@ -91,11 +93,21 @@ async def make_driver(node, known_hosts, env_dir):
 
 
 @pytest.fixture
-def local_driver(node) -> LocalSlurmDriver:
+def make_local_driver(node):
     """The local driver on the same fake commands (resolved from the node's bin/)."""
-    return LocalSlurmDriver(
-        commands_path=f"{node.bin}:/usr/bin:/bin", user_command_prefix=list(SUDO)
-    )
+
+    def make(**settings) -> LocalSlurmDriver:
+        settings.setdefault("job_query", "batch")
+        return LocalSlurmDriver(
+            commands_path=f"{node.bin}:/usr/bin:/bin", user_command_prefix=list(SUDO), **settings
+        )
+
+    return make
+
+
+@pytest.fixture
+def local_driver(make_local_driver) -> LocalSlurmDriver:
+    return make_local_driver()
 
 
 def all_argv(node: LoginNode) -> list[str]:
@@ -226,6 +238,155 @@ async def test_read_output_answers_as_the_local_driver(node, make_driver, local_
     assert got == JobOutput(problem="does not exist")
     assert [c["argv"][0] for c in node.calls() if c["argv"][0] != "sudo"] == []  # real stat/tail
     assert {tuple(c["argv"][:5]) for c in node.calls()} == {("sudo", "-n", "-u", "alice", "--")}
+
+
+# ---------------------------------------------------------------- one listing or per-job lookups
+
+MIX_IDS = ["21", "22", "23", "24", "25", "26", "27"]
+
+#: what sdiag says when slurmctld does not answer
+SDIAG_DOWN = "slurm_get_statistics: Unable to contact slurm controller (connect failure)\n"
+
+
+def answer_each(node: LoginNode, output: str) -> None:
+    """``squeue --jobs=ID`` prints ID's line of a recorded listing, as Slurm's single
+    lookup does; an id not in it gets the fakes' default (nothing, rc 0)."""
+    for line in output.splitlines():
+        node.answer("squeue", match=f"--jobs={line.split('|')[0]} ", stdout=line + "\n")
+
+
+def fail_lookup(node: LoginNode, job_id: str, stderr_file: str) -> None:
+    node.answer("squeue", match=f"--jobs={job_id} ", stderr=recorded(stderr_file), rc=1)
+
+
+def mix_but(job_id: str, stderr_file: str):
+    """Per-job answers from squeue_mix.txt, but ``job_id``'s lookup fails with a recording."""
+    return lambda n: (
+        answer_each(n, recorded("squeue_mix.txt")),
+        fail_lookup(n, job_id, stderr_file),
+    )
+
+
+EACH_PARITY = [
+    pytest.param(lambda n: answer_each(n, recorded("squeue_mix.txt")), MIX_IDS, id="mix"),
+    pytest.param(
+        mix_but("5", "squeue_invalid_id.stderr"), ["5", "21", "23"], id="invalid-id-is-gone"
+    ),
+    pytest.param(
+        mix_but("23", "squeue_controller_down.stderr"),
+        ["21", "23", "25"],
+        id="one-failed-lookup-fails-the-query",
+    ),
+]
+
+
+@pytest.mark.parametrize("setup, ids", EACH_PARITY)
+async def test_per_job_lookups_answer_as_the_local_driver(
+    node, make_driver, make_local_driver, setup, ids
+):
+    setup(node)
+    expected = await outcome(make_local_driver(job_query="each").query(ids))
+    assert await outcome(make_driver(job_query="each").query(ids)) == expected
+
+
+async def test_per_job_lookups_find_what_the_listing_finds(node, make_driver):
+    ids = [*MIX_IDS, "5"]
+    node.answer("squeue", match="--jobs=5,21,", stdout=recorded("squeue_mix.txt"))
+    answer_each(node, recorded("squeue_mix.txt"))
+    fail_lookup(node, "5", "squeue_invalid_id.stderr")
+    listing, lookups = make_driver(job_query="batch"), make_driver(job_query="each")
+    listed = await bounded(listing.query(ids))
+    assert sorted(listed) == sorted(MIX_IDS)  # 5 is gone
+    assert await bounded(lookups.query(ids)) == listed
+    assert (listing.calls, lookups.calls) == ({"squeue": 1}, {"squeue_job": 8})
+    asked = sorted(call["argv"][3] for call in node.calls("squeue")[1:])
+    assert asked == sorted(f"--jobs={job_id}" for job_id in ids)
+    assert {call["login"] for call in node.calls()} == {"hubsvc"}
+
+
+async def test_per_job_lookups_share_the_one_connection(node, make_driver):
+    driver = make_driver(job_query="each", job_query_concurrency=4)
+    await bounded(driver.query([str(job_id) for job_id in range(1, 31)]))
+    assert driver.connections_opened == 1 and len(node.connections) == 1
+    assert len(node.calls("squeue")) == 30
+
+
+@pytest.fixture(params=["local", "ssh"])
+def make_command_driver(request, make_driver, make_local_driver):
+    return make_local_driver if request.param == "local" else make_driver
+
+
+@pytest.mark.parametrize(
+    "sdiag, ids, calls",
+    [
+        pytest.param(
+            {"stdout": recorded("sdiag_busy_synthetic.txt")},
+            2,
+            {"sdiag": 1, "squeue_job": 2},
+            id="busy-cluster-looks-up",
+        ),
+        pytest.param(
+            {"stdout": recorded("sdiag_busy_synthetic.txt")},
+            90,
+            {"sdiag": 1, "squeue": 1},
+            id="busy-cluster-many-jobs-listed",
+        ),
+        pytest.param(
+            {"stdout": recorded("sdiag_idle.txt")}, 2, {"sdiag": 1, "squeue": 1}, id="quiet-lists"
+        ),
+        pytest.param(
+            {"stderr": SDIAG_DOWN, "rc": 1}, 2, {"sdiag": 1, "squeue_job": 2}, id="refused-few"
+        ),
+        pytest.param(
+            {"stderr": SDIAG_DOWN, "rc": 1}, 21, {"sdiag": 1, "squeue": 1}, id="refused-many"
+        ),
+        pytest.param({"stdout": "Usage: sdiag\n"}, 2, {"sdiag": 1, "squeue_job": 2}, id="unread"),
+    ],
+)
+async def test_auto_chooses_by_the_queue_sdiag_reports(
+    node, make_command_driver, sdiag, ids, calls
+):
+    node.answer("sdiag", **sdiag)
+    driver = make_command_driver(job_query="auto")
+    job_ids = [str(1000 + number) for number in range(ids)]
+    assert await bounded(driver.query(job_ids)) == {}  # a failed sdiag fails nothing
+    assert driver.calls == calls
+    await bounded(driver.query(job_ids))  # within queue_size_interval: no second sdiag
+    assert driver.calls["sdiag"] == 1
+    (sdiag_call,) = node.calls("sdiag")
+    assert sdiag_call["argv"] == ["sdiag"]
+
+
+async def test_sdiag_runs_like_squeue(node, make_driver):
+    """As the login account, through query_command_prefix, from slurm_bin_dir."""
+    driver = make_driver(
+        job_query="auto",
+        slurm_bin_dir=str(node.bin),
+        query_command_prefix=["sudo", "-n", "-u", "slurm", "--"],
+    )
+    await bounded(driver.query(["7"]))
+    sudo, sdiag = node.calls()[:2]
+    assert sudo["argv"] == ["sudo", "-n", "-u", "slurm", "--", f"{node.bin}/sdiag"]
+    assert sdiag["argv0"] == f"{node.bin}/sdiag" and sdiag["login"] == "hubsvc"
+
+
+@pytest.mark.parametrize(
+    "settings, problem",
+    [
+        pytest.param({"job_query_concurrency": 8}, True, id="as-many-as-sessions"),
+        pytest.param({"job_query_concurrency": 3, "max_sessions_per_host": 3}, True, id="few"),
+        pytest.param({}, False, id="defaults"),
+        pytest.param({"job_query_concurrency": 8, "job_query": "batch"}, False, id="no-lookups"),
+    ],
+)
+def test_lookups_that_would_take_every_ssh_channel_are_a_config_problem(
+    known_hosts, settings, problem
+):
+    driver = SSHSlurmDriver(hosts=["login1"], known_hosts=str(known_hosts), **settings)
+    found = [text for text in driver.config_problems() if "job_query_concurrency" in text]
+    assert bool(found) == problem
+    if problem:
+        assert "max_sessions_per_host" in found[0] and "lower it" in found[0]
 
 
 # ---------------------------------------------------------------- what the login node receives
