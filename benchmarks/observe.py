@@ -1,7 +1,10 @@
-"""What the benchmarks read: the shims' call log, hub and slurmctld logs, sockets, RSS.
+"""What the benchmarks read: the shims' call log, hub and slurmctld logs, slurmctld's RPC
+statistics (sdiag), the login node's sshd log and slurmrestd's log, sockets, RSS.
 
 All timestamps are wall-clock seconds (``time.time()``), the clock the shims,
-JupyterHub's log and slurmctld's log all use on this one machine.
+JupyterHub's log and slurmctld's log all use on this one machine. sshd's log (``-E``)
+and slurmrestd's have no timestamps: what they gained during a window is read from
+the file offset marked at its start.
 """
 
 from __future__ import annotations
@@ -18,6 +21,12 @@ from pathlib import Path
 
 SLURMCTLD_LOG = Path("/var/log/slurm/slurmctld.log")
 SQUEUE = "/usr/bin/squeue"  # the benchmark's own queries bypass the shims
+SDIAG = "/usr/bin/sdiag"
+#: scripts/cluster/start-sshd.sh (``sshd -E``) and start-slurmrestd.sh
+SSHD_LOG = Path("/var/log/hpcspawner-sshd.log")
+RESTD_LOG = Path("/var/log/slurm/slurmrestd.log")
+#: the account the hubs log in to the login node as (start-sshd.sh)
+SSH_SERVICE = "hpcspawner-hub"
 
 # ---------------------------------------------------------------- scheduler calls
 
@@ -70,6 +79,7 @@ def count_by_command(calls: list[Call]) -> dict[str, int]:
 _HUB_LINE = re.compile(r"^\[\w (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) ")
 _CTLD_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})\] ")
 _CTLD_START = re.compile(r"(?:sched: Allocate JobId=|_start_job: Started JobId=)(\d+)\b")
+_CTLD_SUBMIT = re.compile(r"_slurm_rpc_submit_batch_job: JobId=(\d+)\b")
 
 
 def _local_ts(text: str, fmt: str) -> float:
@@ -95,15 +105,154 @@ def hub_log_events(path: Path, pattern: str, since: float) -> list[tuple[float, 
 
 def job_start_times(job_ids: set[str]) -> dict[str, float]:
     """When slurmctld started each job (its log, millisecond resolution)."""
+    return _ctld_times(_CTLD_START, job_ids)
+
+
+def job_submit_times(job_ids: set[str]) -> dict[str, float]:
+    """When slurmctld accepted each job's submission (its log line of the
+    REQUEST_SUBMIT_BATCH_JOB it answered): the same clock whatever submitted it, sbatch
+    on the hub's host or a login node, or slurmrestd."""
+    return _ctld_times(_CTLD_SUBMIT, job_ids)
+
+
+def _ctld_times(event: re.Pattern, job_ids: set[str]) -> dict[str, float]:
+    """The first slurmctld log line of ``event`` for each job, by job id."""
     found: dict[str, float] = {}
     with SLURMCTLD_LOG.open(errors="replace") as f:
         for line in f:
-            match = _CTLD_START.search(line)
+            match = event.search(line)
             if match and match.group(1) in job_ids and match.group(1) not in found:
                 stamp = _CTLD_LINE.match(line)
                 if stamp:
                     found[match.group(1)] = _local_ts(stamp.group(1), "%Y-%m-%dT%H:%M:%S.%f")
     return found
+
+
+# ---------------------------------------------------------------- slurmctld's RPC statistics
+
+#: sdiag's rows: "\tREQUEST_JOB_INFO                        ( 2003) count:12     ave_time:..."
+#: (by message type) and "\troot            (       0) count:23     ave_time:..." (by user)
+_SDIAG_ROW = re.compile(r"^\s+(\S+)\s*\(\s*\d+\)\s+count:(\d+)")
+_SDIAG_SECTIONS = {
+    "Remote Procedure Call statistics by message type": "by_type",
+    "Remote Procedure Call statistics by user": "by_user",
+}
+
+#: RPCs in a window that are not a hub's: the benchmark's own sdiag, and the cluster's
+#: daemons (slurmd's node registrations and its job and step completions; every other
+#: ``MESSAGE_*`` is a daemon's too)
+NOT_THE_HUB = frozenset(
+    {
+        "REQUEST_STATS_INFO",
+        "REQUEST_COMPLETE_BATCH_SCRIPT",
+        "REQUEST_COMPLETE_PROLOG",
+        "REQUEST_STEP_COMPLETE",
+        "REQUEST_PERSIST_INIT",
+    }
+)
+
+
+def parse_sdiag(text: str) -> dict[str, dict[str, int]]:
+    """sdiag's RPC counts: ``{"by_type": {"REQUEST_JOB_INFO": 12, ...}, "by_user": {...}}``."""
+    found: dict[str, dict[str, int]] = {"by_type": {}, "by_user": {}}
+    section = None
+    for line in text.splitlines():
+        if not line.startswith((" ", "\t")):
+            section = _SDIAG_SECTIONS.get(line.strip())
+            continue
+        match = _SDIAG_ROW.match(line)
+        if section and match:
+            found[section][match.group(1)] = int(match.group(2))
+    return found
+
+
+def hub_rpcs(by_type: dict[str, int]) -> dict[str, int]:
+    """The RPCs of ``by_type`` a hub can have caused (see :data:`NOT_THE_HUB`)."""
+    return {
+        name: count
+        for name, count in sorted(by_type.items())
+        if name not in NOT_THE_HUB and not name.startswith("MESSAGE_")
+    }
+
+
+def _sdiag(*args: str) -> str:
+    argv = [SDIAG, *args]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{argv} exited {result.returncode}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def sdiag_reset() -> None:
+    """Start slurmctld's statistics afresh (``sdiag --reset``: root or SlurmUser)."""
+    _sdiag("--reset")
+
+
+def sdiag_rpcs() -> dict[str, dict[str, int]]:
+    """slurmctld's RPC counts since the last :func:`sdiag_reset`, by type and by user."""
+    return parse_sdiag(_sdiag())
+
+
+# ---------------------------------------------------------------- the off-cluster daemons' logs
+
+_SSH_LOGIN = re.compile(rf"Accepted publickey for {re.escape(SSH_SERVICE)} ")
+#: slurmrestd: "operations_router: [[localhost]:54270] GET /slurm/v0.0.38/job/7"
+_REST_REQUEST = re.compile(r"operations_router: \[(.+?)\] ([A-Z]+) (\S+)")
+_JOB_ID_IN_PATH = re.compile(r"/\d+(?=/|$)")
+
+
+def log_offsets() -> dict[str, int]:
+    """Where sshd's and slurmrestd's logs end now (0 for a log that does not exist)."""
+    return {name: _size(path) for name, path in (("sshd", SSHD_LOG), ("slurmrestd", RESTD_LOG))}
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _since(path: Path, offset: int) -> str:
+    """What ``path`` gained after ``offset`` (all of it if the file was replaced, shorter)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0 if _size(path) < offset else offset)
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def ssh_logins(text: str) -> int:
+    """Logins of the hubs' service account that sshd accepted in ``text``: one per SSH
+    connection opened."""
+    return len(_SSH_LOGIN.findall(text))
+
+
+def rest_requests(text: str) -> dict[str, int]:
+    """slurmrestd's requests in ``text``, by method and path (job ids as ``{id}``)."""
+    counts: dict[str, int] = {}
+    for match in _REST_REQUEST.finditer(text):
+        key = f"{match.group(2)} {_JOB_ID_IN_PATH.sub('/{id}', match.group(3))}"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def rest_connections(text: str) -> int:
+    """The client connections (address and port) slurmrestd's requests in ``text`` came on."""
+    return len({match.group(1) for match in _REST_REQUEST.finditer(text)})
+
+
+def daemon_counts(offsets: dict[str, int]) -> dict:
+    """What the login node's sshd and slurmrestd logged since ``offsets``
+    (:func:`log_offsets`): SSH logins, slurmrestd's requests and their connections."""
+    sshd = _since(SSHD_LOG, offsets["sshd"])
+    restd = _since(RESTD_LOG, offsets["slurmrestd"])
+    return {
+        "ssh_logins": ssh_logins(sshd),
+        "rest_requests": rest_requests(restd),
+        "rest_connections": rest_connections(restd),
+    }
 
 
 # ---------------------------------------------------------------- sockets

@@ -7,13 +7,23 @@ front of every Slurm command:
     .venv/jh6/bin/python benchmarks/run_all.py                 # everything, then the docs
     .venv/jh6/bin/python benchmarks/run_all.py --only latency  # one scenario, merged in
     .venv/jh6/bin/python benchmarks/run_all.py --smoke         # tiny sizes (CI); writes nothing
+    .venv/jh6/bin/python benchmarks/run_all.py --drivers local,ssh,rest --only latency,load
+
+``--drivers`` (default ``local``) adds hubs off the cluster (benchmarks/kinds.py):
+hpcspawner with its ``ssh`` driver (a login node: this host's second sshd on
+127.0.0.1:2222) and batchspawner with an ``ssh`` exec_prefix through the same login
+node, and hpcspawner with its ``rest`` driver (slurmrestd on 127.0.0.1:6820). The
+harness starts the sshd and slurmrestd they need unless they run, and stops by pid
+those it started. The hubs run one after the other (``latency``: all up, spawning in
+turns), so slurmctld's statistics (sdiag, reset per window) belong to one hub.
 
 Scenarios: ``latency`` (spawn phases and stop of one JupyterLab server, the
 spawners taking turns), ``load`` (Slurm calls per minute, hub RSS and restart
 recovery with N running servers), ``storm`` (N servers requested at once, all
 queued; hub API latency from a second client; then the calls per minute with
-those N queued). The results are merged into benchmarks/results/sidebyside.json
-and the generated section of docs/topic/performance.md.
+those N queued; local driver only). The results are merged into
+benchmarks/results/sidebyside.json and the generated section of
+docs/topic/performance.md.
 
 Needs: the cluster (``MULTINODE=2 scripts/cluster/setup.sh``; N running servers
 need N free CPUs in partition ``compute``: ``FAKE_CPUS=64`` advertises more on node
@@ -31,28 +41,34 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import report
 import scenarios
+from kinds import DRIVERS, KINDS, SPAWNERS, driver_of, kinds_for
 from sidebyside import (
     BATCHSPAWNER_HUB_VENV,
     REPO,
     SINGLEUSER_VENV,
-    SPAWNERS,
     HubSettings,
     ensure_batchspawner_venv,
     install_tiny_server,
+    make_login_sudo,
     make_timing_shims,
     settings_summary,
 )
 
+from tests.integration import offcluster
 from tests.integration.hub import CHP
 
 RESULTS = REPO / "benchmarks" / "results" / "sidebyside.json"
 DOCS = REPO / "docs" / "topic" / "performance.md"
 SCENARIOS = ("latency", "load", "storm")
+#: sizes when not given on the command line
+FULL = {"runs": 10, "sizes": "1,10,50", "storm": "50", "poll_interval": 5}
+SMOKE = {"runs": 1, "sizes": "1,2", "storm": "3", "poll_interval": 2}
 
 
 def _output(argv: list[str]) -> str:
@@ -108,6 +124,9 @@ def versions() -> dict[str, str]:
         f"JupyterHub {_package_version(su_python, 'jupyterhub')}",
         "Slurm": _output(["sinfo", "--version"]),
         "configurable-http-proxy": _output([str(CHP), "--version"]),
+        "off the cluster": f"asyncssh {_package_version(sys.executable, 'asyncssh')}, "
+        f"httpx {_package_version(sys.executable, 'httpx')}; login node "
+        f"{_output(['ssh', '-V'])} (its sshd); slurmrestd of the Slurm above",
     }
 
 
@@ -143,7 +162,7 @@ def meta(ctx) -> dict:
 
 def run(args, ctx) -> dict:
     found: dict[str, dict] = {}
-    kinds = args.spawners
+    kinds = args.kinds
     if "latency" in args.only:
         found["latency"] = {**meta(ctx), "runs": args.runs}
         runs = scenarios.latency(ctx, kinds, args.runs)
@@ -156,9 +175,11 @@ def run(args, ctx) -> dict:
         found["load"] = {**meta(ctx), "sizes": args.sizes}
         for kind in kinds:
             found["load"][kind] = scenarios.load(ctx, kind, args.sizes)
-    if "storm" in args.only:
+    # the storm is the local comparison; off the cluster, latency and load compare drivers
+    storm_kinds = [kind for kind in kinds if driver_of(kind) == "local"]
+    if "storm" in args.only and storm_kinds:
         found["storm"] = {**meta(ctx), "sizes": args.storm}
-        for kind in kinds:
+        for kind in storm_kinds:
             found["storm"][kind] = [
                 scenarios.storm(ctx, kind, size, args.storm_queue) for size in args.storm
             ]
@@ -166,27 +187,37 @@ def run(args, ctx) -> dict:
 
 
 def merge(previous: dict, found: dict) -> dict:
-    """New scenarios replace old ones, except that ``load`` keeps the sizes (per spawner)
-    that this run did not measure: a run with ``--sizes 200 --spawners hpcspawner`` adds a row."""
+    """New scenarios replace old ones, except that ``load`` keeps the sizes (per kind of hub)
+    that this run did not measure: a run with ``--sizes 200 --spawners hpcspawner`` adds a row,
+    and ``latency`` and ``load`` keep the kinds this run did not measure (``--drivers ssh``
+    leaves the local ones), each marked with the date it was measured."""
     merged = {**previous, **found}
-    old_load, new_load = previous.get("load"), found.get("load")
-    if old_load and new_load:
-        load = {**old_load, **new_load}
-        for kind in SPAWNERS:
-            if kind not in old_load:
+    for name in ("latency", "load"):
+        old, new = previous.get(name), found.get(name)
+        if not old or not new:
+            continue
+        combined = dict(new)
+        for kind in KINDS:
+            if kind not in old:
                 continue
-            if kind not in new_load:
-                load[kind] = old_load[kind]
-                continue
-            combined = dict(new_load[kind])
-            for key in ("rows", "restart"):
-                sizes = {row["servers"] for row in new_load[kind][key]}
-                kept = [row for row in old_load[kind][key] if row["servers"] not in sizes]
-                combined[key] = sorted(kept + new_load[kind][key], key=lambda r: r["servers"])
-            load[kind] = combined
-        load["sizes"] = sorted(set(old_load.get("sizes", [])) | set(new_load.get("sizes", [])))
-        merged["load"] = load
+            if kind not in new:
+                combined[kind] = {"measured": old.get("measured"), **old[kind]}
+            elif name == "load":
+                combined[kind] = _merge_sizes(old[kind], new[kind])
+        if name == "load":
+            combined["sizes"] = sorted(set(old.get("sizes", [])) | set(new.get("sizes", [])))
+        merged[name] = combined
     return merged
+
+
+def _merge_sizes(old: dict, new: dict) -> dict:
+    """One kind's load results: the new rows, and the old rows of sizes not measured again."""
+    combined = dict(new)
+    for key in ("rows", "restart"):
+        sizes = {row["servers"] for row in new[key]}
+        kept = [row for row in old[key] if row["servers"] not in sizes]
+        combined[key] = sorted(kept + new[key], key=lambda r: r["servers"])
+    return combined
 
 
 def parse_args(argv=None):
@@ -194,10 +225,17 @@ def parse_args(argv=None):
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; writes no results")
     parser.add_argument("--only", default=",".join(SCENARIOS), help="scenarios, comma-separated")
     parser.add_argument("--spawners", default=",".join(SPAWNERS))
-    parser.add_argument("--runs", type=int, default=10, help="latency runs per spawner")
-    parser.add_argument("--sizes", default="1,10,50", help="running servers for 'load'")
     parser.add_argument(
-        "--storm", default="50", help="servers requested at once (comma-separated: one storm each)"
+        "--drivers",
+        default="local",
+        help="how the hubs reach Slurm, comma-separated: local (the hub's host), ssh (a login "
+        "node; batchspawner through ssh too), rest (slurmrestd; hpcspawner only)",
+    )
+    parser.add_argument("--runs", type=int, help="latency runs per hub (default 10; smoke 1)")
+    parser.add_argument("--sizes", help="running servers for 'load' (default 1,10,50; smoke 1,2)")
+    parser.add_argument(
+        "--storm",
+        help="servers requested at once, comma-separated: one storm each (default 50; smoke 3)",
     )
     parser.add_argument(
         "--storm-queue",
@@ -205,18 +243,42 @@ def parse_args(argv=None):
         default="begin",
         help="storm jobs queue by --begin (no CPUs taken) or for the cluster's CPUs",
     )
-    parser.add_argument("--poll-interval", type=int, default=5, help="seconds, both spawners")
+    parser.add_argument("--poll-interval", type=int, help="seconds, every hub (default 5; smoke 2)")
     args = parser.parse_args(argv)
-    if args.smoke:
-        args.runs, args.sizes, args.storm, args.poll_interval = 1, "1,2", "3", 2
+    # what is not given: the smoke's tiny sizes, or the full run's
+    defaults = SMOKE if args.smoke else FULL
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     args.only = [s for s in args.only.split(",") if s]
     args.spawners = [s for s in args.spawners.split(",") if s]
+    args.drivers = [s for s in args.drivers.split(",") if s]
     args.sizes = [int(n) for n in args.sizes.split(",") if n]
     args.storm = [int(n) for n in args.storm.split(",") if n]
-    unknown = (set(args.only) - set(SCENARIOS)) | (set(args.spawners) - set(SPAWNERS))
+    unknown = (
+        (set(args.only) - set(SCENARIOS))
+        | (set(args.spawners) - set(SPAWNERS))
+        | (set(args.drivers) - set(DRIVERS))
+    )
     if unknown:
         parser.error(f"unknown: {sorted(unknown)}")
+    args.kinds = kinds_for(args.spawners, args.drivers)
+    if not args.kinds:
+        parser.error(f"no hub is {args.spawners} over {args.drivers} (batchspawner has no rest)")
     return args
+
+
+@contextmanager
+def daemon_running(daemon: offcluster.Daemon):
+    """The off-cluster tests' ``offcluster.running``: the daemon is started unless it runs,
+    and one started here is stopped by pid at the end, also when the run failed (its
+    generator goes on after ``yield`` as pytest's fixture teardown makes it)."""
+    steps = offcluster.running(daemon)
+    next(steps)
+    try:
+        yield
+    finally:
+        next(steps, None)
 
 
 def main(argv=None) -> int:
@@ -230,9 +292,15 @@ def main(argv=None) -> int:
     shims = Path(tempfile.mkdtemp(prefix="hpcspawner-shims-"))
     calls_log = shims / "calls.log"
     make_timing_shims(shims, calls_log)
+    if "ssh" in args.drivers:
+        make_login_sudo(shims, calls_log)
     ctx = scenarios.Context(work, shims, calls_log, args.smoke, args.poll_interval)
     try:
-        found = run(args, ctx)
+        with ExitStack() as daemons:
+            for driver in args.drivers:
+                if driver in offcluster.DRIVERS:  # sshd, slurmrestd
+                    daemons.enter_context(daemon_running(offcluster.DRIVERS[driver][0]))
+            found = run(args, ctx)
     finally:
         if not os.environ.get("HPCSPAWNER_BENCH_KEEP"):  # keep the logs to look into a run
             shutil.rmtree(shims, ignore_errors=True)

@@ -1,5 +1,6 @@
-"""The side-by-side scenarios. Each takes a :class:`Context` and one spawner kind and
-returns plain data (seconds, counts) for the report; nothing here judges a result.
+"""The side-by-side scenarios. Each takes a :class:`Context` and one kind of hub
+(benchmarks/kinds.py) and returns plain data (seconds, counts) for the report; nothing
+here judges a result.
 """
 
 from __future__ import annotations
@@ -17,24 +18,30 @@ from datetime import datetime
 from pathlib import Path
 
 import requests
+from kinds import spawner_of
 from observe import (
     ApiSampler,
     ListenWatcher,
     calls_between,
     count_by_command,
     cpu_seconds,
+    daemon_counts,
     hub_log_events,
+    hub_rpcs,
     job_start_times,
+    job_submit_times,
     job_visible,
+    log_offsets,
     percentile,
     rss_mib,
+    sdiag_reset,
+    sdiag_rpcs,
     spread,
 )
 from sidebyside import BenchHub, HubSettings, Workload, make_hub
 
 from tests.integration.hub import cancel_tagged_jobs
 
-USERS = ("alice", "bob", "carol")
 #: the hub log line of start() returning, with the port (per spawner)
 STARTED_LINE = {
     "hpcspawner": r"Job \d+ of \S+ reported port (\d+)",
@@ -63,7 +70,7 @@ def running_hub(ctx: Context, kind: str, name: str, work: Workload, settings: Hu
     bench = make_hub(kind, ctx.work / f"{name}-{kind}", ctx.shims, work, settings)
     bench.hub.start()
     try:
-        for user in USERS:
+        for user in bench.users:
             bench.hub.create_user(user)
         yield bench
     finally:
@@ -74,9 +81,9 @@ def running_hub(ctx: Context, kind: str, name: str, work: Workload, settings: Hu
 # ---------------------------------------------------------------- many servers
 
 
-def server_names(start: int, stop: int) -> list[tuple[str, str]]:
-    """Named servers spread over the test users: (user, "b001"), ..."""
-    return [(USERS[i % len(USERS)], f"b{i:03d}") for i in range(start, stop)]
+def server_names(users, start: int, stop: int) -> list[tuple[str, str]]:
+    """Named servers spread over ``users``: (user, "b001"), ..."""
+    return [(users[i % len(users)], f"b{i:03d}") for i in range(start, stop)]
 
 
 _local = threading.local()
@@ -114,10 +121,10 @@ def spawn_many(bench: BenchHub, names, workers: int = 50) -> list[tuple[int, flo
         return list(pool.map(one, names))
 
 
-def server_models(hub) -> dict[tuple[str, str], dict]:
+def server_models(bench: BenchHub) -> dict[tuple[str, str], dict]:
     models = {}
-    for user in USERS:
-        r = hub.api("GET", f"/users/{user}")
+    for user in bench.users:
+        r = bench.hub.api("GET", f"/users/{user}")
         r.raise_for_status()
         for server, model in (r.json().get("servers") or {}).items():
             models[(user, server)] = model
@@ -127,7 +134,7 @@ def server_models(hub) -> dict[tuple[str, str], dict]:
 def wait_all_ready(bench: BenchHub, names, timeout: float) -> dict[tuple[str, str], dict]:
     deadline = time.monotonic() + timeout
     while True:
-        models = server_models(bench.hub)
+        models = server_models(bench)
         missing = [n for n in names if n not in models]
         if missing:
             raise RuntimeError(f"{bench.kind}: servers failed to start: {missing[:5]}\n"
@@ -148,7 +155,7 @@ def stop_many(bench: BenchHub, names) -> None:
     with ThreadPoolExecutor(max_workers=max(1, min(50, len(names)))) as pool:
         list(pool.map(one, names))
     deadline = time.monotonic() + 120
-    while any(n in server_models(bench.hub) for n in names) and time.monotonic() < deadline:
+    while any(n in server_models(bench) for n in names) and time.monotonic() < deadline:
         time.sleep(0.5)
 
 
@@ -169,14 +176,20 @@ def free_cpus(partition: str) -> int:
 
 
 def steady_window(ctx: Context, bench: BenchHub, n: int) -> dict:
-    """Scheduler calls over whole poll intervals, once the servers have settled."""
+    """Scheduler calls over whole poll intervals, once the servers have settled: the
+    shims' Slurm commands, slurmctld's RPCs (sdiag, reset at the start: this hub is the
+    only one running), the login node's SSH logins and slurmrestd's requests."""
     interval = ctx.poll_interval
     time.sleep(interval + 1)
     intervals = 2 if ctx.smoke else 6
+    offsets = log_offsets()
+    sdiag_reset()
     since = time.time()
     cpu_before = cpu_seconds(bench.hub.proc.pid)
     time.sleep(intervals * interval)
     cpu_after = cpu_seconds(bench.hub.proc.pid)
+    rpcs = sdiag_rpcs()
+    daemons = daemon_counts(offsets)
     calls = calls_between(ctx.calls_log, since, since + intervals * interval)
     counts = count_by_command(calls)
     total = sum(counts.values())
@@ -192,12 +205,18 @@ def steady_window(ctx: Context, bench: BenchHub, n: int) -> dict:
         # CPU share of one core over the window: the hub, and the Slurm commands it ran
         "hub_cpu": (cpu_after[0] - cpu_before[0]) / (intervals * interval),
         "commands_cpu": (cpu_after[1] - cpu_before[1]) / (intervals * interval),
+        # slurmctld's view (all users), and what of it a hub can have asked
+        "rpcs_by_type": rpcs["by_type"],
+        "rpcs_by_user": rpcs["by_user"],
+        "hub_rpcs": hub_rpcs(rpcs["by_type"]),
+        **daemons,
     }
 
 
 def restart_recovery(ctx: Context, bench: BenchHub, names) -> dict:
     """SIGTERM the hub (cleanup_servers=False), start it again, wait until every server is back."""
-    before = {n: m["state"].get("job_id") for n, m in server_models(bench.hub).items()}
+    before = {n: m["state"].get("job_id") for n, m in server_models(bench).items()}
+    offsets = log_offsets()
     bench.hub.kill()
     restarted = time.time()
     bench.hub.start(timeout=300)
@@ -205,8 +224,9 @@ def restart_recovery(ctx: Context, bench: BenchHub, names) -> dict:
     try:
         models = wait_all_ready(bench, names, timeout=300)
     except RuntimeError:  # the restarted hub dropped servers: that is the result
-        models = server_models(bench.hub)
+        models = server_models(bench)
     back = time.time()
+    daemons = daemon_counts(offsets)
     lost = [
         n
         for n in names
@@ -227,6 +247,7 @@ def restart_recovery(ctx: Context, bench: BenchHub, names) -> dict:
         "calls": count_by_command(calls),
         "servers_with_other_job": len(lost),
         "hub_rss_mib": rss_mib(bench.hub.proc.pid),
+        **daemons,
     }
 
 
@@ -242,10 +263,13 @@ def load(ctx: Context, kind: str, sizes: list[int]) -> dict:
             if n - len(names) > free_cpus(work.partition):
                 result["skipped"].append({"servers": n, "why": "not enough free CPUs"})
                 continue
-            new = server_names(len(names), n)
+            new = server_names(bench.users, len(names), n)
             t0 = time.time()
-            replies = spawn_many(bench, new)
-            wait_all_ready(bench, names + new, timeout=300)
+            replies = []
+            wave = bench.spawn_wave or len(new)
+            for start in range(0, len(new), wave):
+                replies += spawn_many(bench, new[start : start + wave])
+                wait_all_ready(bench, names + new[: start + wave], timeout=300)
             names += new
             row = {"spawned_s": time.time() - t0, "spawn_http": sorted({s for s, _ in replies})}
             row.update(steady_window(ctx, bench, n))
@@ -254,7 +278,7 @@ def load(ctx: Context, kind: str, sizes: list[int]) -> dict:
             result["restart"].append(restart)
             if restart["servers_with_other_job"]:
                 break  # servers were lost: larger sizes would not compare
-        stop_many(bench, [n for n in names if n in server_models(bench.hub)])
+        stop_many(bench, [n for n in names if n in server_models(bench)])
     return result
 
 
@@ -271,8 +295,8 @@ def storm(ctx: Context, kind: str, size: int, queue: str = "begin") -> dict:
     work = Workload(server="tiny", partition="compute", memory="100M", queued=queue == "begin")
     settings = HubSettings(poll_interval=ctx.poll_interval)
     window = 5 if ctx.smoke else 20
-    names = server_names(0, size)
     with running_hub(ctx, kind, "storm", work, settings) as bench:
+        names = server_names(bench.users, 0, size)
         with ApiSampler(bench.hub) as api:
             time.sleep(2)  # API latency before the storm
             t0 = time.time()
@@ -365,6 +389,7 @@ def latency(ctx: Context, kinds, runs: int) -> dict[str, list[dict]]:
 
 def _one_spawn(ctx: Context, bench: BenchHub, uid: int) -> dict:
     hub = bench.hub
+    offsets = log_offsets()
     with ListenWatcher(uid) as watcher:
         t_req = time.time()
         status, post_s = _call(hub, "POST", "/users/alice/server", json={})
@@ -376,11 +401,13 @@ def _one_spawn(ctx: Context, bench: BenchHub, uid: int) -> dict:
                 t_ready = time.time()
                 break
             time.sleep(0.05)
+    daemons = daemon_counts(offsets)
     job_id = str(model["state"]["job_id"])
     sbatch = [c for c in calls_between(ctx.calls_log, t_req) if c.command == "sbatch"]
     t_sbatch = sbatch[0].end if sbatch else None
+    t_submitted = job_submit_times({job_id}).get(job_id)
     t_running = job_start_times({job_id}).get(job_id)
-    started = hub_log_events(hub.log_path, STARTED_LINE[bench.kind], t_req)
+    started = hub_log_events(hub.log_path, STARTED_LINE[spawner_of(bench.kind)], t_req)
     callback = hub_log_events(hub.log_path, CALLBACK_LINE, t_req)
     port = int(started[0][1].group(1)) if started else None
     t_socket = watcher.first_seen.get(port)
@@ -392,7 +419,8 @@ def _one_spawn(ctx: Context, bench: BenchHub, uid: int) -> dict:
         "post_http": status,
         "post_s": post_s,
         "submit_s": _diff(t_sbatch, t_req),
-        "queue_s": _diff(t_running, t_sbatch),
+        # from sbatch returned, or for slurmrestd (no sbatch) from the controller's accept
+        "queue_s": _diff(t_running, t_sbatch if t_sbatch is not None else t_submitted),
         "boot_s": _diff(t_listen, t_running),
         "ready_s": _diff(t_ready, t_listen),
         "total_s": t_ready - t_req,
@@ -400,16 +428,23 @@ def _one_spawn(ctx: Context, bench: BenchHub, uid: int) -> dict:
         "callback_after_listen_s": _diff(callback[0][0] if callback else None, t_listen),
         "start_returned_after_listen_s": _diff(started[0][0] if started else None, t_listen),
         "spawn_calls": spawn_calls,
+        # the same clock for every driver (there is no sbatch through slurmrestd)
+        "submitted_s": _diff(t_submitted, t_req),
+        "spawn_ssh_logins": daemons["ssh_logins"],
+        "spawn_rest_requests": daemons["rest_requests"],
     }
     if run["submit_s"] is not None and run["ready_s"] is not None:
         run["hub_overhead_s"] = run["submit_s"] + run["ready_s"]
+    if run["submitted_s"] is not None and run["ready_s"] is not None:
+        run["hub_share_s"] = run["submitted_s"] + run["ready_s"]
     run.update(_one_stop(ctx, bench, job_id))
     return run
 
 
 def serving_since(kind: str, job_id: str) -> float | None:
     """When jupyter-server logged "is running at" (it serves from then on)."""
-    path = Path(pwd.getpwnam("alice").pw_dir) / JOB_OUTPUT[kind].format(job_id=job_id)
+    output = JOB_OUTPUT[spawner_of(kind)]
+    path = Path(pwd.getpwnam("alice").pw_dir) / output.format(job_id=job_id)
     for _ in range(20):  # the line may still be on its way to the file
         try:
             for line in path.read_text(errors="replace").splitlines():
@@ -432,6 +467,7 @@ def _one_stop(ctx: Context, bench: BenchHub, job_id: str) -> dict:
         gone["job"] = time.time()
 
     watcher = threading.Thread(target=watch_job, daemon=True)
+    offsets = log_offsets()
     t_del = time.time()
     watcher.start()
     status, delete_s = _call(hub, "DELETE", "/users/alice/server")
@@ -439,12 +475,15 @@ def _one_stop(ctx: Context, bench: BenchHub, job_id: str) -> dict:
         time.sleep(0.05)
     t_api = time.time()
     watcher.join(timeout=60)
+    daemons = daemon_counts(offsets)
     return {
         "delete_http": status,
         "delete_s": delete_s,
         "stop_job_gone_s": _diff(gone.get("job"), t_del),
         "stop_api_gone_s": t_api - t_del,
         "stop_calls": count_by_command(calls_between(ctx.calls_log, t_del, t_api)),
+        "stop_ssh_logins": daemons["ssh_logins"],
+        "stop_rest_requests": daemons["rest_requests"],
     }
 
 
@@ -458,8 +497,9 @@ def summarize_latency(runs: list[dict]) -> dict:
         "socket_after_listen_s", "callback_after_listen_s", "start_returned_after_listen_s",
         "post_s",
         "stop_job_gone_s", "stop_api_gone_s", "delete_s",
+        "submitted_s", "hub_share_s", "spawn_ssh_logins", "stop_ssh_logins",
     ]  # fmt: skip
     summary = {key: spread([r.get(key) for r in runs]) for key in keys}
-    for key in ("spawn_calls", "stop_calls"):
-        summary[key] = spread([sum(r[key].values()) for r in runs])
+    for key in ("spawn_calls", "stop_calls", "spawn_rest_requests", "stop_rest_requests"):
+        summary[key] = spread([sum(r[key].values()) for r in runs if key in r])
     return summary

@@ -47,3 +47,27 @@ def test_side_by_side_benchmarks_smoke(cluster, singleuser_venv, proxy_command):
         assert heading in out, out[-3000:]
     assert "| 2 running |" in out
     assert "| **total: request → ready** |" in out
+
+
+def test_side_by_side_off_the_cluster_smoke(cluster, singleuser_venv, proxy_command):
+    # hpcspawner's ssh and rest drivers and batchspawner through ssh, with one latency run
+    # and one running server each; the harness starts the login node's sshd and slurmrestd
+    # unless they run, and stops them again
+    out = run_benchmark(
+        "run_all.py", "--drivers", "ssh,rest", "--only", "latency,load", "--sizes", "1",
+        timeout=1200,
+    )  # fmt: skip
+    for heading in (
+        "### Off the cluster: per driver",
+        "#### Scheduler load (poll_interval = 2 s)",
+        "#### Spawn and stop, one JupyterLab server",
+        "#### Restart recovery",
+    ):
+        assert heading in out, out[-3000:]
+    rows = {
+        hub: next((line for line in out.splitlines() if line.startswith(f"| 1 running | {hub} |")), "")
+        for hub in ("hpcspawner ssh", "hpcspawner rest", "batchspawner ssh")
+    }  # fmt: skip
+    assert all(rows.values()), out[-3000:]
+    # the pooled connection: no SSH login while the hub polls its running server
+    assert "| 0.0 SSH logins (0) |" in rows["hpcspawner ssh"], rows
