@@ -55,7 +55,7 @@ SINGLEUSER_VENV = Path(
 #: a world-readable directory on the jobs' PATH holding ``hpcbench-tinyserver``
 TOOLS_BIN = BENCH_ROOT / "bin"
 TINY_SERVER = "hpcbench-tinyserver"
-SLURM_COMMANDS = ("squeue", "sbatch", "scancel", "scontrol", "sinfo", "sacct", "sacctmgr")
+SLURM_COMMANDS = ("squeue", "sbatch", "scancel", "scontrol", "sinfo", "sacct", "sacctmgr", "sdiag")
 
 #: the test users the servers run as (scripts/cluster/setup.sh makes them)
 USERS = ("alice", "bob", "carol")

@@ -39,7 +39,7 @@ LOGIN_GROUP = "jupyter-users"
 
 #: what a hub off the cluster does not have
 SLURM_CLIENTS = (
-    "sbatch", "squeue", "scancel", "scontrol", "sacctmgr", "sinfo", "sacct", "srun",
+    "sbatch", "squeue", "scancel", "scontrol", "sacctmgr", "sinfo", "sacct", "sdiag", "srun",
     "salloc", "sattach", "sstat", "sprio", "sshare", "sreport", "munge", "unmunge",
 )  # fmt: skip
 
