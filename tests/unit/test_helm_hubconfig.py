@@ -1,0 +1,236 @@
+"""The chart's jupyterhub_config.py, run as the hub runs it, from the files the chart renders.
+
+Each test renders the chart, writes the hub's ConfigMap and its Secrets (the existing ones
+made up here, the chart's own from the render) into a temporary directory exactly where the
+Deployment mounts them, and loads the config file with traitlets' loader, as ``jupyterhub
+--config`` does. Then it checks the resulting ``c``, builds the objects the hub would build
+from it (JupyterHub's app, the CryptKeeper, the authenticator) and runs
+``hpcspawner-check-config``'s checks (the spawner's policy, the driver's own settings: the
+SSH key and known_hosts read and parsed, a JWT minted from the key).
+
+No hub starts here; a real hub and proxy started from these files, spawning through the
+SSH or REST driver on the test cluster, belong to the integration tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import asyncssh
+import helm_python as helm
+import pytest
+from helmchart import CHART, by_kind, lay_out, render, values
+from jupyterhub.app import JupyterHub
+from jupyterhub.crypto import CryptKeeper
+from traitlets.config.loader import PyFileConfigLoader
+
+from hpcspawner.auth import ClusterOAuthenticator
+from hpcspawner.checkconfig import check_config
+
+SECRETS = "etc/jupyterhub/secrets"
+OIDC_SECRET = b"oidc-client-secret-for-tests\n"
+HUB_SECRETS = {"cookie-secret": "4d" * 32, "crypt-key": "5e" * 32, "proxy-token": "6f" * 32}
+
+
+@pytest.fixture(scope="module")
+def chart():
+    with helm.Chart.load(str(CHART)) as loaded:
+        yield loaded
+
+
+@pytest.fixture(scope="module")
+def existing_secrets():
+    """The Secrets the values files name, as a site would have made them."""
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    host = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+    hosts = "".join(
+        f"{name} {host}" for name in ("login1.cluster.example.org", "login2.cluster.example.org")
+    )
+    ssh = {
+        "id_ed25519": key.export_private_key(),
+        "id_ed25519-cert.pub": b"ssh-ed25519-cert-v01@openssh.com AAAA (not parsed here)\n",
+        "known_hosts": hosts.encode(),
+    }
+    return {
+        "hub-ssh": ssh,
+        "hub-ssh-hosts": {"known_hosts": hosts.encode()},
+        "hub-oidc": {"client-secret": OIDC_SECRET},
+        "hub-secrets": {k: v.encode() for k, v in HUB_SECRETS.items()},
+        "hub-db": {"url": b"postgresql://hub:db-password@db.uni.example/jupyterhub\n"},
+        "slurm-jwt": {"jwt_hs256.key": os.urandom(32)},
+        "slurm-token": {"token": b"eyJhbGciOiJIUzI1NiJ9.e30.signature\n"},
+        "slurm-ca": {"ca.pem": b"-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n"},
+    }
+
+
+@pytest.fixture
+def load(chart, existing_secrets, tmp_path):
+    """load(name or values) -> (config, root): the hub's config from that render."""
+
+    def load(name_or_values):
+        v = values(name_or_values) if isinstance(name_or_values, str) else name_or_values
+        config_file = lay_out(render(chart, v), existing_secrets, tmp_path)
+        loader = PyFileConfigLoader(config_file.name, path=str(config_file.parent))
+        return loader.load_config(), tmp_path
+
+    return load
+
+
+def test_the_config_file_is_the_charts_and_mounted_where_the_command_says(
+    chart, existing_secrets, tmp_path
+):
+    rendered = render(chart, values("minimal"))
+    (configmap,) = by_kind(rendered, "ConfigMap").values()
+    source = (CHART / "files" / "jupyterhub_config.py").read_text()
+    assert configmap["data"]["jupyterhub_config.py"] == source
+    config_file = lay_out(rendered, existing_secrets, tmp_path)
+    assert config_file == tmp_path / "etc/jupyterhub/config/jupyterhub_config.py"
+
+
+def test_ssh_driver(load):
+    c, root = load("ssh")
+    secrets = root / SECRETS
+    assert c.JupyterHub.spawner_class == "hpcspawner"
+    assert c.JupyterHub.authenticator_class == "hpc"
+    assert c.SlurmSpawner.driver_class == "ssh"
+    assert c.SSHSlurmDriver.hosts == [
+        "login1.cluster.example.org",
+        "login2.cluster.example.org:2222",
+        "[2001:db8::5]:2200",
+    ]
+    assert c.SSHSlurmDriver.port == 22
+    assert c.SSHSlurmDriver.login_user == "jupyterhub"
+    assert c.SSHSlurmDriver.slurm_bin_dir == "/opt/slurm/bin"
+    assert "user_command_prefix" not in c.SSHSlurmDriver  # the driver's default: sudo
+    assert c.SSHSlurmDriver.client_keys == [str(secrets / "ssh/id_key")]
+    assert c.SSHSlurmDriver.known_hosts == str(secrets / "ssh/known_hosts")
+    # the certificate sits beside the key, where the driver looks for it
+    assert (secrets / "ssh/id_key-cert.pub").is_file()
+    assert "token_delivery" not in c.SlurmSpawner  # "file", the default
+    check_config(c)
+
+
+def test_ssh_spawner_and_auth_settings(load):
+    c, _ = load("ssh")
+    v = values("ssh")
+    assert c.SlurmSpawner.partitions == v["spawner"]["partitions"]
+    assert c.SlurmSpawner.profiles == v["spawner"]["profiles"]
+    assert c.SlurmSpawner.environments == v["spawner"]["environments"]
+    assert c.SlurmSpawner.default_options == v["spawner"]["defaultOptions"]
+    assert c.SlurmSpawner.job_path == "/opt/jupyter/bin:/usr/local/bin:/usr/bin:/bin"
+    assert c.SlurmSpawner.job_tag == "k8s-hub"
+    assert c.SlurmSpawner.port_range == (40000, 49999)
+    assert c.Spawner.start_timeout == 600
+    a = c.ClusterOAuthenticator
+    assert a.issuer == "https://keycloak.uni.example/realms/hpc"
+    assert a.client_id == "jupyterhub"
+    assert a.client_secret == OIDC_SECRET.decode().strip()
+    assert a.oauth_callback_url == "https://jupyter.uni.example/hub/oauth_callback"
+    assert a.login_service == "Uni Example SSO"
+    assert a.username_claim == "eppn"
+    assert a.username_strip_domains == ["uni.example"]
+    assert list(a).index("manage_groups") < list(a).index("allowed_groups")
+    assert a.allowed_groups == {"hpc-users"} and a.admin_groups == {"hpc-admins"}
+    assert a.require_posix_account is True
+    authenticator = ClusterOAuthenticator(config=c)
+    assert authenticator.client_secret == OIDC_SECRET.decode().strip()
+    assert authenticator.allowed_groups == {"hpc-users"}
+    for section in (a, c.SlurmSpawner):
+        assert (section.min_uid, section.max_uid) == (1000, 60000)
+
+
+def test_the_hub_its_proxy_and_its_secrets(load):
+    c, _ = load("ssh")
+    v = values("ssh")
+    assert c.JupyterHub.hub_bind_url == "http://:8081"
+    assert c.JupyterHub.hub_connect_url == "http://jh-hpcspawner-hub:8081"
+    assert c.Spawner.hub_connect_url == "http://k8s-node1.uni.example:30081"
+    assert c.JupyterHub.cleanup_servers is False
+    assert c.ConfigurableHTTPProxy.should_start is False
+    assert c.ConfigurableHTTPProxy.api_url == "http://jh-hpcspawner-proxy-api:8001"
+    assert c.ConfigurableHTTPProxy.auth_token == v["proxy"]["secretToken"]
+    assert c.JupyterHub.db_url == "sqlite:////srv/jupyterhub/jupyterhub.sqlite"
+    app = JupyterHub(config=c)
+    assert app.cookie_secret == bytes.fromhex(v["hub"]["cookieSecret"])
+    assert app.public_url == "https://jupyter.uni.example/"
+    assert CryptKeeper(config=c).keys == [bytes.fromhex(v["hub"]["cryptKey"])]
+
+
+def test_rest_driver(load):
+    c, root = load("rest")
+    secrets = root / SECRETS
+    assert c.SlurmSpawner.driver_class == "rest"
+    assert c.RESTSlurmDriver.url == "https://slurmrestd.cluster.example.org:6820"
+    assert c.RESTSlurmDriver.service_user == "slurm"
+    assert c.RESTSlurmDriver.jwt_key_file == str(secrets / "slurmrestd/jwt.key")
+    assert c.RESTSlurmDriver.ca_file == str(secrets / "slurmrestd/ca.pem")
+    assert "token_file" not in c.RESTSlurmDriver
+    # slurmrestd writes no files: the token goes in the job's environment
+    assert c.SlurmSpawner.token_delivery == "environment"
+    # the hub's secrets from hub.existingSecret
+    assert c.ConfigurableHTTPProxy.auth_token == HUB_SECRETS["proxy-token"]
+    assert CryptKeeper(config=c).keys == [bytes.fromhex(HUB_SECRETS["crypt-key"])]
+    # the login map, kept in the ConfigMap
+    a = c.ClusterOAuthenticator
+    assert a.require_posix_account is False
+    with open(a.username_map_file) as f:
+        assert json.load(f) == values("rest")["auth"]["mapping"]["map"]
+    check_config(c)  # mints a token from the key
+
+
+def test_rest_driver_with_a_token(load):
+    c, root = load("ingress")
+    assert c.RESTSlurmDriver.token_file == str(root / SECRETS / "slurmrestd/token")
+    assert "jwt_key_file" not in c.RESTSlurmDriver
+    check_config(c)
+
+
+def test_everything(load):
+    c, _ = load("everything")
+    v = values("everything")
+    assert c.JupyterHub.base_url == "/jupyter/"
+    assert c.JupyterHub.public_url == "https://jupyter.uni.example/jupyter/"
+    assert c.JupyterHub.hub_connect_url == "http://hpc-jupyter-hub:8081"
+    assert c.JupyterHub.db_url == "postgresql://hub@db.uni.example/jupyterhub"
+    assert c.ClusterOAuthenticator.oauth_callback_url == v["auth"]["oidc"]["callbackUrl"]
+    assert c.ClusterOAuthenticator.username_rewrite_template == "{user}"
+    assert c.ClusterOAuthenticator.slurm_accounts == "sacctmgr"
+    assert c.SSHSlurmDriver.user_command_prefix == ["sudo", "-n", "-u", "{username}", "--"]
+    assert c.SlurmSpawner.max_memory == "256G" and c.SlurmSpawner.max_nodes == 4
+    assert c.SlurmSpawner.allowed_accounts == ["proj-a", "proj-b"]
+    assert c.SlurmSpawner.allowed_reservations == []
+    assert c.SlurmSpawner.extra_sbatch_options == ["--constraint=ib"]
+    assert c.SlurmSpawner.token_delivery == "file"
+    assert c.Spawner.http_timeout == 180
+    for section in (c.ClusterOAuthenticator, c.SlurmSpawner):
+        assert section.min_uid == 10000
+        assert "backup-svc" in section.refused_usernames
+    # hub.config passes straight through, after the chart's settings
+    assert c.JupyterHub.allow_named_servers is True
+    assert c.SlurmSpawner.job_output == "/scratch/{username}/jupyter-%j.log"
+    # extraConfig runs in the order of the names: 00-first, then 10-second
+    assert c.JupyterHub.concurrent_spawn_limit == 50
+    assert c.JupyterHub.active_server_limit == 200
+    check_config(c)
+
+
+def test_hub_config_wins_over_the_charts_settings(load):
+    v = values("minimal")
+    v["hub"]["config"] = {"SlurmSpawner": {"port_range": [41000, 41010]}}
+    c, _ = load(v)
+    assert c.SlurmSpawner.port_range == [41000, 41010]
+
+
+def test_the_database_url_from_a_secret(load):
+    c, _ = load("existing-secrets")
+    assert c.JupyterHub.db_url == "postgresql://hub:db-password@db.uni.example/jupyterhub"
+
+
+def test_a_missing_secret_file_names_it(chart, existing_secrets, tmp_path):
+    config_file = lay_out(render(chart, values("rest")), existing_secrets, tmp_path)
+    missing = tmp_path / SECRETS / "oidc/client-secret"
+    missing.unlink()
+    loader = PyFileConfigLoader(config_file.name, path=str(config_file.parent))
+    with pytest.raises(ValueError, match=f"{missing} is missing"):
+        loader.load_config()
