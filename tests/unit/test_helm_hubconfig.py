@@ -88,32 +88,77 @@ def test_the_config_file_is_the_charts_and_mounted_where_the_command_says(
     assert config_file == tmp_path / "etc/jupyterhub/config/jupyterhub_config.py"
 
 
-def test_ssh_driver(load):
-    c, root = load("ssh")
-    secrets = root / SECRETS
-    assert c.JupyterHub.spawner_class == "hpcspawner"
-    assert c.JupyterHub.authenticator_class == "hpc"
-    assert c.SlurmSpawner.driver_class == "ssh"
-    assert c.SSHSlurmDriver.hosts == [
-        "login1.cluster.example.org",
-        "login2.cluster.example.org:2222",
-        "[2001:db8::5]:2200",
-    ]
-    assert c.SSHSlurmDriver.port == 22
-    assert c.SSHSlurmDriver.login_user == "jupyterhub"
-    assert c.SSHSlurmDriver.slurm_bin_dir == "/opt/slurm/bin"
-    assert "user_command_prefix" not in c.SSHSlurmDriver  # the driver's default: sudo
-    assert c.SSHSlurmDriver.client_keys == [str(secrets / "ssh/id_key")]
-    assert c.SSHSlurmDriver.known_hosts == str(secrets / "ssh/known_hosts")
-    # the certificate sits beside the key, where the driver looks for it
-    assert (secrets / "ssh/id_key-cert.pub").is_file()
-    assert "token_delivery" not in c.SlurmSpawner  # "file", the default
+#: The driver's settings each values file makes: {Class: {trait: value}} ("{secrets}" is
+#: where the Deployment mounts the Secrets), and traits left to the driver's defaults.
+DRIVER_SETTINGS = [
+    pytest.param(
+        "ssh",
+        {
+            "SlurmSpawner": {"driver_class": "ssh"},
+            "SSHSlurmDriver": {
+                "hosts": [
+                    "login1.cluster.example.org",
+                    "login2.cluster.example.org:2222",
+                    "[2001:db8::5]:2200",
+                ],
+                "port": 22,
+                "login_user": "jupyterhub",
+                "slurm_bin_dir": "/opt/slurm/bin",
+                "client_keys": ["{secrets}/ssh/id_key"],
+                "known_hosts": "{secrets}/ssh/known_hosts",
+            },
+        },
+        # sudo (the driver's default) and "file" (the spawner's)
+        {"SSHSlurmDriver": ["user_command_prefix"], "SlurmSpawner": ["token_delivery"]},
+        id="ssh",
+    ),
+    pytest.param(
+        "rest",
+        {
+            "SlurmSpawner": {"driver_class": "rest", "token_delivery": "environment"},
+            "RESTSlurmDriver": {
+                "url": "https://slurmrestd.cluster.example.org:6820",
+                "service_user": "slurm",
+                "jwt_key_file": "{secrets}/slurmrestd/jwt.key",
+                "ca_file": "{secrets}/slurmrestd/ca.pem",
+            },
+        },
+        {"RESTSlurmDriver": ["token_file"]},
+        id="rest-jwt-key",
+    ),
+    pytest.param(
+        "ingress",
+        {"RESTSlurmDriver": {"token_file": "{secrets}/slurmrestd/token"}},
+        {"RESTSlurmDriver": ["jwt_key_file", "ca_file"]},
+        id="rest-token",
+    ),
+]
+
+
+def settings(c, expected: dict) -> dict:
+    """What ``c`` sets for the classes and traits that ``expected`` names."""
+    return {section: {t: c[section].get(t) for t in traits} for section, traits in expected.items()}
+
+
+@pytest.mark.parametrize(("name", "expected", "unset"), DRIVER_SETTINGS)
+def test_driver_settings(load, name, expected, unset):
+    c, root = load(name)
+    wanted = json.loads(json.dumps(expected).replace("{secrets}", str(root / SECRETS)))
+    assert settings(c, wanted) == wanted
+    for section, traits in unset.items():
+        assert not set(traits) & set(c[section])
+    # the SSH key's certificate sits beside the key, where the driver looks for it
+    if name == "ssh":
+        assert (root / SECRETS / "ssh/id_key-cert.pub").is_file()
+    # hpcspawner-check-config: the policy, the key and known_hosts parsed, a JWT minted
     check_config(c)
 
 
 def test_ssh_spawner_and_auth_settings(load):
     c, _ = load("ssh")
     v = values("ssh")
+    assert c.JupyterHub.spawner_class == "hpcspawner"
+    assert c.JupyterHub.authenticator_class == "hpc"
     assert c.SlurmSpawner.partitions == v["spawner"]["partitions"]
     assert c.SlurmSpawner.profiles == v["spawner"]["profiles"]
     assert c.SlurmSpawner.environments == v["spawner"]["environments"]
@@ -140,34 +185,75 @@ def test_ssh_spawner_and_auth_settings(load):
         assert (section.min_uid, section.max_uid) == (1000, 60000)
 
 
-def test_the_hub_its_proxy_and_its_secrets(load):
+#: What the hub's config sets for a values file, {Class: {trait: value}}.
+HUB_SETTINGS = [
+    pytest.param(
+        "ssh",
+        {
+            "JupyterHub": {
+                "hub_bind_url": "http://:8081",
+                # the proxy reaches the hub in the cluster, the jobs through the API Service
+                "hub_connect_url": "http://jh-hpcspawner-hub:8081",
+                "cleanup_servers": False,
+                "db_url": "sqlite:////srv/jupyterhub/jupyterhub.sqlite",
+            },
+            "Spawner": {"hub_connect_url": "http://k8s-node1.uni.example:30081"},
+            "ConfigurableHTTPProxy": {
+                "should_start": False,
+                "api_url": "http://jh-hpcspawner-proxy-api:8001",
+                "auth_token": "3c" * 32,
+            },
+        },
+        id="ssh",
+    ),
+    pytest.param(
+        "everything",
+        {
+            "JupyterHub": {
+                "base_url": "/jupyter/",
+                "public_url": "https://jupyter.uni.example/jupyter/",
+                "hub_connect_url": "http://hpc-jupyter-hub:8081",
+                "db_url": "postgresql://hub@db.uni.example/jupyterhub",
+            },
+            "ClusterOAuthenticator": {
+                "oauth_callback_url": "https://jupyter.uni.example/jupyter/hub/oauth_callback",
+                "username_rewrite_template": "{user}",
+                "slurm_accounts": "sacctmgr",
+            },
+            "SSHSlurmDriver": {"user_command_prefix": ["sudo", "-n", "-u", "{username}", "--"]},
+            "SlurmSpawner": {
+                "max_memory": "256G",
+                "max_nodes": 4,
+                "allowed_accounts": ["proj-a", "proj-b"],
+                "allowed_reservations": [],
+                "extra_sbatch_options": ["--constraint=ib"],
+                "token_delivery": "file",
+            },
+            "Spawner": {"http_timeout": 180},
+        },
+        id="everything",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "expected"), HUB_SETTINGS)
+def test_hub_settings(load, name, expected):
+    c, _ = load(name)
+    assert settings(c, expected) == expected
+    check_config(c)
+
+
+def test_the_hubs_secrets_reach_jupyterhub(load):
     c, _ = load("ssh")
     v = values("ssh")
-    assert c.JupyterHub.hub_bind_url == "http://:8081"
-    assert c.JupyterHub.hub_connect_url == "http://jh-hpcspawner-hub:8081"
-    assert c.Spawner.hub_connect_url == "http://k8s-node1.uni.example:30081"
-    assert c.JupyterHub.cleanup_servers is False
-    assert c.ConfigurableHTTPProxy.should_start is False
-    assert c.ConfigurableHTTPProxy.api_url == "http://jh-hpcspawner-proxy-api:8001"
-    assert c.ConfigurableHTTPProxy.auth_token == v["proxy"]["secretToken"]
-    assert c.JupyterHub.db_url == "sqlite:////srv/jupyterhub/jupyterhub.sqlite"
     app = JupyterHub(config=c)
     assert app.cookie_secret == bytes.fromhex(v["hub"]["cookieSecret"])
     assert app.public_url == "https://jupyter.uni.example/"
     assert CryptKeeper(config=c).keys == [bytes.fromhex(v["hub"]["cryptKey"])]
 
 
-def test_rest_driver(load):
-    c, root = load("rest")
-    secrets = root / SECRETS
-    assert c.SlurmSpawner.driver_class == "rest"
-    assert c.RESTSlurmDriver.url == "https://slurmrestd.cluster.example.org:6820"
-    assert c.RESTSlurmDriver.service_user == "slurm"
-    assert c.RESTSlurmDriver.jwt_key_file == str(secrets / "slurmrestd/jwt.key")
-    assert c.RESTSlurmDriver.ca_file == str(secrets / "slurmrestd/ca.pem")
-    assert "token_file" not in c.RESTSlurmDriver
-    # slurmrestd writes no files: the token goes in the job's environment
-    assert c.SlurmSpawner.token_delivery == "environment"
+def test_rest_values(load):
+    c, _ = load("rest")
     # the hub's secrets from hub.existingSecret
     assert c.ConfigurableHTTPProxy.auth_token == HUB_SECRETS["proxy-token"]
     assert CryptKeeper(config=c).keys == [bytes.fromhex(HUB_SECRETS["crypt-key"])]
@@ -176,33 +262,10 @@ def test_rest_driver(load):
     assert a.require_posix_account is False
     with open(a.username_map_file) as f:
         assert json.load(f) == values("rest")["auth"]["mapping"]["map"]
-    check_config(c)  # mints a token from the key
 
 
-def test_rest_driver_with_a_token(load):
-    c, root = load("ingress")
-    assert c.RESTSlurmDriver.token_file == str(root / SECRETS / "slurmrestd/token")
-    assert "jwt_key_file" not in c.RESTSlurmDriver
-    check_config(c)
-
-
-def test_everything(load):
+def test_everything_passes_through_and_runs_extra_config(load):
     c, _ = load("everything")
-    v = values("everything")
-    assert c.JupyterHub.base_url == "/jupyter/"
-    assert c.JupyterHub.public_url == "https://jupyter.uni.example/jupyter/"
-    assert c.JupyterHub.hub_connect_url == "http://hpc-jupyter-hub:8081"
-    assert c.JupyterHub.db_url == "postgresql://hub@db.uni.example/jupyterhub"
-    assert c.ClusterOAuthenticator.oauth_callback_url == v["auth"]["oidc"]["callbackUrl"]
-    assert c.ClusterOAuthenticator.username_rewrite_template == "{user}"
-    assert c.ClusterOAuthenticator.slurm_accounts == "sacctmgr"
-    assert c.SSHSlurmDriver.user_command_prefix == ["sudo", "-n", "-u", "{username}", "--"]
-    assert c.SlurmSpawner.max_memory == "256G" and c.SlurmSpawner.max_nodes == 4
-    assert c.SlurmSpawner.allowed_accounts == ["proj-a", "proj-b"]
-    assert c.SlurmSpawner.allowed_reservations == []
-    assert c.SlurmSpawner.extra_sbatch_options == ["--constraint=ib"]
-    assert c.SlurmSpawner.token_delivery == "file"
-    assert c.Spawner.http_timeout == 180
     for section in (c.ClusterOAuthenticator, c.SlurmSpawner):
         assert section.min_uid == 10000
         assert "backup-svc" in section.refused_usernames
@@ -212,7 +275,6 @@ def test_everything(load):
     # extraConfig runs in the order of the names: 00-first, then 10-second
     assert c.JupyterHub.concurrent_spawn_limit == 50
     assert c.JupyterHub.active_server_limit == 200
-    check_config(c)
 
 
 def test_hub_config_wins_over_the_charts_settings(load):
