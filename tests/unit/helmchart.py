@@ -25,6 +25,15 @@ def values(name: str) -> dict:
     return yaml.safe_load((VALUES_DIR / f"{name}.yaml").read_text())
 
 
+def merged(base: dict, change: dict) -> dict:
+    """``base`` with ``change`` merged in, as Helm merges a values file over another."""
+    out = dict(base)
+    for key, value in change.items():
+        nested = isinstance(value, dict) and value
+        out[key] = merged(out.get(key, {}), value) if nested else value
+    return out
+
+
 def render(chart, values: dict) -> dict[str, str]:
     """Template file name (``hub/deployment.yaml``) -> its text, for non-empty templates."""
     out = chart.render(values, name=RELEASE, namespace=NAMESPACE)

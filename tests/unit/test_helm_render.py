@@ -24,6 +24,7 @@ from helmchart import (
     VALUES_FILES,
     by_kind,
     component,
+    merged,
     objects,
     render,
     values,
@@ -458,17 +459,10 @@ def test_generated_secrets_are_random_hex_and_differ_per_offline_render(chart):
     ],
 )
 def test_inconsistent_values_fail_with_what_to_do(chart, change, message):
-    v = _merge(values("minimal"), change)
+    v = merged(values("minimal"), change)
     with pytest.raises(helm.HelmError) as failure:
         render(chart, v)
     assert message in str(failure.value)
-
-
-def _merge(base: dict, change: dict) -> dict:
-    out = dict(base)
-    for key, value in change.items():
-        out[key] = _merge(out.get(key, {}), value) if isinstance(value, dict) and value else value
-    return out
 
 
 def test_notes_tell_the_url_the_api_port_and_what_is_left(renders):
