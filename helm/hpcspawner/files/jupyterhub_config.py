@@ -5,7 +5,7 @@ works wherever the Deployment (or a test) lays the files out:
 
 - ``values.json`` beside it: the chart's values that concern the hub (no secret is in it);
 - ``usernames.json`` beside it, if ``auth.mapping.map`` is set;
-- ``../secrets/``: the Secrets, as files the Deployment projects there (mode 0400):
+- ``../secrets/``: the Secrets, as files the Deployment projects there (read-only, 0400 + fsGroup):
   ``hub/{cookie-secret,crypt-key,proxy-token}``, ``oidc/client-secret``, ``db/url``,
   ``ssh/{id_key,id_key-cert.pub,known_hosts}``, ``slurmrestd/{jwt.key,token,ca.pem}``.
 
