@@ -71,3 +71,12 @@ def test_side_by_side_off_the_cluster_smoke(cluster, singleuser_venv, proxy_comm
     assert all(rows.values()), out[-3000:]
     # the pooled connection: no SSH login while the hub polls its running server
     assert "| 0.0 SSH logins (0) |" in rows["hpcspawner ssh"], rows
+
+
+def test_controller_cost_smoke(cluster):
+    # the controller's time per status query, per driver and query form, on a tiny queue
+    out = run_benchmark("controller_cost.py", timeout=600)
+    assert out.splitlines()[-1].startswith("| 20 | 3 | "), out[-3000:]
+    header = next(line for line in out.splitlines() if line.startswith("| foreign jobs"))
+    for column in ("local batch", "ssh each", "rest auto", "batchspawner"):
+        assert column in header, header
