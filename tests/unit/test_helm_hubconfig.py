@@ -88,6 +88,21 @@ def test_the_config_file_is_the_charts_and_mounted_where_the_command_says(
     assert config_file == tmp_path / "etc/jupyterhub/config/jupyterhub_config.py"
 
 
+def test_the_volumes_are_laid_out_as_the_kubelet_writes_them(chart, existing_secrets, tmp_path):
+    """Links into a hidden payload directory (the config file finds its directory by
+    abspath, not resolve), and the modes: 0400 for the Secrets and 0644 for the ConfigMap,
+    each with the read access the pod's fsGroup adds."""
+    lay_out(render(chart, values("minimal")), existing_secrets, tmp_path)
+    config = tmp_path / "etc/jupyterhub/config"
+    assert os.readlink(config / "jupyterhub_config.py") == "..data/jupyterhub_config.py"
+    assert os.readlink(config / "..data").startswith("..")
+    assert (config / "jupyterhub_config.py").stat().st_mode & 0o777 == 0o644
+    secrets = tmp_path / SECRETS
+    assert os.readlink(secrets / "ssh") == "..data/ssh"
+    assert (secrets / "ssh/id_key").stat().st_mode & 0o777 == 0o440
+    assert (tmp_path / "srv/jupyterhub").stat().st_mode & 0o2070 == 0o2070  # the database's
+
+
 #: The driver's settings each values file makes: {Class: {trait: value}} ("{secrets}" is
 #: where the Deployment mounts the Secrets), and traits left to the driver's defaults.
 DRIVER_SETTINGS = [
