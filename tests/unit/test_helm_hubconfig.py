@@ -8,8 +8,9 @@ from it (JupyterHub's app, the CryptKeeper, the authenticator) and runs
 ``hpcspawner-check-config``'s checks (the spawner's policy, the driver's own settings: the
 SSH key and known_hosts read and parsed, a JWT minted from the key).
 
-No hub starts here; a real hub and proxy started from these files, spawning through the
-SSH or REST driver on the test cluster, belong to the integration tests.
+No hub starts here: tests/integration/test_helm_hub.py starts a real hub and proxy from
+these files, as their pods would run, and spawns through the SSH and REST drivers on the
+test cluster.
 """
 
 from __future__ import annotations
