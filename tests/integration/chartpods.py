@@ -125,6 +125,38 @@ def resolve_env(container: dict, secrets_: dict[str, dict[str, bytes]]) -> dict[
     return env
 
 
+def podman_run_options(pod: dict, root: Path) -> list[str]:
+    """``podman run`` options for the pod's one container as the kubelet would run it: its
+    user, group and fsGroup, its container securityContext, its working directory, and its
+    volumes from ``lay_out(..., root)`` (the emptyDir at /tmp too). Fails on a setting it
+    does not translate, rather than leave it out."""
+    (container,) = pod["containers"]
+    security = dict(pod["securityContext"])
+    options = [
+        f"--user={security.pop('runAsUser')}:{security.pop('runAsGroup')}",
+        # the kubelet adds the fsGroup to the process's groups
+        f"--group-add={security.pop('fsGroup')}",
+        f"--workdir={container['workingDir']}",
+    ]
+    assert security.pop("runAsNonRoot") and not options[0].startswith("--user=0:")
+    # podman's default seccomp profile is its RuntimeDefault
+    assert security.pop("seccompProfile") == {"type": "RuntimeDefault"}
+    assert not security, f"not translated: {security}"
+    context = dict(container["securityContext"])
+    if context.pop("readOnlyRootFilesystem"):
+        options += ["--read-only", "--read-only-tmpfs=false"]  # /tmp is the pod's volume
+    if not context.pop("allowPrivilegeEscalation"):
+        options.append("--security-opt=no-new-privileges")
+    assert context.pop("capabilities") == {"drop": ["ALL"]}, container["securityContext"]
+    options.append("--cap-drop=ALL")
+    assert not context, f"not translated: {context}"
+    for mount in container["volumeMounts"]:
+        source = root / mount["mountPath"].lstrip("/")
+        mode = "ro" if mount.get("readOnly") else "rw"
+        options.append(f"--volume={source}:{mount['mountPath']}:{mode}")
+    return options
+
+
 def make_mountpoints(paths: list[str]) -> list[Path]:
     """Create the missing directories the hub's volumes are mounted on (empty, on the host:
     a bind mount needs one); return the directories made, outermost first."""
