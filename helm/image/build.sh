@@ -5,7 +5,8 @@
 #   helm/image/build.sh                    build unless cached; print the image's name (last line)
 #   helm/image/build.sh run [OPT...] -- CMD [ARG...]
 #                                          the same, then run CMD in it with `podman run --rm
-#                                          --network=none OPT...` (and this host's runtime options)
+#                                          OPT...` (and this host's runtime options), without
+#                                          network unless OPT names one
 #
 # Steps, each cached by the hash of its inputs (and only then skipped):
 #   1. a Debian 12 root file system made with mmdebstrap from the Debian mirror, kept as
@@ -124,6 +125,8 @@ size=$("${PODMAN[@]}" image inspect --format '{{.Size}}' "$IMAGE")
 log "image $IMAGE: $((size / 1000000)) MB"
 
 if [ ${#RUN[@]} -gt 0 ]; then
-  exec "${PODMAN[@]}" run --rm --network=none "${RUNTIME_OPTS[@]}" "${RUN_OPTS[@]}" "$IMAGE" "${RUN[@]}"
+  network=(--network=none) # unless the options name one
+  for opt in "${RUN_OPTS[@]}"; do [[ $opt == --network* ]] && network=(); done
+  exec "${PODMAN[@]}" run --rm "${network[@]}" "${RUNTIME_OPTS[@]}" "${RUN_OPTS[@]}" "$IMAGE" "${RUN[@]}"
 fi
 echo "$IMAGE"

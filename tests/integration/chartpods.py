@@ -16,17 +16,22 @@ reachable). A test of the chart's hub needs little of it, and this module plays 
   These are the only changes to the rendered objects; :meth:`ChartHub.render` writes each
   one it made to ``substitutions.txt`` beside the hub's log.
 
-What it does not play, and why:
+The hub runs in one of two ways:
 
-- the pods' ``securityContext`` (uid 1000, a read-only root file system): the hub runs as
-  root, as every test hub here does, because the test venv's interpreter lives under
-  /root (mode 0700) and no other user can run it; the volumes' modes and group are the
-  kubelet's all the same;
-- the ``tmp`` emptyDir at /tmp: the host's /tmp stands in for it (the off-cluster
-  namespace's shim logs its attempts under /tmp, and must stay visible);
-- the images: the hub runs the test venv's ``jupyterhub`` (its bin directory first on
-  PATH, as the hub image's venv is, helm/image/Containerfile), the proxy the repository's
-  configurable-http-proxy (tests/integration/hub.py's ``CHP``).
+- :class:`ChartHub`: the test venv's ``jupyterhub`` (its bin directory first on PATH, as
+  the image's venv is) in its own mount namespace. It does not play the pods'
+  ``securityContext`` (uid 1000, a read-only root file system): the hub runs as root, as
+  every test hub here does, because the test venvs are made from a Python under /root
+  (mode 0700) that no other user can run; the volumes' modes and group are the kubelet's
+  all the same. Nor the ``tmp`` emptyDir: the host's /tmp stands in for it (the off-cluster
+  namespace's shim logs its attempts under /tmp, and must stay visible).
+- :class:`ImageChartHub`: the hub's image (helm/image, built by its build.sh) run by
+  podman with the pod's user, fsGroup and security context and all its volumes, on the
+  host's network; the host's /etc/passwd and /etc/group are mounted in, standing in for
+  the directory client a site's pod has.
+
+The proxy runs from the repository's configurable-http-proxy (tests/integration/hub.py's
+``CHP``) in both, as root: its image is configurable-http-proxy's own.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ from tests.unit.helmchart import (
     render,
 )
 
-from .hub import CHP, HUB_CONNECT_IP, Hub, stop_process_group
+from .hub import CHP, HUB_CONNECT_IP, REPO, Hub, stop_process_group
 
 #: the hub image's environment (helm/image/Containerfile's ENV), its venv's bin directory
 #: being the test venv's here
@@ -255,17 +260,17 @@ class ChartHub(Hub):
         names = {mount["name"] for mount in container["volumeMounts"]}
         assert names == MOUNTED | NOT_MOUNTED, f"the hub's volumes changed: {names}"
         lay_out(self.rendered, self.existing_secrets, self.root, owner=True)
-        mounts = [m["mountPath"] for m in container["volumeMounts"] if m["name"] in MOUNTED]
-        self.mountpoints = make_mountpoints(mounts)
         command = container["command"]
         return Path(command[command.index("--config") + 1])
 
     # ------------------------------------------------------------ the processes
 
     def command(self, config: Path) -> list[str]:
-        """The hub's container command, in a mount namespace with its volumes mounted."""
+        """The hub's container command, in a mount namespace with its volumes mounted (the
+        mount points missing on the host are made, and removed by :meth:`stop`)."""
         (container,) = self.hub_pod["containers"]
         mounts = [m for m in container["volumeMounts"] if m["name"] in MOUNTED]
+        self.mountpoints = make_mountpoints([m["mountPath"] for m in mounts])
         script = ["set -e"]
         for mount in mounts:
             source = self.root / mount["mountPath"].lstrip("/")
@@ -321,6 +326,10 @@ class ChartHub(Hub):
         scheme = http_get.get("scheme", "HTTP").lower()
         return f"{scheme}://127.0.0.1:{port}{http_get['path']}"
 
+    def hub_pid(self) -> int:
+        """The pid of the hub's process (JupyterHub's)."""
+        return self.proc.pid
+
     def start(self, timeout: float = 120) -> ChartHub:
         self.render()
         self.start_proxy()
@@ -361,3 +370,80 @@ def wait_for_probe(proc: subprocess.Popen, url: str, timeout: float, log: Path) 
             pass
         assert time.monotonic() < deadline, f"{url} did not answer 200 within {timeout} s"
         time.sleep(0.2)
+
+
+BUILD = REPO / "helm" / "image" / "build.sh"
+
+
+def build_image(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``helm/image/build.sh ARGS``: the hub's image built unless cached (then ARGS run in
+    it, ``run [podman run options] -- CMD``)."""
+    return subprocess.run(
+        [str(BUILD), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@dataclass
+class ImageChartHub(ChartHub):
+    """The chart's hub in the hub's image (helm/image), run by podman as the kubelet would
+    run its pod (:func:`podman_run_options`: its user and fsGroup, a read-only root file
+    system, no capabilities, its volumes), with the container's ``env``, on the host's
+    network. It is off the cluster by construction: the image has no Slurm client and no
+    munge (``command_prefix`` is not used). One addition: the host's /etc/passwd and
+    /etc/group, read-only, stand in for the directory client a site's pod has (hub.extraVolumes,
+    see the how-to's "Before you start"): the hub looks its users up.
+
+    Stopped by its process group (podman forwards the signal to the container, which it
+    then removes), and by its container's name if that is left."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.container_name = f"hpcspawner-helm-hub-{self.job_tag}"
+
+    def start(self, timeout: float = 120) -> ImageChartHub:
+        built = build_image()
+        assert built.returncode == 0, f"helm/image/build.sh failed:\n{built.stderr}"
+        return super().start(timeout)
+
+    def command(self, config: Path) -> list[str]:
+        (container,) = self.hub_pod["containers"]
+        assert str(config) in container["command"]
+        env = [f"--env={k}={v}" for k, v in resolve_env(container, self.secrets).items()]
+        return [
+            str(BUILD),
+            "run",
+            f"--name={self.container_name}",
+            "--network=host",
+            *podman_run_options(self.hub_pod, self.root),
+            "--volume=/etc/passwd:/etc/passwd:ro",
+            "--volume=/etc/group:/etc/group:ro",
+            *env,
+            "--",
+            *container["command"],
+        ]
+
+    def environment(self) -> dict[str, str]:
+        # build.sh's and podman's; the container's is the image's and its --env
+        return dict(os.environ)
+
+    def hub_pid(self) -> int:
+        result = subprocess.run(
+            ["podman", "inspect", "--format", "{{.State.Pid}}", self.container_name],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        return int(result.stdout)
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            # only if podman did not remove it (the client killed before the container ended)
+            subprocess.run(
+                ["podman", "rm", "--force", "--ignore", self.container_name],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )

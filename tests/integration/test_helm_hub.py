@@ -6,8 +6,10 @@ test_off_cluster.py), and the chart's own logins through a real OpenID Connect p
 loopback (tests/integration/provider.py). The rendered ConfigMap and Secrets are laid out
 and mounted as the hub's Deployment mounts them, and the proxy and the hub start as
 processes with their Deployments' command and environment (tests/integration/chartpods.py
-says exactly what stands in for Kubernetes). The hub runs off the cluster: in a mount
-namespace without Slurm's clients and munge (``off_cluster``), as a hub in Kubernetes is.
+says exactly what stands in for Kubernetes). The hub runs off the cluster, as a hub in
+Kubernetes is, in two ways: from the test venv in a mount namespace without Slurm's
+clients and munge (``off_cluster``), and from the hub's image (helm/image) with podman, as
+the pod's user with a read-only root file system.
 
 Then alice logs in through the provider as a browser would (without one: the code flow is
 three redirects), takes a token on her own session, starts her server, which runs as a
@@ -28,7 +30,7 @@ import pytest
 
 from . import offcluster
 from .browser import ARTIFACTS
-from .chartpods import ChartHub
+from .chartpods import ChartHub, ImageChartHub
 from .hub import squeue_fields, tagged_jobs, wait_left_queue
 from .offcluster import (
     JWT_KEY,
@@ -95,10 +97,15 @@ def provider(tmp_path_factory):
     shutil.copy(provider.log_path, ARTIFACTS / "oidc-provider-helm.log")
 
 
-@pytest.fixture
-def start_chart_hub(driver, off_cluster, provider, hub_factory, singleuser_venv):
-    """start_chart_hub() -> the chart's hub and proxy for ``driver``, off the cluster; all
-    it started is stopped at the end (hub, proxy and jobs by pid and tag, mount points)."""
+#: where the hub runs: the test venv in a mount namespace, or the hub's image with podman
+HUB_CLASSES = {"venv": ChartHub, "image": ImageChartHub}
+
+
+@pytest.fixture(params=list(HUB_CLASSES))
+def start_chart_hub(request, driver, off_cluster, provider, hub_factory, singleuser_venv):
+    """start_chart_hub() -> the chart's hub and proxy for ``driver``, off the cluster, the
+    hub run from the test venv or from the hub's image; all it started is stopped at the
+    end (hub, proxy and jobs by pid and tag, mount points, the container)."""
     started = []
 
     def start() -> ChartHub:
@@ -127,7 +134,7 @@ def start_chart_hub(driver, off_cluster, provider, hub_factory, singleuser_venv)
         }
         oidc = {"hub-oidc": {"client-secret": secrets.token_hex(16).encode()}}
         hub = hub_factory(
-            hub_class=ChartHub,
+            hub_class=HUB_CLASSES[request.param],
             values=values,
             existing_secrets={**oidc, **driver_secrets()},
             command_prefix=off_cluster[0],
@@ -185,17 +192,13 @@ def mounts(pid: int) -> dict[str, str]:
     return found
 
 
-def test_the_charts_hub_spawns_through_its_proxy(start_chart_hub, driver, off_cluster, provider):
-    name, _ = driver
-    _, shim_log = off_cluster
-    attempts_before = len(attempts(shim_log))
-    logins_before = accepted_logins()
-    hub = start_chart_hub()
-
-    # the hub runs the Deployment's command, in its working directory, its volumes where
-    # the Deployment mounts them (the ConfigMap and the Secrets read-only)
+def assert_runs_as_its_pod(hub: ChartHub) -> None:
+    """The hub runs the Deployment's command, in its working directory, with its volumes
+    where the Deployment mounts them (the ConfigMap and the Secrets read-only), no secret in
+    its arguments or environment; from the image, also as the pod's user with a read-only
+    root file system; and its database is on the claim's stand-in."""
     (container,) = hub.hub_pod["containers"]
-    pid = hub.proc.pid
+    pid = hub.hub_pid()
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         cmdline = f.read()
     argv = cmdline.decode().split("\0")[:-1]
@@ -210,11 +213,26 @@ def test_the_charts_hub_spawns_through_its_proxy(start_chart_hub, driver, off_cl
     assert os.readlink(f"/proc/{pid}/cwd") == container["workingDir"]
     seen = mounts(pid)
     for mount in container["volumeMounts"]:
-        if mount["name"] != "tmp":  # the host's /tmp (chartpods.py)
+        if mount["name"] != "tmp":  # the venv's hub has the host's /tmp (chartpods.py)
             expected = "ro" if mount.get("readOnly") else "rw"
             assert seen.get(mount["mountPath"]) == expected, (mount, seen)
+    if isinstance(hub, ImageChartHub):  # as the pod's securityContext says
+        with open(f"/proc/{pid}/status") as f:
+            (uids,) = [line.split()[1:] for line in f if line.startswith("Uid:")]
+        assert set(uids) == {str(hub.hub_pod["securityContext"]["runAsUser"])}, uids
+        assert seen["/"] == "ro"
     # the database is on the volume standing in for the PersistentVolumeClaim
     assert (hub.root / "srv/jupyterhub/jupyterhub.sqlite").is_file()
+
+
+def test_the_charts_hub_spawns_through_its_proxy(start_chart_hub, driver, off_cluster, provider):
+    name, _ = driver
+    _, shim_log = off_cluster
+    attempts_before = len(attempts(shim_log))
+    logins_before = accepted_logins()
+    hub = start_chart_hub()
+
+    assert_runs_as_its_pod(hub)
 
     log_in(hub, provider, ALICE["sub"])
     token = own_token(hub, "alice")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 
 import asyncssh
 import helm_python as helm
@@ -27,17 +26,8 @@ import pytest
 from hpcspawner._version import __version__
 from tests.unit.helmchart import CHART, component, lay_out, render, values
 
-from .chartpods import podman_run_options
+from .chartpods import build_image, podman_run_options
 from .hub import REPO
-
-BUILD = REPO / "helm" / "image" / "build.sh"
-
-
-def build(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    """``helm/image/build.sh ARGS``: the image built unless cached, then ARGS run in it."""
-    return subprocess.run(
-        [str(BUILD), *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +35,7 @@ def image():
     missing = [tool for tool in ("mmdebstrap", "podman") if shutil.which(tool) is None]
     if missing:
         pytest.fail(f"{', '.join(missing)} missing: run `sudo scripts/install-deps.sh`")
-    result = build()
+    result = build_image()
     assert result.returncode == 0, f"build.sh failed:\n{result.stderr}"
     return result.stdout.split()[-1]
 
@@ -53,11 +43,11 @@ def image():
 def test_the_image_has_the_hubs_environment(image):
     script = (REPO / "scripts" / "install-hub-env.sh").read_text()
     (jupyterhub,) = re.findall(r"JUPYTERHUB_VERSION=\$\{JUPYTERHUB_VERSION:-(\S+)\}", script)
-    result = build("run", "--", "jupyterhub", "--version")
+    result = build_image("run", "--", "jupyterhub", "--version")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == jupyterhub
     check = "import asyncssh, httpx, hpcspawner, os; print(hpcspawner.__version__, os.getuid())"
-    result = build("run", "--", "python", "-c", check)
+    result = build_image("run", "--", "python", "-c", check)
     assert result.returncode == 0, result.stderr
     # the work tree's hpcspawner, with both drivers' libraries; not root
     assert result.stdout.split() == [__version__, "1000"]
@@ -84,6 +74,6 @@ def test_the_charts_config_loads_in_the_image_as_the_pod_runs_it(image, tmp_path
     pod = component(rendered, "Deployment", "hub")["spec"]["template"]["spec"]
     options = podman_run_options(pod, tmp_path)
     in_pod = "/" + str(config.relative_to(tmp_path))
-    result = build("run", *options, "--", "hpcspawner-check-config", in_pod)
+    result = build_image("run", *options, "--", "hpcspawner-check-config", in_pod)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{in_pod}: SlurmSpawner settings are valid" in result.stdout
