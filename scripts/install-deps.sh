@@ -7,7 +7,8 @@
 #   2. node_modules/ from package-lock.json with `npm ci` (configurable-http-proxy)
 #   3. .venv/jh6 (JupyterHub 6.1.1, the package editable, test + docs + ssh + rest extras, playwright) and
 #      .venv/jh5 (exactly the lowest JupyterHub pyproject.toml allows, test + ssh + rest extras), from the
-#      first python3 on PATH; the hub runs as root
+#      first python3 on PATH, with scripts/install-hub-env.sh (which builds the hub's image too); the
+#      hub runs as root
 #   4. /opt/hpcspawner-dev/singleuser: the venv the Slurm jobs run, from /usr/bin/python3,
 #      readable by every user: jupyterhub + jupyterlab + batchspawner (its launcher, for the
 #      compatibility test and the benchmarks) + this package with --no-deps, non-editable: the
@@ -39,6 +40,7 @@ PKGS=(
   slurm-wlm-jwt-plugin # auth_jwt.so; comes only through Recommends, which we do not install
   sudo bc jq iproute2 curl openssl ca-certificates util-linux procps git
   openssh-server openssh-client # the SSH driver's login node (scripts/cluster/start-sshd.sh)
+  mmdebstrap podman runc # the hub's image (helm/image/build.sh; runc: crun refuses hybrid cgroups)
   python3 python3-venv python3-pip
 )
 case "${ID:-}" in
@@ -70,20 +72,9 @@ fi
 log "Debian packages ok"
 
 # ---------------------------------------------------------------- helpers
-# stamp_ok DIR TEXT: DIR/.hpcspawner-stamp holds TEXT (the venv was built with these inputs)
-stamp_ok() { [ "$(cat "$1/.hpcspawner-stamp" 2>/dev/null)" = "$2" ]; }
-# pyver PYTHON: one line naming the interpreter's version and build
-pyver() { "$1" -c 'import sys; print(" ".join(sys.version.split()))' 2>/dev/null; }
-# ensure_venv DIR PYTHON: DIR is a working venv of PYTHON's version; (re)create it otherwise.
-ensure_venv() {
-  local dir=$1 py=$2
-  if [ "$(pyver "$dir/bin/python")" != "$(pyver "$py")" ]; then
-    rm -rf "$dir"
-    "$py" -m venv "$dir"
-    log "created venv $dir ($("$dir/bin/python" --version))"
-  fi
-}
-PYPROJECT_HASH=$(sha256sum pyproject.toml | cut -d' ' -f1)
+# stamp_ok, pyver, ensure_venv, clean_copy
+# shellcheck source=scripts/venv-lib.sh
+. "$REPO/scripts/venv-lib.sh"
 
 # ---------------------------------------------------------------- 2. Node.js + npm packages
 NODE_BIN_DIR=$REPO/.venv/node-bin # only exists when Node.js comes from PyPI; test.sh puts it on PATH
@@ -118,40 +109,26 @@ else
 fi
 
 # ---------------------------------------------------------------- 3. hub venvs
-# pip install -e needs only pyproject.toml (+ its readme) and hpcspawner/.  PITFALL: setuptools'
-# editable install maps the top-level package when it is installed: a venv built while
-# hpcspawner/__init__.py did not exist yet cannot import it later, so its presence is in the stamp.
-hub_venv() { # NAME PIP-ARGS...
-  local dir=$REPO/.venv/$1 stamp; shift
-  stamp="$(pyver python3) | $* | $PYPROJECT_HASH | init=$([ -f hpcspawner/__init__.py ] && echo 1 || echo 0)"
-  if stamp_ok "$dir" "$stamp"; then
-    log "$dir up to date"
-    return 0
-  fi
-  ensure_venv "$dir" python3
-  log "pip install into $dir: $*"
-  "$dir/bin/pip" install -q "$@"
-  echo "$stamp" >"$dir/.hpcspawner-stamp"
-  log "$dir ready"
-}
+# scripts/install-hub-env.sh, the script the hub's image (helm/image/Containerfile) is built
+# with: here editable, with the test extras, from the first python3 on PATH.
 # playwright: the browser tests drive Debian's /usr/bin/chromium; never `playwright install`.
-hub_venv jh6 -e '.[test,docs,ssh,rest]' 'jupyterhub==6.1.1' playwright
+# Its JupyterHub is the script's default, the image's.
+HPCSPAWNER_EDITABLE=1 HPCSPAWNER_EXTRAS=test,docs,ssh,rest \
+  "$REPO/scripts/install-hub-env.sh" "$REPO/.venv/jh6" playwright
 # The JupyterHub floor: pyproject.toml's `jupyterhub>=X` (tests/unit/test_packaging.py checks
 # that they agree), so that test.sh's second run tests the oldest JupyterHub we claim to support.
-hub_venv jh5 -e '.[test,ssh,rest]' 'jupyterhub==5.4.1'
+HPCSPAWNER_EDITABLE=1 HPCSPAWNER_EXTRAS=test,ssh,rest JUPYTERHUB_VERSION=5.4.1 \
+  "$REPO/scripts/install-hub-env.sh" "$REPO/.venv/jh5"
 
 # ---------------------------------------------------------------- 4. singleuser venv for the jobs
 # PITFALL: built from /usr/bin/python3, not the first python3 on PATH: on the dev machines that is
 # a pyenv Python under /root (mode 0700), and a venv made from it fails for alice with
 # "bad interpreter: Permission denied".
-# The package is built from a clean copy of the work tree: building in place would leave build/
-# and *.egg-info in the repo, and a stale build/lib can pack modules deleted since into the wheel.
+# The package is built from a clean copy of the work tree (clean_copy, scripts/venv-lib.sh).
 SU_DEPS=('jupyterhub==6.1.1' jupyterlab 'batchspawner==1.3.0')
 SRC=$(mktemp -d)
 trap 'rm -rf "$SRC"' EXIT
-src_files=(pyproject.toml hpcspawner)
-for f in README* LICENSE* MANIFEST.in; do [ -e "$f" ] && src_files+=("$f"); done
-tar --exclude=__pycache__ -cf - "${src_files[@]}" | tar -C "$SRC" -xf -
+clean_copy "$REPO" "$SRC"
 install -d -m 0755 "$(dirname "$SU_VENV")"
 # hpcspawner's own dependencies (the hub's: oauthenticator, ...) stay out of this venv: when its
 # inputs change it is built afresh, so that nothing left from an earlier build hides a missing one.

@@ -104,12 +104,13 @@ def pytest_runtest_makereport(item, call):
 def hub_factory(tmp_path_factory, cluster, singleuser_venv, proxy_command):
     """Start hubs for a test module; stop all they started (hub, proxy, tagged jobs).
 
-    ``hub_factory.stop(hub)`` stops one of them before the module ends (a module's hub
-    per driver: stopped before the driver's daemon is)."""
+    ``hub_factory(hub_class=...)`` starts a subclass of :class:`Hub` (the chart's hub,
+    ``chartpods.ChartHub``). ``hub_factory.stop(hub)`` stops one of them before the module
+    ends (a module's hub per driver: stopped before the driver's daemon is)."""
     hubs: list[Hub] = []
 
-    def make(**kwargs) -> Hub:
-        hub = Hub(directory=tmp_path_factory.mktemp("hub"), **kwargs)
+    def make(hub_class: type[Hub] = Hub, **kwargs) -> Hub:
+        hub = hub_class(directory=tmp_path_factory.mktemp("hub"), **kwargs)
         hubs.append(hub)
         return hub.start()
 

@@ -37,6 +37,21 @@ HUB_CONNECT_IP = os.environ.get("HPCSPAWNER_HUB_CONNECT_IP", "10.250.0.1")
 ACTIVE_HUBS: list[Hub] = []
 
 
+def stop_process_group(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 20) -> None:
+    """Send ``sig`` to the process group ``proc`` leads (started with ``start_new_session``)
+    and wait for it; SIGKILL after ``timeout`` seconds. Nothing if it has exited."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -134,17 +149,25 @@ class Hub:
         path.write_text(config + textwrap.dedent(self.extra_config))
         return path
 
-    def start(self, timeout: float = 60) -> Hub:
-        config = self.write_config()
+    def command(self, config: Path) -> list[str]:
+        """The hub's argv, given its config file."""
+        return [*self.command_prefix, self.python, "-m", "jupyterhub", "-f", str(config)]
+
+    def environment(self) -> dict[str, str]:
+        """The hub's environment: this process's, with ``env`` and ``path_prepend``."""
         env = dict(os.environ)
         env.update(self.env)
         env["PATH"] = os.pathsep.join([*map(str, self.path_prepend), env.get("PATH", "")])
+        return env
+
+    def start(self, timeout: float = 60) -> Hub:
+        config = self.write_config()
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._log_file = log
         self.proc = subprocess.Popen(
-            [*self.command_prefix, self.python, "-m", "jupyterhub", "-f", str(config)],
+            self.command(config),
             cwd=self.directory,
-            env=env,
+            env=self.environment(),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -165,16 +188,8 @@ class Hub:
 
     def kill(self, sig=signal.SIGTERM, timeout: float = 20) -> None:
         """Stop the hub's process group (not the proxy, which runs in its own session)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, sig)
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
+        if self.proc is not None:
+            stop_process_group(self.proc, sig, timeout)
 
     def stop(self) -> None:
         """Stop everything this hub started: servers' jobs, the hub, the proxy."""
@@ -314,14 +329,29 @@ def squeue_fields(job_id: str, fmt: str, *, all_states: bool = True) -> list[str
     return line.split("|") if line else None
 
 
-def cancel_tagged_jobs(tag: str) -> list[str]:
-    """Cancel every job whose comment marks it as started by the hub with ``tag``."""
+def tagged_jobs(tag: str, user: str = "") -> list[str]:
+    """The queued or running jobs whose comment marks them as started by the hub with
+    ``tag`` (for ``user``, if given)."""
+    prefix = f"hpcspawner:{tag}:" + (f"{user}:" if user else "")
     result = run(["squeue", "--noheader", "--format=%i|%k"])
-    ids = [
+    return [
         line.split("|", 1)[0]
         for line in result.stdout.splitlines()
-        if "|" in line and line.split("|", 1)[1].startswith(f"hpcspawner:{tag}:")
+        if "|" in line and line.split("|", 1)[1].startswith(prefix)
     ]
+
+
+def wait_left_queue(job_id: str, timeout: float = 30) -> None:
+    """Wait until job ``job_id`` has left the queue (neither pending nor running)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and squeue_fields(job_id, "%T", all_states=False):
+        time.sleep(0.2)
+    assert not squeue_fields(job_id, "%T", all_states=False), f"job {job_id} is still queued"
+
+
+def cancel_tagged_jobs(tag: str) -> list[str]:
+    """Cancel every job whose comment marks it as started by the hub with ``tag``."""
+    ids = tagged_jobs(tag)
     if ids:
         run(["scancel", *ids])
     return ids

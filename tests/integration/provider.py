@@ -7,8 +7,6 @@ passes its own users.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +16,7 @@ from pathlib import Path
 
 import requests
 
-from .hub import free_port
+from .hub import free_port, stop_process_group
 
 
 @dataclass
@@ -48,14 +46,7 @@ class Provider:
 
     def stop(self) -> None:
         """Stop the provider's process group (it runs in its own session)."""
-        if self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        stop_process_group(self.proc, timeout=10)
 
 
 def start_provider(

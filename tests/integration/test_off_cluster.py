@@ -22,10 +22,9 @@ the login node.
 from __future__ import annotations
 
 import subprocess
-import time
 
 from . import offcluster
-from .hub import squeue_fields
+from .hub import squeue_fields, wait_left_queue
 from .offcluster import accepted_logins, attempts
 
 driver = offcluster.driver
@@ -70,10 +69,7 @@ def test_spawn_reach_and_stop_off_the_cluster(driver, off_cluster, hub_factory):
     )
     assert r.status_code == 200, r.text
     hub.stop_server("alice")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and squeue_fields(job_id, "%T", all_states=False):
-        time.sleep(0.2)
-    assert not squeue_fields(job_id, "%T", all_states=False), "the job is still in the queue"
+    wait_left_queue(job_id)
     # nothing of Slurm's or munge's ran on the hub's side
     assert attempts(log)[attempts_before:] == []
     if name == "ssh":  # one pooled connection did it all

@@ -8,8 +8,9 @@ from it (JupyterHub's app, the CryptKeeper, the authenticator) and runs
 ``hpcspawner-check-config``'s checks (the spawner's policy, the driver's own settings: the
 SSH key and known_hosts read and parsed, a JWT minted from the key).
 
-No hub starts here; a real hub and proxy started from these files, spawning through the
-SSH or REST driver on the test cluster, belong to the integration tests.
+No hub starts here: tests/integration/test_helm_hub.py starts a real hub and proxy from
+these files, as their pods would run, and spawns through the SSH and REST drivers on the
+test cluster.
 """
 
 from __future__ import annotations
@@ -86,6 +87,21 @@ def test_the_config_file_is_the_charts_and_mounted_where_the_command_says(
     assert configmap["data"]["jupyterhub_config.py"] == source
     config_file = lay_out(rendered, existing_secrets, tmp_path)
     assert config_file == tmp_path / "etc/jupyterhub/config/jupyterhub_config.py"
+
+
+def test_the_volumes_are_laid_out_as_the_kubelet_writes_them(chart, existing_secrets, tmp_path):
+    """Links into a hidden payload directory (the config file finds its directory by
+    abspath, not resolve), and the modes: 0400 for the Secrets and 0644 for the ConfigMap,
+    each with the read access the pod's fsGroup adds."""
+    lay_out(render(chart, values("minimal")), existing_secrets, tmp_path)
+    config = tmp_path / "etc/jupyterhub/config"
+    assert os.readlink(config / "jupyterhub_config.py") == "..data/jupyterhub_config.py"
+    assert os.readlink(config / "..data").startswith("..")
+    assert (config / "jupyterhub_config.py").stat().st_mode & 0o777 == 0o644
+    secrets = tmp_path / SECRETS
+    assert os.readlink(secrets / "ssh") == "..data/ssh"
+    assert (secrets / "ssh/id_key").stat().st_mode & 0o777 == 0o440
+    assert (tmp_path / "srv/jupyterhub").stat().st_mode & 0o2070 == 0o2070  # the database's
 
 
 #: The driver's settings each values file makes: {Class: {trait: value}} ("{secrets}" is

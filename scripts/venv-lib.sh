@@ -1,0 +1,25 @@
+# shellcheck shell=bash
+# Helpers for the scripts that build venvs (install-deps.sh, install-hub-env.sh); source it.
+# A venv keeps a stamp of the inputs it was built from, so that pip runs only when they change.
+
+# stamp_ok DIR TEXT: DIR/.hpcspawner-stamp holds TEXT (the venv was built with these inputs)
+stamp_ok() { [ "$(cat "$1/.hpcspawner-stamp" 2>/dev/null)" = "$2" ]; }
+# pyver PYTHON: one line naming the interpreter's version and build
+pyver() { "$1" -c 'import sys; print(" ".join(sys.version.split()))' 2>/dev/null; }
+# ensure_venv DIR PYTHON: DIR is a working venv of PYTHON's version; (re)create it otherwise.
+ensure_venv() {
+  local dir=$1 py=$2
+  if [ "$(pyver "$dir/bin/python")" != "$(pyver "$py")" ]; then
+    rm -rf "$dir"
+    "$py" -m venv "$dir"
+    echo "created venv $dir ($("$dir/bin/python" --version))"
+  fi
+}
+# clean_copy SRC DEST: what pip needs to build hpcspawner (pyproject.toml, the package, its
+# readme), copied from SRC into DEST. Building in the work tree would leave build/ and *.egg-info
+# there, and a stale build/lib can pack modules deleted since into the wheel.
+clean_copy() {
+  local src=$1 dest=$2 files=(pyproject.toml hpcspawner) f
+  for f in "$src"/README* "$src"/LICENSE* "$src"/MANIFEST.in; do [ -e "$f" ] && files+=("${f#"$src"/}"); done
+  tar -C "$src" --exclude=__pycache__ -cf - "${files[@]}" | tar -C "$dest" -xf -
+}
