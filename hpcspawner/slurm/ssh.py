@@ -51,6 +51,11 @@ from .errors import ConnectionFailed, SlurmError
 from .shellquote import quote_argv
 from .sshpool import ConnectionPool, LoggingClient, LoginHost, NotStarted
 
+#: Seconds between tries when a login node refuses a command's channel (sshd's
+#: ``MaxSessions`` met for a moment): nothing ran, so another try is safe; 1.55 s in all,
+#: then the next login node.
+REFUSED_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8)
+
 #: Slurm's clients: found in :attr:`SSHSlurmDriver.slurm_bin_dir` when that is set.
 SLURM_COMMANDS = frozenset(
     {"sbatch", "scancel", "squeue", "scontrol", "sacctmgr", "sinfo", "sdiag"}
@@ -429,7 +434,9 @@ class SSHSlurmDriver(CommandDriver):
         failures: list[SlurmError] = []
         for host in hosts:
             pool = self._pool(host, login, credentials)
-            for _attempt in range(2):  # a dead pooled connection: one new one
+            refusals = iter(REFUSED_RETRY_DELAYS)
+            fresh = 2  # a dead pooled connection: one new one
+            while fresh:
                 try:
                     conn = await pool.connection()
                 except ConnectionFailed as e:
@@ -439,10 +446,18 @@ class SSHSlurmDriver(CommandDriver):
                 try:
                     result = await pool.run(conn, argv, command, data, timeout, max_output)
                 except NotStarted as e:
+                    if e.refused and (delay := next(refusals, None)) is not None:
+                        # sshd frees a finished command's session a moment after its
+                        # channel closed, so a burst of commands can meet MaxSessions
+                        # ("no more sessions"); nothing ran: try again shortly
+                        self.log.debug("%s refused a channel (%s); again in %g s", host, e, delay)
+                        await asyncio.sleep(delay)
+                        continue
                     failures.append(ConnectionFailed(argv, None, f"{host}: {e}"))
                     if e.refused:
-                        break  # the node refused the command: the next node
+                        break  # the node keeps refusing commands: the next node
                     pool.discard(conn)
+                    fresh -= 1
                     continue
                 self._preferred = host
                 return result

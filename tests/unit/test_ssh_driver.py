@@ -30,11 +30,14 @@ from hpcspawner.slurm import (
     SlurmError,
     SlurmTimeout,
     controller_unreachable,
+    sshpool,
     submission_uncertain,
 )
+from hpcspawner.slurm import ssh as ssh_module
 from hpcspawner.slurm.local import LocalSlurmDriver
 from hpcspawner.slurm.records import SCONTROL_NODES_ARGS, SCONTROL_PARTITIONS_ARGS
 from hpcspawner.slurm.ssh import (
+    REFUSED_RETRY_DELAYS,
     LoginHost,
     SSHSlurmDriver,
     UserCredentials,
@@ -535,6 +538,48 @@ async def test_many_queries_share_one_connection(node, make_driver):
     await bounded(asyncio.gather(*(driver.query(["23"]) for _ in range(20))))
     assert len(node.connections) == 1 and driver.connections_opened == 1
     assert len(node.calls("squeue")) == 30 and driver.calls == {"squeue": 30}
+
+
+def refuse_channels(monkeypatch, times: int) -> list[float]:
+    """The login node refuses the next ``times`` channels (sshd's "no more sessions": the
+    connection stays up); the delays the driver slept between tries are recorded."""
+    real_run, real_sleep = sshpool.ConnectionPool.run, asyncio.sleep
+    slept: list[float] = []
+    left = [times]
+
+    async def run(self, *args, **kwargs):
+        if left[0] > 0:
+            left[0] -= 1
+            raise sshpool.NotStarted("could not start a command: open failed", refused=True)
+        return await real_run(self, *args, **kwargs)
+
+    async def sleep(delay, *args):
+        slept.append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr(sshpool.ConnectionPool, "run", run)
+    monkeypatch.setattr(ssh_module.asyncio, "sleep", sleep)
+    return slept
+
+
+async def test_a_refused_channel_is_tried_again_on_the_same_connection(
+    node, make_driver, monkeypatch
+):
+    node.answer("squeue", stdout=recorded("squeue_running.txt"))
+    slept = refuse_channels(monkeypatch, 3)
+    driver = make_driver()
+    assert "23" in await bounded(driver.query(["23"]))
+    assert slept == list(REFUSED_RETRY_DELAYS[:3])
+    assert driver.connections_opened == 1 and len(node.calls("squeue")) == 1
+
+
+async def test_a_node_that_keeps_refusing_channels_is_unreachable(node, make_driver, monkeypatch):
+    slept = refuse_channels(monkeypatch, 100)
+    driver = make_driver()
+    with pytest.raises(ConnectionFailed, match="open failed") as caught:
+        await bounded(driver.query(["23"]))
+    assert controller_unreachable(caught.value) and not submission_uncertain(caught.value)
+    assert slept == list(REFUSED_RETRY_DELAYS) and node.calls("squeue") == []
 
 
 async def test_a_dropped_connection_is_opened_again(node, make_driver):
