@@ -383,7 +383,19 @@ def driver_section(scenarios: dict) -> list[str]:
         out += [""]
     if load:
         out += ["#### Restart recovery", ""] + driver_restart_table(load, kinds) + [""]
+        out += lost_servers(load, kinds)
     return out
+
+
+def lost_servers(load: dict, kinds: list[str]) -> list[str]:
+    """Hubs that lost servers on their way to a size (the run stopped there for them)."""
+    lines = [
+        f"- **{_label(kind)}** lost servers on the way to {load[kind]['lost']['servers']} "
+        f"running, so its larger sizes were not measured: {load[kind]['lost']['what']}"
+        for kind in kinds
+        if isinstance(load.get(kind), dict) and load[kind].get("lost")
+    ]
+    return ["#### Servers lost", "", *lines, ""] if lines else []
 
 
 def _kept(scenario: dict, kinds: list[str]) -> list[str]:
