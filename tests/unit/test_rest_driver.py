@@ -237,6 +237,24 @@ async def test_many_requests_share_one_connection(servers, drivers):
     assert {r.connection for r in server.requests} == {1}
 
 
+@pytest.mark.parametrize(("keepalive", "connections"), [(300.0, 1), (0.1, 2)])
+async def test_an_idle_connection_is_kept_for_keepalive_seconds(
+    servers, drivers, keepalive, connections
+):
+    # the poller asks every poll_interval: the connection must outlive the pause
+    server = await servers()
+    driver = drivers(server.url, keepalive=keepalive)
+    await asyncio.wait_for(driver.query(["313"]), 10)
+    await asyncio.sleep(0.4)
+    await asyncio.wait_for(driver.query(["313"]), 10)
+    assert server.connections == connections
+
+
+def test_a_negative_keepalive_is_refused():
+    with pytest.raises(ValueError, match="keepalive = -1.0: 0 or more seconds"):
+        RESTSlurmDriver(keepalive=-1)
+
+
 async def test_submit_sends_the_job_object_in_the_users_name(servers, drivers):
     server = await servers()
     driver = drivers(server.url)
