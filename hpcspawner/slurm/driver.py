@@ -177,10 +177,6 @@ class SlurmDriver(LoggingConfigurable):
         stays usable: a later call opens what it needs again.
         """
 
-    #: What slurmctld spends on this driver's listing and per-job lookup (the cost model
-    #: ``job_query = "auto"`` chooses with; measured per driver by benchmarks/controller_cost.py).
-    query_cost = querycost.DEFAULT_COST
-
     #: Whether the driver can write and read the user's files (the token file, the TLS
     #: files, a failed job's output): slurmrestd cannot, without a ``files`` delegate.
     handles_files = True
@@ -220,7 +216,7 @@ class SlurmDriver(LoggingConfigurable):
         if self.job_query != "auto":
             return self.job_query
         queued = await self.queue_size()
-        plan = querycost.choose(count, queued, self.query_cost)
+        plan = querycost.choose(count, queued)
         self.log.debug(
             "Status query for %d job(s), %s jobs queued: %s",
             count,

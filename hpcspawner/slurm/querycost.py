@@ -54,13 +54,8 @@ class QueryCost:
         return self.batch_ms(queued) / self.single_ms
 
 
-#: The defaults (Slurm's command-line clients), from the measurements above.
+#: The defaults, from the measurements above.
 DEFAULT_COST = QueryCost()
-
-#: slurmrestd's: a lookup (``GET .../job/ID``) cost slurmctld 0.06 to 0.13 ms, a listing
-#: (``GET .../jobs``) about 0.4 ms + 1.6 µs per job record (benchmarks/controller_cost.py,
-#: 2026-12-02): per-job lookups pay off up to about 50 jobs at 3,000 queued.
-REST_COST = QueryCost(single_ms=0.1, load_ms=0.4, per_record_ms=0.0016)
 
 #: With the queue's size unknown (``sdiag`` refused, not read yet): per-job lookups for up to
 #: this many jobs, a listing above. 20 lookups cost slurmctld at most 5 ms whatever the queue

@@ -67,7 +67,7 @@ import httpx
 from traitlets import Bool, Callable, Float, Instance, Integer, Unicode, validate
 
 from ..loopback import is_loopback
-from . import jwt, querycost, rest_v0038
+from . import jwt, rest_v0038
 from .driver import OUTPUT_TAIL_BYTES, JobOutput, SlurmDriver, may_act_as
 from .errors import ConnectionFailed, ConnectionLost, ConnectTimeout, SlurmError, SlurmTimeout
 from .records import ParseError, check_user_name
@@ -99,9 +99,6 @@ class RESTSlurmDriver(SlurmDriver):
     queries and in the user's name for submitting and cancelling. See
     :doc:`/howto/rest-driver`.
     """
-
-    #: slurmrestd's lookups cost slurmctld less than the clients' (querycost.REST_COST)
-    query_cost = querycost.REST_COST
 
     url = Unicode(
         "",

@@ -14,11 +14,8 @@ import pytest
 from traitlets import TraitError
 
 from hpcspawner.slurm import JobInfo, Liveness, SlurmDriver, SlurmError, SlurmTimeout
-from hpcspawner.slurm.local import LocalSlurmDriver
-from hpcspawner.slurm.querycost import DEFAULT_COST, REST_COST, UNKNOWN_QUEUE_EACH_MAX, QueryCost
+from hpcspawner.slurm.querycost import UNKNOWN_QUEUE_EACH_MAX
 from hpcspawner.slurm.records import ParseError
-from hpcspawner.slurm.rest import RESTSlurmDriver
-from hpcspawner.slurm.ssh import SSHSlurmDriver
 from hpcspawner.spawner.poller import JobPoller
 
 QUEUE_DOWN = SlurmError(["sdiag"], 1, "slurm_get_statistics: Unable to contact slurm controller")
@@ -337,16 +334,3 @@ def test_the_defaults():
         300.0,
         4,
     )
-
-
-async def test_auto_chooses_with_the_drivers_own_costs(make_driver):
-    driver = make_driver(job_query="auto")
-    driver.query_cost = QueryCost(single_ms=0.01)  # lookups nearly free: 80 of them win
-    driver.queued = 10_000
-    await bounded(driver.query([str(100 + number) for number in range(80)]))
-    assert driver.calls == {"queue_size": 1, "lookup": 80}
-
-
-def test_each_driver_has_its_measured_costs():
-    assert RESTSlurmDriver.query_cost is REST_COST
-    assert LocalSlurmDriver.query_cost is SSHSlurmDriver.query_cost is DEFAULT_COST

@@ -9,7 +9,6 @@ from hpcspawner.slurm.querycost import (
     BATCH,
     DEFAULT_COST,
     EACH,
-    REST_COST,
     UNKNOWN_QUEUE_EACH_MAX,
     QueryCost,
     choose,
@@ -95,10 +94,3 @@ def test_other_costs_and_caps_are_taken():
 def test_negative_counts_are_refused(ids, queued):
     with pytest.raises(ValueError, match="not negative"):
         choose(ids, queued)
-
-
-def test_slurmrestds_lookups_pay_off_longer():
-    # measured: GET .../job/ID ~0.1 ms, GET .../jobs ~0.4 ms + 1.6 µs per record
-    assert choose(50, 3000, REST_COST) == EACH
-    assert choose(50, 3000) == BATCH  # the command-line clients' lookups cost more
-    assert choose(10, 0, REST_COST) == BATCH

@@ -180,8 +180,7 @@ def quiet_diag():
     ("diag", "ids", "asked"),
     [
         pytest.param(None, ["313", "999999"], ["GET /job/313", "GET /job/999999"], id="busy"),
-        # a listing costs slurmctld about four of slurmrestd's lookups on a quiet cluster
-        pytest.param(quiet_diag(), ["313", "7", "8", "9", "999999"], ["GET /jobs"], id="quiet"),
+        pytest.param(quiet_diag(), ["313", "999999"], ["GET /jobs"], id="quiet"),
         pytest.param(
             CONTROLLER_DOWN, ["313", "999999"], ["GET /job/313", "GET /job/999999"], id="failed"
         ),
