@@ -11,6 +11,8 @@ asks the driver's real ``query()`` with each query form (``batch``, ``each``, an
 ``auto``: the cost model's choice) a few times, with ``sdiag --reset`` before each cell::
 
     sudo MAX_JOB_COUNT=20000 MULTINODE=2 scripts/cluster/setup.sh   # room for 10,000 + more
+    # (the cancelled jobs stay in slurmctld for MinJobAge, 300 s: set the cluster up again
+    # with the default MaxJobCount only after that, or it refuses new jobs meanwhile)
     sudo .venv/jh6/bin/python benchmarks/controller_cost.py          # ~8 min; results + docs
     sudo .venv/jh6/bin/python benchmarks/controller_cost.py --smoke  # tiny sizes, writes nothing
 
@@ -384,6 +386,11 @@ def main() -> None:
         )
     )
     print("\n".join(table(results)))
+    print(
+        "slurmctld holds the cancelled jobs for MinJobAge (300 s): until then a cluster set up "
+        "again with the default MaxJobCount (10000) refuses new jobs",
+        file=sys.stderr,
+    )
     if not args.smoke:
         RESULTS.write_text(json.dumps(results, indent=1) + "\n")
         write_docs(results)
