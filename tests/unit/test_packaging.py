@@ -131,6 +131,7 @@ def test_the_lowest_jupyterhub_allowed_is_the_one_installed_and_tested():
     "module",
     [
         pytest.param("job/launcher.py", id="launcher"),
+        pytest.param("job/magics.py", id="magics"),
         pytest.param("job/__init__.py", id="job-package"),
         pytest.param("_version.py", id="version"),
         pytest.param("__init__.py", id="package"),
@@ -140,13 +141,21 @@ def test_job_side_modules_use_the_standard_library_only(module):
     assert third_party_imports(PACKAGE / module) == set()
 
 
-def test_the_launcher_runs_without_site_packages():
+@pytest.mark.parametrize(
+    "module, entry",
+    [
+        pytest.param("hpcspawner.job.launcher", "main", id="launcher"),
+        # IPython calls it with its shell: the module itself must not need IPython
+        pytest.param("hpcspawner.job.magics", "load_ipython_extension", id="magics"),
+    ],
+)
+def test_the_job_side_runs_without_site_packages(module, entry):
     # -I -S: no site-packages, no PYTHONPATH, no user site: only the stdlib and the work tree
     probe = (
-        "import sys; sys.path.insert(0, sys.argv[1]); "
-        "import hpcspawner, hpcspawner.job.launcher as launcher; "
-        "print(callable(launcher.main)); "
-        f"print(sorted(set(sys.modules) & {set(HUB_SIDE)!r}))"
+        "import sys, importlib; sys.path.insert(0, sys.argv[1]); "
+        f"import hpcspawner; module = importlib.import_module({module!r}); "
+        f"print(callable(module.{entry})); "
+        f"print(sorted(set(sys.modules) & {set(HUB_SIDE) | {'IPython'}!r}))"
     )
     result = subprocess.run(
         [sys.executable, "-I", "-S", "-c", probe, str(REPO)],
