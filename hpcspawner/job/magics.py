@@ -3,7 +3,7 @@
 
 ``%load_ext hpcspawner.job.magics`` loads them; in a job environment built with ``pip install
 hpcspawner`` they are loaded in every IPython kernel of that environment by the startup file the
-package installs (``share/ipython-startup/50-hpcspawner-magics.py`` in the source tree,
+package installs (``share/ipython/startup/50-hpcspawner-magics.py`` in the source tree,
 ``{sys.prefix}/etc/ipython/startup/`` once installed).
 
 Every command runs as an argv list (no shell), with a timeout (``HPCSPAWNER_SLURM_TIMEOUT``
