@@ -15,11 +15,12 @@ ensure_venv() {
     echo "created venv $dir ($("$dir/bin/python" --version))"
   fi
 }
-# clean_copy SRC DEST: what pip needs to build hpcspawner (pyproject.toml, the package, its
+# clean_copy SRC DEST: what pip needs to build hpcspawner (pyproject.toml, the package, the
+# data files under share/ (the IPython startup file), its
 # readme), copied from SRC into DEST. Building in the work tree would leave build/ and *.egg-info
 # there, and a stale build/lib can pack modules deleted since into the wheel.
 clean_copy() {
-  local src=$1 dest=$2 files=(pyproject.toml hpcspawner) f
+  local src=$1 dest=$2 files=(pyproject.toml hpcspawner share) f
   for f in "$src"/README* "$src"/LICENSE* "$src"/MANIFEST.in; do [ -e "$f" ] && files+=("${f#"$src"/}"); done
   tar -C "$src" --exclude=__pycache__ -cf - "${files[@]}" | tar -C "$dest" -xf -
 }

@@ -95,7 +95,7 @@ fi
 CONTEXT=$(mktemp -d)
 trap 'rm -rf "$CONTEXT"' EXIT
 # what the Containerfile copies, and nothing else
-tar -C "$REPO" --exclude=__pycache__ -cf - pyproject.toml README.md hpcspawner \
+tar -C "$REPO" --exclude=__pycache__ -cf - pyproject.toml README.md hpcspawner share \
   scripts/install-hub-env.sh scripts/venv-lib.sh | tar -C "$CONTEXT" -xf -
 cp "$REPO/helm/image/Containerfile" "$CONTEXT/Containerfile"
 hub_key=$({
