@@ -146,5 +146,6 @@ fi
 # commits; --no-deps and --no-build-isolation keep it to a few seconds.
 "$SU_VENV/bin/pip" install -q --no-deps --force-reinstall --no-build-isolation "$SRC"
 log "$SU_VENV: hpcspawner (re)installed from the work tree"
-chmod -R a+rX "$(dirname "$SU_VENV")"
+chmod a+rx "$(dirname "$SU_VENV")"
+chmod -R a+rX "$SU_VENV" # only the venv: other job images may live beside it
 log "done: $SU_VENV/bin/hpcspawner-singleuser, .venv/jh6, .venv/jh5, node_modules/.bin/configurable-http-proxy"
