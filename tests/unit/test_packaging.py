@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 import subprocess
 import sys
@@ -122,6 +123,53 @@ def test_job_server_modules_import_only_what_a_jupyter_server_has(module):
     assert third_party_imports(PACKAGE / module) <= JOB_SERVER_IMPORTS
     # their tests run a real Jupyter server
     assert "jupyter-server" in declared(PYPROJECT["project"]["optional-dependencies"]["test"])
+
+
+LABEXTENSION = "share/jupyter/labextensions/hpcspawner-jupyterlab"
+
+
+def installed_data_files() -> dict[str, str]:
+    """What the wheel installs under {sys.prefix} -> its file in the source tree, as
+    setuptools expands pyproject.toml's data-files (globs included)."""
+    from setuptools.config.expand import canonic_data_files
+
+    data_files = PYPROJECT["tool"]["setuptools"]["data-files"]
+    return {
+        f"{target}/{Path(source).name}": source
+        for target, sources in canonic_data_files(data_files, str(REPO))
+        for source in sources
+    }
+
+
+def test_the_package_installs_the_built_labextension_whole():
+    """Every file of the built JupyterLab extension reaches the same place under
+    share/jupyter/labextensions/, and its package.json (and install.json) are named
+    without a glob: a package built without the extension fails to build."""
+    built = REPO / LABEXTENSION
+    assert (built / "package.json").exists(), (
+        f"{LABEXTENSION} is not built: run scripts/build-labextension.sh "
+        "(scripts/install-deps.sh does)"
+    )
+    files = {p.relative_to(REPO).as_posix() for p in built.rglob("*") if p.is_file()}
+    installed = installed_data_files()
+    assert {f for f in installed if f.startswith(LABEXTENSION)} == files
+    assert all(installed[f] == f for f in files)
+    load = json.loads((built / "package.json").read_text())["jupyterlab"]["_build"]["load"]
+    assert f"{LABEXTENSION}/{load}" in files
+    literal = PYPROJECT["tool"]["setuptools"]["data-files"][LABEXTENSION]
+    assert sorted(literal) == [f"{LABEXTENSION}/install.json", f"{LABEXTENSION}/package.json"]
+
+
+def test_the_package_enables_the_clock_in_every_jupyter_server():
+    target = "etc/jupyter/jupyter_server_config.d/hpcspawner-clock.json"
+    config = json.loads((REPO / installed_data_files()[target]).read_text())
+    assert config == {"ServerApp": {"jpserver_extensions": {"hpcspawner.job.clock": True}}}
+
+
+def test_the_labextensions_build_output_stays_out_of_git():
+    ignored = (REPO / ".gitignore").read_text().splitlines()
+    for path in (f"/{LABEXTENSION.rsplit('/', 1)[0]}/", "/labextension/node_modules/"):
+        assert path in ignored
 
 
 def test_batchspawner_is_only_for_tests():
