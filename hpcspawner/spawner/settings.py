@@ -406,13 +406,6 @@ class SlurmSpawnerSettings(Configurable):
         """,
     )
 
-    @validate("walltime_warnings")
-    def _check_walltime_warnings(self, proposal):
-        try:
-            return list(walltime.check_warnings(proposal.value))
-        except ValueError as e:
-            raise ValueError(f"c.SlurmSpawner.{e}") from None
-
     save_before_end = Integer(
         walltime.DEFAULT_SAVE_BEFORE_END,
         config=True,
@@ -432,13 +425,6 @@ class SlurmSpawnerSettings(Configurable):
         """,
     )
 
-    @validate("save_before_end")
-    def _check_save_before_end(self, proposal):
-        try:
-            return walltime.check_save_before_end(proposal.value)
-        except ValueError as e:
-            raise ValueError(f"c.SlurmSpawner.{e}") from None
-
     walltime_refresh_interval = Float(
         walltime.DEFAULT_REFRESH_INTERVAL,
         config=True,
@@ -454,10 +440,16 @@ class SlurmSpawnerSettings(Configurable):
         """,
     )
 
-    @validate("walltime_refresh_interval")
-    def _check_walltime_refresh_interval(self, proposal):
+    @validate("walltime_warnings", "save_before_end", "walltime_refresh_interval")
+    def _check_clock_settings(self, proposal):
+        # the checks the job's clock applies when it reads them back (hpcspawner.job.walltime)
+        check = {
+            "walltime_warnings": lambda value: list(walltime.check_warnings(value)),
+            "save_before_end": walltime.check_save_before_end,
+            "walltime_refresh_interval": walltime.check_refresh_interval,
+        }[proposal.trait.name]
         try:
-            return walltime.check_refresh_interval(proposal.value)
+            return check(proposal.value)
         except ValueError as e:
             raise ValueError(f"c.SlurmSpawner.{e}") from None
 

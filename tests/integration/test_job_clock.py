@@ -34,6 +34,7 @@ from playwright.sync_api import Page, expect
 from .browser import screenshot
 from .drills import login_session
 from .hub import squeue_fields
+from .test_spawn_page import page_for  # noqa: F401 - a fixture: a logged-in browser page
 
 USER = "alice"
 SERVER = "clock"
@@ -77,21 +78,6 @@ c.Spawner.default_url = "/lab"
     hub_factory.stop(hub)
 
 
-@pytest.fixture
-def page(browser, hub):
-    hub.create_user(USER)
-    context = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 800})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    page.goto(f"{hub.url}/hub/login")
-    page.fill("#username_input", USER)
-    page.fill("#password_input", "any")
-    page.click("#login_submit")
-    page.wait_for_url(re.compile(r".*/hub/.*"))
-    yield page
-    context.close()
-
-
 def clock_text(page: Page) -> str:
     return page.locator(".hpcspawner-JobClock").inner_text()
 
@@ -101,7 +87,8 @@ def shot(page: Page, name: str) -> None:
     screenshot(page, f"{name}.png")
 
 
-def test_the_clock_counts_down_warns_and_saves_before_the_walltime(hub, page):
+def test_the_clock_counts_down_warns_and_saves_before_the_walltime(hub, page_for):  # noqa: F811
+    page = page_for(USER)  # logged in, on the hub's spawn page
     r = hub.spawn(USER, SERVER, options={"partition": "debug", "memory": "512M", "runtime": LIMIT})
     assert r.status_code in (201, 202), r.text
     model = hub.wait_ready(USER, SERVER)
@@ -197,6 +184,10 @@ def test_the_clock_counts_down_warns_and_saves_before_the_walltime(hub, page):
     deadline = time.monotonic() + 180
     while hub.server_model(USER, SERVER) is not None:
         assert time.monotonic() < deadline, "the server outlived its job"
+        time.sleep(1)
+    # Slurm's word for it (COMPLETING while the job's processes end)
+    while squeue_fields(job_id, "%T") == ["COMPLETING"]:
+        assert time.monotonic() < deadline, "the job is still completing"
         time.sleep(1)
     assert squeue_fields(job_id, "%T") in (None, ["TIMEOUT"])
     spawn_page = login_session(hub, USER).get(f"{hub.url}/hub/spawn/{USER}/{SERVER}", timeout=30)
