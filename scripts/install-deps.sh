@@ -4,7 +4,9 @@
 #
 #   1. Debian packages: Slurm 22.05 + munge, sudo, chromium, Python venv support, ...
 #      (apt-get update + install only when something is missing)
-#   2. node_modules/ from package-lock.json with `npm ci` (configurable-http-proxy)
+#   2. node_modules/ from package-lock.json with `npm ci` (configurable-http-proxy), and the
+#      JupyterLab extension (labextension/, from npm's registry) built into share/ by
+#      scripts/build-labextension.sh, before any venv installs the package (it ships the build)
 #   3. .venv/jh6 (JupyterHub 6.1.1, the package editable, test + docs + ssh + rest extras, playwright) and
 #      .venv/jh5 (exactly the lowest JupyterHub pyproject.toml allows, test + ssh + rest extras), from the
 #      first python3 on PATH, with scripts/install-hub-env.sh (which builds the hub's image too); the
@@ -107,6 +109,9 @@ else
   echo "$LOCK_HASH" >node_modules/.hpcspawner-stamp
   log "npm ci done (node $(node --version), $(node_modules/.bin/configurable-http-proxy --version 2>/dev/null | head -1))"
 fi
+# the job's clock in JupyterLab: the package's data files take the build from share/ (steps 3
+# and 4 fail without it); quick when its inputs have not changed
+"$REPO/scripts/build-labextension.sh"
 
 # ---------------------------------------------------------------- 3. hub venvs
 # scripts/install-hub-env.sh, the script the hub's image (helm/image/Containerfile) is built
@@ -146,6 +151,18 @@ fi
 # commits; --no-deps and --no-build-isolation keep it to a few seconds.
 "$SU_VENV/bin/pip" install -q --no-deps --force-reinstall --no-build-isolation "$SRC"
 log "$SU_VENV: hpcspawner (re)installed from the work tree"
+# the job's clock is on in every job: the JupyterLab extension and the server extension
+if ! "$SU_VENV/bin/jupyter" labextension list 2>&1 | grep -q 'hpcspawner-jupyterlab v.*enabled.*OK'; then
+  "$SU_VENV/bin/jupyter" labextension list >&2 || true
+  echo "$0: the JupyterLab extension hpcspawner-jupyterlab is not enabled in $SU_VENV" >&2
+  exit 1
+fi
+if ! "$SU_VENV/bin/jupyter" server extension list 2>&1 | grep -q 'hpcspawner.job.clock.*enabled'; then
+  "$SU_VENV/bin/jupyter" server extension list >&2 || true
+  echo "$0: the server extension hpcspawner.job.clock is not enabled in $SU_VENV" >&2
+  exit 1
+fi
+log "$SU_VENV: the job's clock (labextension hpcspawner-jupyterlab, server extension hpcspawner.job.clock) enabled"
 chmod a+rx "$(dirname "$SU_VENV")"
 chmod -R a+rX "$SU_VENV" # only the venv: other job images may live beside it
 log "done: $SU_VENV/bin/hpcspawner-singleuser, .venv/jh6, .venv/jh5, node_modules/.bin/configurable-http-proxy"

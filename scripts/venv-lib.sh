@@ -16,11 +16,21 @@ ensure_venv() {
   fi
 }
 # clean_copy SRC DEST: what pip needs to build hpcspawner (pyproject.toml, the package, the
-# data files under share/ (the IPython startup file), its
-# readme), copied from SRC into DEST. Building in the work tree would leave build/ and *.egg-info
-# there, and a stale build/lib can pack modules deleted since into the wheel.
+# data files under share/ (the IPython startup file, the Jupyter server config, the built
+# JupyterLab extension), its readme), copied from SRC into DEST. Building in the work tree
+# would leave build/ and *.egg-info there, and a stale build/lib can pack modules deleted
+# since into the wheel. Fails, saying what to run, when the JupyterLab extension is not built.
 clean_copy() {
   local src=$1 dest=$2 files=(pyproject.toml hpcspawner share) f
+  require_labextension "$src" || return 1
   for f in "$src"/README* "$src"/LICENSE* "$src"/MANIFEST.in; do [ -e "$f" ] && files+=("${f#"$src"/}"); done
   tar -C "$src" --exclude=__pycache__ -cf - "${files[@]}" | tar -C "$dest" -xf -
+}
+# require_labextension REPO: the JupyterLab extension is built in REPO (pyproject.toml's
+# data-files take it from there); say how to build it otherwise.
+require_labextension() {
+  [ -f "$1/share/jupyter/labextensions/hpcspawner-jupyterlab/package.json" ] && return 0
+  echo "hpcspawner: the JupyterLab extension is not built (no $1/share/jupyter/labextensions/hpcspawner-jupyterlab/):" \
+    "run $1/scripts/build-labextension.sh first (scripts/install-deps.sh does)" >&2
+  return 1
 }

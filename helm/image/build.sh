@@ -92,6 +92,10 @@ else
 fi
 
 # ---------------------------------------------------------------- 2. the hub's image
+# the package ships the built JupyterLab extension (the hub does not use it, but pip needs it)
+# shellcheck source=scripts/venv-lib.sh
+. "$REPO/scripts/venv-lib.sh"
+require_labextension "$REPO" || exit 1
 CONTEXT=$(mktemp -d)
 trap 'rm -rf "$CONTEXT"' EXIT
 # what the Containerfile copies, and nothing else

@@ -18,6 +18,12 @@ Runs inside the Slurm job. It
    ``{"port": N}``, the server's own token in the Authorization header, the
    same wire format as ``batchspawner-singleuser``), and
 5. stays as the server's parent, forwarding signals, and exits with its code.
+   SIGUSR1 is Slurm's signal ahead of the walltime (``#SBATCH --signal=B:USR1@N``,
+   sent to the batch shell, which this launcher is: the batch script ``exec``s it). It
+   is relayed only to a server that handles it (its ``SigCgt`` mask in
+   ``/proc/PID/status``): jupyter_server does, and hpcspawner's server extension
+   (:mod:`hpcspawner.job.clock`) takes it as the cue to save open documents; any other
+   server would be killed by it, so it is not sent there.
 
 A server that is a Python script (``jupyterhub-singleuser``, ``jupyter-lab``)
 runs through :data:`PYTHON_FAST_EXIT` unless ``HPCSPAWNER_FAST_EXIT=0``: the
@@ -48,7 +54,9 @@ import urllib.request
 from urllib.parse import urlparse, urlunparse
 
 LISTEN_STATE = "0A"
-FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2)
+#: Slurm's signal ahead of the walltime: relayed only to a server that catches it.
+END_SIGNAL = signal.SIGUSR1
 
 
 #: ``python -c PYTHON_FAST_EXIT SCRIPT ARGS...`` runs SCRIPT in ``__main__`` as
@@ -170,6 +178,19 @@ def server_environment(env: dict[str, str], token: str) -> dict[str, str]:
     return server_env
 
 
+def catches_signal(proc_status: str, signum: int) -> bool:
+    """Whether a process has a handler for ``signum``: the ``SigCgt`` mask of its
+    ``/proc/PID/status`` (hexadecimal, bit N-1 for signal N)."""
+    for line in proc_status.splitlines():
+        name, _, value = line.partition(":")
+        if name == "SigCgt":
+            try:
+                return bool(int(value.strip(), 16) >> (signum - 1) & 1)
+            except ValueError:
+                return False
+    return False
+
+
 def service_url_with_port(url: str, port: int) -> str:
     """Replace the port in ``JUPYTERHUB_SERVICE_URL``."""
     parts = urlparse(url)
@@ -284,6 +305,21 @@ def server_listens(pid: int, port: int) -> bool:
     return bool(listening & _socket_inodes(_descendants(pid)))
 
 
+def relay_end_signal(child: subprocess.Popen, signum: int) -> None:
+    """Relay Slurm's signal to the server if the server handles it, else log and keep it."""
+    name = signal.Signals(signum).name
+    try:
+        with open(f"/proc/{child.pid}/status") as f:
+            catches = catches_signal(f.read(), signum)
+    except OSError:
+        catches = False
+    if catches:
+        log(f"{name}: the job's time limit is near; relayed to the server")
+        child.send_signal(signum)
+    else:
+        log(f"{name}: the job's time limit is near; not relayed (the server does not handle it)")
+
+
 def report_port(api_url: str, token: str, port: int, *, deadline: float, ssl_context=None) -> None:
     """POST the port to the hub; retry while the hub is unreachable; raise on refusal."""
     url = api_url.rstrip("/") + "/batchspawner"
@@ -360,6 +396,7 @@ def run(argv: list[str], env: dict[str, str]) -> int:
         child = subprocess.Popen(server_argv, env=child_env)  # noqa: S603 - the hub's configured command
         for signum in FORWARDED_SIGNALS:
             signal.signal(signum, lambda s, _frame, c=child: c.send_signal(s))
+        signal.signal(END_SIGNAL, lambda s, _frame, c=child: relay_end_signal(c, s))
         while child.poll() is None and not server_listens(child.pid, port):
             time.sleep(0.1)
         if child.returncode is not None:

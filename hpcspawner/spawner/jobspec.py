@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from ..job import batchscript
+from ..job import batchscript, walltime
 from .userfiles import format_path
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.@+:-]")
@@ -48,6 +48,8 @@ def job_environment(settings, env: dict[str, str], token_file: str | None) -> di
         env["HPCSPAWNER_PORT_RANGE"] = f"{ports[0]}-{ports[1]}"
     if not settings.fast_exit:
         env["HPCSPAWNER_FAST_EXIT"] = "0"
+    # the job's clock (hpcspawner.job.clock): warnings, save lead, squeue interval
+    env.update(walltime.clock_environment(settings.clock_settings()))
     if token_file:
         for name in TOKEN_VARIABLES:
             env.pop(name, None)
@@ -98,4 +100,5 @@ def batch_script(
         requeue=settings.requeue,
         path=env.get("PATH", settings.job_path),
         umask=batchscript.check_umask(settings.job_umask),
+        signal_lead=walltime.check_save_before_end(settings.save_before_end),
     )

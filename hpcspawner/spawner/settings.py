@@ -33,7 +33,7 @@ from ..accounts.rules import (
     AccountRules,
     rules_from_config,
 )
-from ..job import batchscript
+from ..job import batchscript, walltime
 from ..resources.options import (
     Policy,
     check_defaults,
@@ -240,8 +240,9 @@ class SlurmSpawnerSettings(Configurable):
         ``request`` (the validated resources), ``job_name``, ``comment``,
         ``workdir``, ``output``, ``command`` (a list), ``prologue``,
         ``environment``, ``extra_directives``, ``requeue``, ``path`` (the job's
-        PATH) and ``umask`` (``job_umask`` as four digits); undefined names
-        are errors. Use ``| sh`` for values on shell lines and ``| directive``
+        PATH), ``umask`` (``job_umask`` as four digits) and ``signal_lead``
+        (``save_before_end``: the ``--signal=B:USR1@`` lead in seconds, 0 for none);
+        undefined names are errors. Use ``| sh`` for values on shell lines and ``| directive``
         for values in ``#SBATCH`` lines.
 
             c.SlurmSpawner.batch_script_template = "/etc/jupyterhub/batch_script.sh.j2"
@@ -388,6 +389,77 @@ class SlurmSpawnerSettings(Configurable):
             c.SlurmSpawner.fast_exit = False
         """,
     )
+
+    walltime_warnings = List(
+        Integer(),
+        list(walltime.DEFAULT_WARNINGS),
+        config=True,
+        help="""When JupyterLab warns that the server's job is about to end: seconds before
+        Slurm's time limit, largest first.
+
+        The job's clock (a status bar item with the time left, from the job's own
+        ``squeue``) shows a notification as each threshold is reached; ``[]`` shows
+        none (the clock stays). The default warns 15 and 5 minutes before the end.
+        Each must be between 1 second and a week.
+
+            c.SlurmSpawner.walltime_warnings = [30 * 60, 10 * 60, 2 * 60]
+        """,
+    )
+
+    save_before_end = Integer(
+        walltime.DEFAULT_SAVE_BEFORE_END,
+        config=True,
+        help="""Seconds before Slurm's time limit at which JupyterLab saves the open documents
+        that have unsaved changes; 0 turns it off.
+
+        Two cues lead to the save, whichever comes first: JupyterLab's own count-down of
+        the time left, and Slurm's signal: the batch script asks for
+        ``#SBATCH --signal=B:USR1@<save_before_end>``, the launcher relays it to the server,
+        and the next request of the page learns of it (this catches a time limit changed
+        since the job last read it). Slurm may send the signal up to 60 seconds earlier
+        than asked. Give the users' notebooks time to save: a few seconds each on a
+        shared file system. At most 65535 (sbatch's limit). Only pages open in a browser
+        save; the user is told in a notification.
+
+            c.SlurmSpawner.save_before_end = 300
+        """,
+    )
+
+    walltime_refresh_interval = Float(
+        walltime.DEFAULT_REFRESH_INTERVAL,
+        config=True,
+        help="""Seconds between two reads of the job's time left by the job itself.
+
+        The job's clock runs ``squeue --jobs=$SLURM_JOB_ID`` when a JupyterLab page asks
+        and its last read is older than this (Slurm's admins may change a running job's
+        limit); between reads the page counts down by itself, and with no page open the
+        job does not ask at all. Each read is one job lookup for slurmctld, per open
+        server: at least 10 seconds.
+
+            c.SlurmSpawner.walltime_refresh_interval = 120
+        """,
+    )
+
+    @validate("walltime_warnings", "save_before_end", "walltime_refresh_interval")
+    def _check_clock_settings(self, proposal):
+        # the checks the job's clock applies when it reads them back (hpcspawner.job.walltime)
+        check = {
+            "walltime_warnings": lambda value: list(walltime.check_warnings(value)),
+            "save_before_end": walltime.check_save_before_end,
+            "walltime_refresh_interval": walltime.check_refresh_interval,
+        }[proposal.trait.name]
+        try:
+            return check(proposal.value)
+        except ValueError as e:
+            raise ValueError(f"c.SlurmSpawner.{e}") from None
+
+    def clock_settings(self) -> walltime.ClockSettings:
+        """What the job's clock needs of the settings above."""
+        return walltime.ClockSettings(
+            warnings=tuple(self.walltime_warnings),
+            save_before_end=self.save_before_end,
+            refresh_interval=self.walltime_refresh_interval,
+        )
 
     container_exec = List(
         Unicode(),

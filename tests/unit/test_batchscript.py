@@ -103,6 +103,7 @@ def make_context(**overrides) -> dict:
         "requeue": False,
         "path": "/opt/jupyterhub/bin:/usr/local/bin:/usr/bin:/bin",
         "umask": "0077",
+        "signal_lead": 120,
     }
     context.update(overrides)
     return context
@@ -182,6 +183,7 @@ GOLDEN_CASES = {
         environment=FULL_ENVIRONMENT,
         extra_directives=["--constraint=ib", "--exclusive"],
         requeue=True,
+        signal_lead=300,
     ),
 }
 
@@ -210,6 +212,7 @@ def test_typical_directives():
         "#SBATCH --cpus-per-task=2",
         "#SBATCH --mem=4G",
         "#SBATCH --time=1:00:00",
+        "#SBATCH --signal=B:USR1@120",
         "#SBATCH --no-requeue",
         "#SBATCH --export=ALL",
     ]
@@ -237,6 +240,11 @@ def test_sbatch_block_before_any_command():
         pytest.param({"request": make_request(gpus=3)}, ["--gres=gpu:3"], [], id="gpus"),
         pytest.param(
             {"extra_directives": ["--exclusive"]}, ["#SBATCH --exclusive"], [], id="extra"
+        ),
+        # Slurm's signal ahead of the limit for the save of open documents (save_before_end)
+        pytest.param({"signal_lead": 0}, [], ["--signal"], id="no-save-before-end"),
+        pytest.param(
+            {"signal_lead": 65535}, ["#SBATCH --signal=B:USR1@65535\n"], [], id="longest-lead"
         ),
     ],
 )

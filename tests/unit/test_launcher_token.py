@@ -60,9 +60,11 @@ def hub():
     server.server_close()
 
 
-def launch(tmp_path, env):
+def launch(tmp_path, env, server_code=SERVER, args=()):
+    """hpcspawner-singleuser running ``server_code`` as the server; its first argument
+    is ``tmp_path / "env.json"``, then ``args``."""
     server = tmp_path / "server.py"
-    server.write_text(SERVER)
+    server.write_text(server_code)
     return subprocess.Popen(
         [
             sys.executable,
@@ -71,6 +73,7 @@ def launch(tmp_path, env):
             sys.executable,
             str(server),
             str(tmp_path / "env.json"),
+            *args,
         ],
         env={
             "PATH": os.environ["PATH"],

@@ -7,8 +7,9 @@
   and ``hpcspawner.loopback``.
 - ``hpcspawner.resources`` (the request, the policy, the one validator, the offer) is pure:
   the standard library and the Slurm layer's records, nothing else.
-- ``hpcspawner.auth.mapping`` (claims -> cluster user name), ``hpcspawner.accounts.rules``
-  and ``hpcspawner.slurm.querycost`` (which status query costs slurmctld less) are pure in
+- ``hpcspawner.auth.mapping`` (claims -> cluster user name), ``hpcspawner.accounts.rules``,
+  ``hpcspawner.slurm.querycost`` (which status query costs slurmctld less) and
+  ``hpcspawner.job.walltime`` (the job's clock: squeue's answer, what is due) are pure in
   the stricter sense: no file or system I/O either (that is ``hpcspawner.accounts.posix``,
   and the drivers), so their tests need no machine.
 
@@ -115,7 +116,9 @@ MAPPING = Layer(
 )
 RULES = Layer("hpcspawner.accounts.rules", ("hpcspawner.accounts.rules",), no_io=True)
 QUERYCOST = Layer("hpcspawner.slurm.querycost", ("hpcspawner.slurm.querycost",), no_io=True)
-LAYERS = [SLURM, RESOURCES, MAPPING, RULES, QUERYCOST]
+#: the job's clock, pure: the hub checks the admin's settings with it, the job reads squeue
+WALLTIME = Layer("hpcspawner.job.walltime", ("hpcspawner.job.walltime",), no_io=True)
+LAYERS = [SLURM, RESOURCES, MAPPING, RULES, QUERYCOST, WALLTIME]
 
 
 def module_name(path: Path) -> str:

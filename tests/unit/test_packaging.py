@@ -7,13 +7,16 @@
 - the lowest JupyterHub ``pyproject.toml`` allows is the one ``install-deps.sh`` installs
   for test.sh's JupyterHub 5 run, and the one the README and the install guide name;
 - the job-side launcher imports nothing but the standard library, so a job environment
-  needs only ``jupyterhub`` + ``jupyterlab`` + ``pip install --no-deps hpcspawner``;
+  needs only ``jupyterhub`` + ``jupyterlab`` + ``pip install --no-deps hpcspawner``; the
+  job's clock (a Jupyter server extension) adds jupyter_server and tornado, which
+  jupyterlab brings;
 - the scripts that change directory call the repository's scripts by absolute path.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import re
 import subprocess
 import sys
@@ -57,11 +60,18 @@ def jupyterhub_floor() -> Version:
 #: optional runtime extras: extra -> the modules (relative to hpcspawner/) that may import it
 RUNTIME_EXTRAS = {"ssh": ("slurm/ssh.py", "slurm/sshpool.py"), "rest": ("slurm/rest.py",)}
 
+#: modules that only a Jupyter server in the job loads (server extensions): they may import
+#: jupyter_server and tornado, which the job environment's jupyterlab brings, and nothing else
+JOB_SERVER_MODULES = ("job/clockhandler.py",)
+JOB_SERVER_IMPORTS = {"jupyter_server", "tornado"}
+
 
 def test_every_import_is_declared_and_every_dependency_imported():
     imported = set()
     for path in PACKAGE.rglob("*.py"):
         module = path.relative_to(PACKAGE).as_posix()
+        if module in JOB_SERVER_MODULES:
+            continue
         if not any(module in modules for modules in RUNTIME_EXTRAS.values()):
             imported |= third_party_imports(path)
     # every import name here is its distribution's name too
@@ -108,6 +118,60 @@ def test_the_package_works_without_the_optional_extras():
     ]
 
 
+@pytest.mark.parametrize("module", JOB_SERVER_MODULES)
+def test_job_server_modules_import_only_what_a_jupyter_server_has(module):
+    assert third_party_imports(PACKAGE / module) <= JOB_SERVER_IMPORTS
+    # their tests run a real Jupyter server
+    assert "jupyter-server" in declared(PYPROJECT["project"]["optional-dependencies"]["test"])
+
+
+LABEXTENSION = "share/jupyter/labextensions/hpcspawner-jupyterlab"
+
+
+def installed_data_files() -> dict[str, str]:
+    """What the wheel installs under {sys.prefix} -> its file in the source tree, as
+    setuptools expands pyproject.toml's data-files (globs included)."""
+    from setuptools.config.expand import canonic_data_files
+
+    data_files = PYPROJECT["tool"]["setuptools"]["data-files"]
+    return {
+        f"{target}/{Path(source).name}": source
+        for target, sources in canonic_data_files(data_files, str(REPO))
+        for source in sources
+    }
+
+
+def test_the_package_installs_the_built_labextension_whole():
+    """Every file of the built JupyterLab extension reaches the same place under
+    share/jupyter/labextensions/, and its package.json (and install.json) are named
+    without a glob: a package built without the extension fails to build."""
+    built = REPO / LABEXTENSION
+    assert (built / "package.json").exists(), (
+        f"{LABEXTENSION} is not built: run scripts/build-labextension.sh "
+        "(scripts/install-deps.sh does)"
+    )
+    files = {p.relative_to(REPO).as_posix() for p in built.rglob("*") if p.is_file()}
+    installed = installed_data_files()
+    assert {f for f in installed if f.startswith(LABEXTENSION)} == files
+    assert all(installed[f] == f for f in files)
+    load = json.loads((built / "package.json").read_text())["jupyterlab"]["_build"]["load"]
+    assert f"{LABEXTENSION}/{load}" in files
+    literal = PYPROJECT["tool"]["setuptools"]["data-files"][LABEXTENSION]
+    assert sorted(literal) == [f"{LABEXTENSION}/install.json", f"{LABEXTENSION}/package.json"]
+
+
+def test_the_package_enables_the_clock_in_every_jupyter_server():
+    target = "etc/jupyter/jupyter_server_config.d/hpcspawner-clock.json"
+    config = json.loads((REPO / installed_data_files()[target]).read_text())
+    assert config == {"ServerApp": {"jpserver_extensions": {"hpcspawner.job.clock": True}}}
+
+
+def test_the_labextensions_build_output_stays_out_of_git():
+    ignored = (REPO / ".gitignore").read_text().splitlines()
+    for path in (f"/{LABEXTENSION.rsplit('/', 1)[0]}/", "/labextension/node_modules/"):
+        assert path in ignored
+
+
 def test_batchspawner_is_only_for_tests():
     assert "batchspawner" not in declared(PYPROJECT["project"]["dependencies"])
     assert "batchspawner" in declared(PYPROJECT["project"]["optional-dependencies"]["test"])
@@ -132,6 +196,8 @@ def test_the_lowest_jupyterhub_allowed_is_the_one_installed_and_tested():
     [
         pytest.param("job/launcher.py", id="launcher"),
         pytest.param("job/magics.py", id="magics"),
+        pytest.param("job/clock.py", id="clock-extension"),
+        pytest.param("job/walltime.py", id="clock-pure"),
         pytest.param("job/__init__.py", id="job-package"),
         pytest.param("_version.py", id="version"),
         pytest.param("__init__.py", id="package"),
@@ -147,6 +213,8 @@ def test_job_side_modules_use_the_standard_library_only(module):
         pytest.param("hpcspawner.job.launcher", "main", id="launcher"),
         # IPython calls it with its shell: the module itself must not need IPython
         pytest.param("hpcspawner.job.magics", "load_ipython_extension", id="magics"),
+        # jupyter_server finds the clock's extension points without importing its handler
+        pytest.param("hpcspawner.job.clock", "_jupyter_server_extension_points", id="clock"),
     ],
 )
 def test_the_job_side_runs_without_site_packages(module, entry):

@@ -193,6 +193,8 @@ def test_the_scripts_directives_become_the_job_object():
         "memory_per_node": "16G",
         "time_limit": "1-12:00:00",
         "gres": "gpu:2",
+        # Slurm's signal ahead of the limit (save_before_end): slurmrestd takes it as a key too
+        "signal": "B:USR1@300",
         "constraints": "ib",
         "exclusive": "true",
         "environment": {"PATH": "/usr/bin:/bin", "JUPYTERHUB_API_TOKEN": "s3cret"},

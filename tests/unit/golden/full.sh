@@ -13,6 +13,7 @@
 #SBATCH --mem=16G
 #SBATCH --time=1-12:00:00
 #SBATCH --gres=gpu:2
+#SBATCH --signal=B:USR1@300
 #SBATCH --export=ALL
 #SBATCH --constraint=ib
 #SBATCH --exclusive

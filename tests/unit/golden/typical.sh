@@ -9,6 +9,7 @@
 #SBATCH --cpus-per-task=2
 #SBATCH --mem=4G
 #SBATCH --time=1:00:00
+#SBATCH --signal=B:USR1@120
 #SBATCH --no-requeue
 #SBATCH --export=ALL
 
