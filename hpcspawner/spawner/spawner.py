@@ -442,6 +442,7 @@ class SlurmSpawner(SlurmSpawnerSettings, UserRequest, Spawner):
         why = messages.end_reason(status.info)
         output_path, output = await self.files.job_output(self.job_output, job_id)
         message, logged = messages.job_ended(job_id, why, output_path, output)
+        self.poller.untrack(job_id)  # clear_state() will not: the job id is gone from the state
         self.job_id = ""
         return SpawnFailure(
             message,

@@ -116,6 +116,7 @@ async def test_metrics_count_the_spawns_the_failure_and_the_stops_that_happened(
     cluster.end(broken_job.job_id, "FAILED", "NonZeroExitCode")
     with pytest.raises(SpawnFailure):
         await bounded(failing)
+    assert broken_job.job_id not in broken.poller.tracked  # not asked about again
 
     # the hub stops bob's server; alice's reaches its walltime
     await bounded(bob.stop())
@@ -133,6 +134,7 @@ async def test_metrics_count_the_spawns_the_failure_and_the_stops_that_happened(
         "hpcspawner_queue_wait",
         "hpcspawner_server_startup",
         "hpcspawner_servers",
+        "hpcspawner_poller_jobs",  # each job followed until its server's state is cleared
     ) == {
         "hpcspawner_spawn_failures_total{reason=job-ended}": 1,
         "hpcspawner_server_stops_total{reason=hub}": 1,
