@@ -7,7 +7,8 @@
 - :class:`HubMetrics` on a registry of its own: counters, histograms, and the server and
   job gauges counted from the hubs it watches at each scrape;
 - :class:`ServerRecord` on a clock of its own: queue wait, start-up time, a start's
-  failure, a server's end counted once.
+  failure, a server's end counted once;
+- the Grafana dashboard in the docs asks only for metrics that exist, and for each.
 
 The whole lifecycle on the in-memory Slurm, through the hub's own registry, is in
 test_metrics_lifecycle.py; tests/integration/test_metrics.py scrapes a real hub.
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -443,3 +446,41 @@ def test_a_server_the_hub_never_reached_is_a_failed_start_not_a_stop(record):
     assert value(record.registry, "hpcspawner_spawn_failures_total", reason="server-unreachable")
     assert value(record.registry, "hpcspawner_server_stops_total", reason="hub") == 0
     assert value(record.registry, "hpcspawner_server_stops_total", reason="cancelled-outside") == 0
+
+
+# ---------------------------------------------------------------- the dashboard
+
+
+def _sample_names(registry: CollectorRegistry) -> set[str]:
+    names = set()
+    for family in registry.collect():
+        names.add(family.name)
+        names |= {sample.name for sample in family.samples}
+    return names
+
+
+def test_the_grafana_dashboard_asks_for_each_metric_and_only_those():
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] and dashboard["title"]
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    expressions = []
+    for panel in panels:
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert panel.get("description"), f"{panel['title']} has no description"
+        for target in panel["targets"]:
+            expressions.append(target["expr"])
+    used = {name for expr in expressions for name in re.findall(r"\bhpcspawner_\w+", expr)}
+    registry = CollectorRegistry()
+    hub = HubMetrics(registry)
+    hub.driver_observer("local").operation("query", 0.1, SlurmTimeout(["squeue"], 1))
+    hub.driver_observer("local").request("squeue")
+    known = _sample_names(registry)
+    assert used <= known, used - known
+    families = {family.name for family in registry.collect()}
+    asked = {name for name in families if any(name in expr for expr in expressions)}
+    assert asked == families, families - asked
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
