@@ -57,15 +57,7 @@ SETTLE = 30
 
 
 hub_driver = offcluster.hub_driver
-
-
-@pytest.fixture(scope="module")
-def hub(hub_driver, hub_factory):
-    hub = hub_factory(
-        extra_config=EXTRA_CONFIG + hub_driver.config, command_prefix=hub_driver.prefix
-    )
-    yield hub
-    hub_factory.stop(hub)
+hub = offcluster.module_hub(EXTRA_CONFIG)
 
 
 def scrape(hub, token: str = METRICS_TOKEN) -> str:

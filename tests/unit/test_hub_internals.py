@@ -189,10 +189,21 @@ def hub_user(db, config: Config, spawner_class: type, name: str = "alice") -> Us
     return User(orm_user, settings, db=db)
 
 
+def running_server(db, cluster: FakeCluster, spawner_class: type) -> User:
+    """alice with a server that runs (job 42 on vm), as a hub restores it from its state."""
+    cluster.existing_job("42")
+    cluster.run("42", "vm")
+    user = hub_user(db, hub_config(cluster), spawner_class)
+    user.spawners[""].load_state({"job_id": "42", "job_host": "vm", "spawn_id": "abc"})
+    return user
+
+
 class AskedBy(SlurmSpawner):
     """SlurmSpawner, noting who asked for each stop (``metrics.stop_requester``)."""
 
-    asked: list
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.asked: list = []
 
     async def stop(self, now=False):
         self.asked.append(metrics.stop_requester())
@@ -204,12 +215,8 @@ class AskedBy(SlurmSpawner):
 )
 async def test_a_stop_asked_through_the_hub_names_who_asked(db, kind, name):
     cluster = FakeCluster()
-    cluster.existing_job("42")
-    cluster.run("42", "vm")
-    user = hub_user(db, hub_config(cluster), AskedBy)
+    user = running_server(db, cluster, AskedBy)
     spawner = user.spawners[""]
-    spawner.asked = []
-    spawner.load_state({"job_id": "42", "job_host": "vm", "spawn_id": "abc"})
     await stop_through_the_api(user, "", kind, name)
     assert spawner.asked == [(kind, name)]
     assert cluster.job("42").state == "CANCELLED"
@@ -218,13 +225,8 @@ async def test_a_stop_asked_through_the_hub_names_who_asked(db, kind, name):
 async def test_a_stop_nobody_asked_for_names_nobody(db):
     """The hub's own stops (its shutdown with cleanup_servers, a server it found dead)
     call User.stop() without a request; so does this test."""
-    cluster = FakeCluster()
-    cluster.existing_job("42")
-    cluster.run("42", "vm")
-    user = hub_user(db, hub_config(cluster), AskedBy)
+    user = running_server(db, FakeCluster(), AskedBy)
     spawner = user.spawners[""]
-    spawner.asked = []
-    spawner.load_state({"job_id": "42", "job_host": "vm", "spawn_id": "abc"})
     await asyncio.wait_for(user.stop(""), TIMEOUT)
     assert spawner.asked == [None]
     assert metrics.stop_requester() is None  # a test's own task: nobody either

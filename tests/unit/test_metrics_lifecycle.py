@@ -62,25 +62,17 @@ def only(changes: dict[str, float], *prefixes: str) -> dict[str, float]:
     return {k: v for k, v in changes.items() if k.startswith(prefixes)}
 
 
-def requests_as_recorded(cluster: FakeCluster, since: int) -> dict[str, float]:
-    """What the scheduler saw from ``since`` (its history's index) as request counts."""
+def as_recorded(cluster: FakeCluster, since: int) -> dict[str, float]:
+    """What the scheduler saw from ``since`` (its history's index), as the metrics count it:
+    each call one request of its command and one operation of its driver method."""
     counts: dict[str, float] = {}
     for call in cluster.history[since:]:
-        key = (
-            f"hpcspawner_scheduler_requests_total{{command={COMMANDS[call.kind]},driver={DRIVER}}}"
-        )
-        counts[key] = counts.get(key, 0) + 1
-    return counts
-
-
-def operations_as_recorded(cluster: FakeCluster, since: int) -> dict[str, float]:
-    """The fake driver's methods that ran from ``since`` as operation counts."""
-    counts: dict[str, float] = {}
-    for call in cluster.history[since:]:
-        key = (
-            f"hpcspawner_scheduler_operation_seconds_count{{driver={DRIVER},operation={call.kind}}}"
-        )
-        counts[key] = counts.get(key, 0) + 1
+        command, operation = COMMANDS[call.kind], call.kind
+        for key in (
+            f"hpcspawner_scheduler_requests_total{{command={command},driver={DRIVER}}}",
+            f"hpcspawner_scheduler_operation_seconds_count{{driver={DRIVER},operation={operation}}}",
+        ):
+            counts[key] = counts.get(key, 0) + 1
     return counts
 
 
@@ -143,10 +135,9 @@ async def test_metrics_count_the_spawns_the_failure_and_the_stops_that_happened(
         "hpcspawner_server_startup_seconds_count{}": 2,
     }
     # every request and operation the scheduler saw, and nothing else
-    assert only(changes, "hpcspawner_scheduler_requests") == requests_as_recorded(cluster, history)
-    assert only(changes, "hpcspawner_scheduler_operation_seconds") == operations_as_recorded(
-        cluster, history
-    )
+    assert only(
+        changes, "hpcspawner_scheduler_requests", "hpcspawner_scheduler_operation_seconds"
+    ) == as_recorded(cluster, history)
     submits = "hpcspawner_scheduler_requests_total{command=sbatch,driver=FakeSlurm}"
     cancels = "hpcspawner_scheduler_requests_total{command=scancel,driver=FakeSlurm}"
     assert (changes[submits], changes[cancels]) == (3, 1)
@@ -190,13 +181,10 @@ async def test_a_stop_asked_through_the_hub_counts_who_asked(db, kind, name, rea
     """The idle culler, the user, an admin: each stops the server with a DELETE of the
     REST API, which JupyterHub serves with BaseHandler.stop_single_user."""
     cluster = FakeCluster()
-    job = cluster.existing_job("42")
-    cluster.run("42", "n1")
-    user = internals.hub_user(db, internals.hub_config(cluster), SlurmSpawner)
-    user.spawners[""].load_state({"job_id": "42", "job_host": "n1", "spawn_id": "abc"})
+    user = internals.running_server(db, cluster, SlurmSpawner)
     before = Scrape()
     await internals.stop_through_the_api(user, "", kind, name)
-    assert job.state == "CANCELLED"
+    assert cluster.job("42").state == "CANCELLED"
     assert only(Scrape() - before, "hpcspawner_server_stops") == {
         f"hpcspawner_server_stops_total{{reason={reason}}}": 1
     }
