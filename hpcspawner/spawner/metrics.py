@@ -54,23 +54,8 @@ INF = float("inf")
 
 #: From seconds on an idle cluster to a day in a full queue.
 QUEUE_WAIT_BUCKETS = (
-    1,
-    2,
-    5,
-    10,
-    30,
-    60,
-    120,
-    300,
-    600,
-    1800,
-    3600,
-    7200,
-    14400,
-    43200,
-    86400,
-    INF,
-)
+    1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400, INF,
+)  # fmt: skip
 #: From the job's start to its server's port: the job's prologue, environment and JupyterLab.
 STARTUP_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, INF)
 #: A Slurm command or request: milliseconds when well, ``command_timeout`` (30 s) at worst.
