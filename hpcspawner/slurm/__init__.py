@@ -12,7 +12,8 @@ and :mod:`~hpcspawner.slurm.rest` imports httpx (the ``rest`` extra): this packa
 import them, so the rest works without asyncssh and httpx.
 
 - :mod:`~hpcspawner.slurm.driver`: :class:`SlurmDriver`, the interface every driver
-  implements, and :class:`JobOutput`;
+  implements, :class:`JobOutput`, and :class:`DriverObserver`, what is told of each
+  request and operation (the hub's metrics);
 - :mod:`~hpcspawner.slurm.cli`: :class:`~hpcspawner.slurm.cli.CommandDriver`, what the
   command drivers run and how they read the answers, apart from the transport;
 - :mod:`~hpcspawner.slurm.local`: :class:`LocalSlurmDriver`, Slurm's commands on the
@@ -37,7 +38,14 @@ import them, so the rest works without asyncssh and httpx.
 
 from __future__ import annotations
 
-from .driver import OUTPUT_TAIL_BYTES, JobOutput, SlurmDriver, may_act_as
+from .driver import (
+    OPERATIONS,
+    OUTPUT_TAIL_BYTES,
+    DriverObserver,
+    JobOutput,
+    SlurmDriver,
+    may_act_as,
+)
 from .errors import (
     ConnectionFailed,
     ConnectionLost,
@@ -46,6 +54,7 @@ from .errors import (
     SlurmError,
     SlurmTimeout,
     controller_unreachable,
+    failure_kind,
     submission_uncertain,
 )
 from .jobstate import JobInfo, Liveness, liveness_of
@@ -61,6 +70,7 @@ from .records import (
 from .snapshot import ClusterSnapshot, PartitionSummary, summarize
 
 __all__ = [
+    "OPERATIONS",
     "OUTPUT_TAIL_BYTES",
     "UNTYPED",
     "Association",
@@ -68,6 +78,7 @@ __all__ = [
     "ConnectTimeout",
     "ConnectionFailed",
     "ConnectionLost",
+    "DriverObserver",
     "JobInfo",
     "JobOutput",
     "Liveness",
@@ -82,6 +93,7 @@ __all__ = [
     "SlurmTimeout",
     "association_choices",
     "controller_unreachable",
+    "failure_kind",
     "liveness_of",
     "may_act_as",
     "submission_uncertain",

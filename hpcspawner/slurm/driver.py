@@ -5,12 +5,19 @@ cache only ever call these methods. :class:`~hpcspawner.slurm.local.LocalSlurmDr
 runs the Slurm commands on the hub's host, :class:`~hpcspawner.slurm.ssh.SSHSlurmDriver`
 on a login node over SSH (both share :class:`~hpcspawner.slurm.cli.CommandDriver`),
 and :class:`~hpcspawner.slurm.rest.RESTSlurmDriver` asks slurmrestd (JWT) over HTTP.
+
+Every driver tells its :attr:`SlurmDriver.observer` what it does: each request that
+reaches Slurm (a command run, a slurmrestd request) and each of its :data:`OPERATIONS`
+(how long it took, what it raised). The hub's metrics listen there
+(:mod:`hpcspawner.spawner.metrics`); a driver implements nothing for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
+import functools
 import logging
 import re
 import time
@@ -59,6 +66,79 @@ class JobOutput:
     problem: str = ""
 
 
+#: The driver's operations that its :attr:`~SlurmDriver.observer` is told about: each call,
+#: how long it took and what it raised (the hub's metrics label them so). ``query`` is the
+#: poller's status query for every job, whichever form it takes (one listing, lookups).
+OPERATIONS = (
+    "submit",
+    "query",
+    "cancel",
+    "find_jobs",
+    "cluster_snapshot",
+    "user_associations",
+    "install_files",
+    "remove_file",
+    "read_output",
+)
+
+
+class DriverObserver:
+    """Told what a driver does; this one does nothing with it (a driver of its own, a test).
+
+    The hub gives its driver one that feeds its metrics
+    (:meth:`hpcspawner.spawner.metrics.HubMetrics.driver_observer`).
+    """
+
+    def request(self, command: str) -> None:
+        """One request reached Slurm: a command run (``sbatch``, ``squeue``, ...) or a
+        slurmrestd request, named as :attr:`SlurmDriver.calls` counts it."""
+
+    def operation(self, name: str, seconds: float, error: BaseException | None) -> None:
+        """The operation ``name`` (one of :data:`OPERATIONS`) returned (``error`` None) or
+        raised ``error`` after ``seconds``."""
+
+
+#: Set while an operation is being told: one that runs inside it (a driver delegating the
+#: user's files to another driver, a subclass calling ``super()``) is part of it.
+_in_operation: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "hpcspawner_driver_operation", default=False
+)
+
+
+def _observed(name: str, method):
+    """``method`` (a driver's coroutine ``name``), timed and told to the driver's observer."""
+
+    @functools.wraps(method)
+    async def operation(self, *args, **kwargs):
+        if _in_operation.get():
+            return await method(self, *args, **kwargs)
+        token = _in_operation.set(True)
+        started = time.perf_counter()
+        error = None
+        try:
+            return await method(self, *args, **kwargs)
+        except BaseException as e:
+            error = e
+            raise
+        finally:
+            _in_operation.reset(token)
+            try:
+                self.observer.operation(name, time.perf_counter() - started, error)
+            except Exception:
+                self.log.exception("The driver's observer failed on %s", name)
+
+    operation.observed_operation = name
+    return operation
+
+
+def _observe_operations(cls: type) -> None:
+    """Wrap the :data:`OPERATIONS` that ``cls`` itself defines (see :func:`_observed`)."""
+    for name in OPERATIONS:
+        method = cls.__dict__.get(name)
+        if method is not None and not hasattr(method, "observed_operation"):
+            setattr(cls, name, _observed(name, method))
+
+
 #: The least value of the query settings, and what the refusal tells the admin.
 _MINIMUMS = {
     "queue_size_interval": (0, "seconds, 0 or more (0: read it for every status query)"),
@@ -67,7 +147,16 @@ _MINIMUMS = {
 
 
 class SlurmDriver(LoggingConfigurable):
-    """Base class of scheduler drivers. One instance serves the whole hub."""
+    """Base class of scheduler drivers. One instance serves the whole hub.
+
+    Each subclass's :data:`OPERATIONS` are timed and told to :attr:`observer` (wrapped
+    when the class is made: one seam for every driver, the local, SSH and REST ones, a
+    site's own, the tests' fake); each request to Slurm is told by :meth:`_count`.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _observe_operations(cls)
 
     command_timeout = Float(
         30.0,
@@ -160,6 +249,8 @@ class SlurmDriver(LoggingConfigurable):
         super().__init__(**kwargs)
         #: How many scheduler requests this driver made, by kind (for tests and benchmarks).
         self.calls: dict[str, int] = {}
+        #: Told of each request and operation (the hub's metrics; nobody by default).
+        self.observer: DriverObserver = DriverObserver()
         #: the queue size last read (None: never read), when it was last asked for, and
         #: whether that failed
         self._queued: int | None = None
@@ -168,7 +259,13 @@ class SlurmDriver(LoggingConfigurable):
         self._queue_size_lock = asyncio.Lock()
 
     def _count(self, kind: str) -> None:
+        """One request of ``kind`` reaches Slurm: counted in :attr:`calls`, told to
+        :attr:`observer`."""
         self.calls[kind] = self.calls.get(kind, 0) + 1
+        try:
+            self.observer.request(kind)
+        except Exception:
+            self.log.exception("The driver's observer failed on %s", kind)
 
     async def close(self) -> None:
         """Release what the driver holds open (connections); the hub calls it at shutdown.
@@ -356,3 +453,6 @@ class SlurmDriver(LoggingConfigurable):
         be asked, :class:`ValueError` for a user name that is not a plain name.
         """
         raise NotImplementedError
+
+
+_observe_operations(SlurmDriver)

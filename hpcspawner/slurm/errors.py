@@ -118,3 +118,41 @@ def submission_uncertain(error: SlurmError) -> bool:
     if isinstance(error, SlurmTimeout | ConnectionLost):
         return True
     return any(text in error.stderr for text in ANSWER_LOST)
+
+
+#: What :func:`failure_kind` calls a failure (a closed set: the hub's metrics label errors so).
+FAILURE_KINDS = (
+    "timeout",
+    "unreachable",
+    "connection-lost",
+    "output-too-large",
+    "failed",
+    "unparseable",
+    "other",
+)
+
+
+def failure_kind(error: BaseException) -> str:
+    """A failed request to Slurm in one word of :data:`FAILURE_KINDS`.
+
+    ``unreachable``: the way to Slurm could not be opened or the controller did not
+    answer (nothing happened); ``timeout``: no answer in time (something may have
+    happened); ``connection-lost``: the connection broke while a command ran;
+    ``output-too-large``: a command printed more than its cap; ``failed``: Slurm (or the
+    command) answered with an error (a non-zero exit, an HTTP error, a rejected job, a
+    command that could not start); ``unparseable``: an answer the driver did not
+    understand, or a value it refused to send; ``other``: anything else (a bug).
+    """
+    if isinstance(error, ConnectionFailed):  # ConnectTimeout too: nothing was started
+        return "unreachable"
+    if isinstance(error, SlurmTimeout):
+        return "timeout"
+    if isinstance(error, ConnectionLost):
+        return "connection-lost"
+    if isinstance(error, OutputTooLarge):
+        return "output-too-large"
+    if isinstance(error, SlurmError):
+        return "unreachable" if controller_unreachable(error) else "failed"
+    if isinstance(error, ValueError):  # ParseError, SqueueParseError, a refused argument
+        return "unparseable"
+    return "other"

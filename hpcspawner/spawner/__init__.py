@@ -22,7 +22,8 @@
   token digest it checks);
 - :mod:`~hpcspawner.spawner.page`, :mod:`~hpcspawner.spawner.form`,
   :mod:`~hpcspawner.spawner.spawnlink`: the spawn page;
-- :mod:`~hpcspawner.spawner.errors`: what a failed start tells the user and the hub.
+- :mod:`~hpcspawner.spawner.errors`: what a failed start tells the user and the hub;
+- :mod:`~hpcspawner.spawner.metrics`: hpcspawner's Prometheus metrics on ``/hub/metrics``.
 
 ``hpcspawner.spawner.SlurmSpawner`` (and the entry points ``hpc`` and ``hpcspawner``) keep
 naming the class; it is loaded on first use, so that the authenticator can reach

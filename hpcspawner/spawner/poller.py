@@ -53,11 +53,21 @@ class _Entry:
 class JobPoller:
     """The hub-wide job status cache."""
 
-    def __init__(self, driver, *, interval: float = 30.0, min_gap: float = 0.1, logger=None):
+    def __init__(
+        self,
+        driver,
+        *,
+        interval: float = 30.0,
+        min_gap: float = 0.1,
+        logger=None,
+        on_query: Callable[[float, bool], None] | None = None,
+    ):
         self.driver = driver
         self.interval = interval
         self.min_gap = min_gap
         self.log = logger or log
+        #: told the seconds each status query took and whether it succeeded (the metrics)
+        self.on_query = on_query
         self._jobs: dict[str, _Entry] = {}
         self._refresh_task: asyncio.Task | None = None
         #: the jobs the refresh in flight asks about; None until it has chosen them
@@ -136,9 +146,11 @@ class JobPoller:
         if not ids:
             return
         self.queries += 1
+        started = time.monotonic()
         try:
             answer = await self.driver.query(ids)
         except SlurmError as e:
+            self._queried(started, ok=False)
             self.log.warning(
                 "Job status query failed, keeping %d job(s) as unknown: %s", len(ids), e
             )
@@ -146,15 +158,26 @@ class JobPoller:
                 self._set(job_id, Liveness.UNKNOWN, None, error=str(e))
             return
         except Exception as e:
+            self._queried(started, ok=False)
             self.log.exception("Job status query failed unexpectedly")
             for job_id in ids:
                 self._set(job_id, Liveness.UNKNOWN, None, error=str(e))
             return
         finally:
             self._last_query_end = time.monotonic()
+        self._queried(started, ok=True)
         now = time.monotonic()
         for job_id in ids:
             self._set(job_id, liveness_of(job_id, answer), answer.get(job_id), checked_at=now)
+
+    def _queried(self, started: float, *, ok: bool) -> None:
+        """Tell :attr:`on_query` how long the query begun at ``started`` took."""
+        if self.on_query is None:
+            return
+        try:
+            self.on_query(time.monotonic() - started, ok)
+        except Exception:
+            self.log.exception("The status query's listener failed")
 
     def _set(self, job_id, liveness, info, *, checked_at=None, error=None) -> None:
         entry = self._jobs.get(job_id)

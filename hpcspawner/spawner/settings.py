@@ -156,6 +156,24 @@ class SlurmSpawnerSettings(Configurable):
         """,
     )
 
+    # ------------------------------------------------------------ metrics
+
+    metrics_culler_services = List(
+        Unicode(),
+        ["idle-culler"],
+        config=True,
+        help="""JupyterHub services whose stops count as ``culled`` in the hub's metrics.
+
+        ``hpcspawner_server_stops_total{reason=...}`` names who asked the hub to stop a
+        server: ``user`` (its owner), ``admin`` (another user), ``culled`` (one of these
+        services), ``service`` (any other service), ``hub`` (no request: the hub's own
+        stop). List the name your idle culler has in ``c.JupyterHub.services``. See
+        :doc:`/howto/metrics`.
+
+            c.SlurmSpawner.metrics_culler_services = ["idle-culler"]
+        """,
+    )
+
     # ------------------------------------------------------------ accounts servers may run as
 
     min_uid = Integer(

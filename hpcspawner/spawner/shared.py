@@ -12,6 +12,10 @@ The objects live as long as the event loop that uses them: the first call inside
 running loop arms :func:`_close_at_shutdown`, which closes them (poller, cache
 refreshes, reapers) when the hub stops, and forgets them.
 
+They feed the hub's metrics (:mod:`~hpcspawner.spawner.metrics`): the driver's requests and
+operations, the poller's queries, and, counted at each scrape while the hub runs, the
+servers its spawners run (:attr:`SharedSlurm.servers`) and the jobs its poller follows.
+
 The authenticator has no spawner to read the driver's settings from, so
 :func:`spawner_settings` reads them from the hub's config the way the spawner
 class would (its config sections, in its MRO order).
@@ -21,11 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from dataclasses import dataclass, field
 
 from traitlets.config import Config
 
 from ..slurm import SlurmDriver
+from . import metrics
 from .clusterinfo import ClusterInfo
 from .poller import JobPoller
 from .recovery import Reapers
@@ -45,6 +51,8 @@ class SharedSlurm:
     config: Config = field(repr=False)
     #: the background looks for lost submissions' jobs (see recovery)
     reapers: Reapers = field(default_factory=Reapers, repr=False)
+    #: the spawners of this hub that started or restored a server (counted by the metrics)
+    servers: weakref.WeakSet = field(default_factory=weakref.WeakSet, repr=False)
     _poller: JobPoller | None = field(default=None, repr=False)
     #: the task that closes all this when the hub stops (see _close_at_shutdown)
     _closer: asyncio.Task | None = field(default=None, repr=False)
@@ -52,8 +60,15 @@ class SharedSlurm:
     def poller(self, interval: float, log: logging.Logger | logging.LoggerAdapter) -> JobPoller:
         """The hub's job poller; the first spawner to ask sets its interval."""
         if self._poller is None:
-            self._poller = JobPoller(self.driver, interval=interval, logger=log)
+            self._poller = JobPoller(
+                self.driver, interval=interval, logger=log, on_query=metrics.METRICS.poll_done
+            )
         return self._poller
+
+    @property
+    def tracked_jobs(self) -> int:
+        """How many jobs the poller follows (0 before it exists)."""
+        return len(self._poller.tracked) if self._poller is not None else 0
 
     async def close(self) -> None:
         """Stop the poller, the cache's refreshes in flight and the reapers, and let the driver
@@ -106,6 +121,7 @@ def shared_slurm(
     shared = _registry.get(key)
     if shared is None:
         driver = settings.driver_class(config=config, log=log)
+        driver.observer = metrics.METRICS.driver_observer(metrics.driver_label(type(driver)))
         info = ClusterInfo(
             driver,
             ttl=settings.cluster_info_ttl,
@@ -113,6 +129,7 @@ def shared_slurm(
             logger=log,
         )
         shared = _registry[key] = SharedSlurm(driver=driver, cluster_info=info, config=config)
+        metrics.METRICS.watch_hub(shared)
     _close_at_shutdown(key, shared, log)
     return shared
 
@@ -146,6 +163,7 @@ async def _wait_for_shutdown(key: tuple, shared: SharedSlurm, log) -> None:
     finally:
         if _registry.get(key) is shared:
             del _registry[key]  # a later hub (a test's next loop) makes its own
+        metrics.METRICS.forget_hub(shared)
         try:
             await shared.close()
         except Exception:

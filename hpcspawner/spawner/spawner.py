@@ -14,7 +14,8 @@ elsewhere:
   as the user; :mod:`~hpcspawner.spawner.messages` words what the user is told;
 - :mod:`~hpcspawner.spawner.recovery` finds a job whose ``sbatch`` answer was lost;
 - :mod:`~hpcspawner.spawner.state` and :mod:`~hpcspawner.spawner.progress` hold what the
-  hub keeps and what the spawn page shows.
+  hub keeps and what the spawn page shows; :mod:`~hpcspawner.spawner.metrics` counts what
+  happened (a :class:`~hpcspawner.spawner.metrics.ServerRecord` per server).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from . import (
     jobspec,
     jobwatch,
     messages,
+    metrics,
     recovery,
 )
 from . import state as serverstate
@@ -78,6 +80,7 @@ class SlurmSpawner(SlurmSpawnerSettings, UserRequest, Spawner):
         self._resume_task: asyncio.Future | None = None
         #: why the last server ended underneath the user (job, reason); shown at the next start
         self._last_end: dict | None = None
+        self._record = metrics.ServerRecord(self.metrics_culler_services)
         if self.queue_timeout and self.start_timeout < self.queue_timeout + 30:
             self.log.warning(
                 "c.Spawner.start_timeout (%s s) is not above c.SlurmSpawner.queue_timeout (%s s)"
@@ -126,6 +129,14 @@ class SlurmSpawner(SlurmSpawnerSettings, UserRequest, Spawner):
         # instead while a spawn is pending too (tests/unit/test_hub_internals.py pins it)
         return self._stop_pending
 
+    @property
+    def checking_server(self) -> bool:
+        """JupyterHub waits for the started server's first HTTP answer (``http_timeout``)."""
+        # no public hook: User.spawn sets the private Spawner._waiting_for_response while it
+        # waits, and stops the server when it gives up (tests/unit/test_hub_internals.py);
+        # only the metrics ask, so a JupyterHub without it must not fail a stop
+        return bool(getattr(self, "_waiting_for_response", False))
+
     # ------------------------------------------------------------ state
 
     def get_state(self):
@@ -155,6 +166,7 @@ class SlurmSpawner(SlurmSpawnerSettings, UserRequest, Spawner):
             self._last_end = last_end  # kept across clear_state: the next start says it
         if self.job_id:
             self.poller.track(self.job_id, self._job_changed)
+            self.shared.servers.add(self)
 
     def clear_state(self):
         super().clear_state()
@@ -260,7 +272,14 @@ class SlurmSpawner(SlurmSpawnerSettings, UserRequest, Spawner):
     def job_command(self, request, environment) -> list[str]:
         return jobspec.job_command(self, request, environment, self.get_args())
 
+    def server_state(self) -> str | None:
+        """``queued``, ``starting``, ``running`` or None, for the hub's metrics."""
+        status = self.poller.cached(self.job_id) if self.job_id else None
+        spawning = self._starting or self.pending == "spawn"
+        return metrics.server_state(spawning, self.job_host, status)
+
     async def start(self):
+        self.shared.servers.add(self)
         previous, self._last_end = self._last_end, None
         self.spawn_id = secrets.token_hex(6)
         self._token_file_written = False
@@ -280,9 +299,11 @@ class SlurmSpawner(SlurmSpawnerSettings, UserRequest, Spawner):
         self._starting = True
         self._port_future = asyncio.get_running_loop().create_future()
         self.port = 0
+        self._record.start_began()
         try:
             return await coro
-        except BaseException:
+        except BaseException as e:
+            self._record.start_failed(e, self.start_timeout)
             await self._cleanup_failed_start()
             raise
         finally:
@@ -300,6 +321,7 @@ class SlurmSpawner(SlurmSpawnerSettings, UserRequest, Spawner):
         t0 = time.monotonic()
         job_id = await self._submit(script, env)
         self.job_id = job_id
+        self._record.submitted()
         self.log.info(
             "Submitted job %s for %s (%s) in %.3f s",
             job_id,
@@ -328,6 +350,7 @@ class SlurmSpawner(SlurmSpawnerSettings, UserRequest, Spawner):
         except jobwatch.QueuedTooLong as e:
             message = messages.queue_timeout(job_id, e.status.info, self.queue_timeout)
             raise SpawnFailure(message, reason="queue-timeout", status_code=503) from None
+        self._record.server_up()
         host = self.node_address.format(node=status.info.batch_host)
         self.job_host = status.info.batch_host
         self.port = port
@@ -420,6 +443,7 @@ class SlurmSpawner(SlurmSpawnerSettings, UserRequest, Spawner):
         why = messages.end_reason(status.info)
         output_path, output = await self.files.job_output(self.job_output, job_id)
         message, logged = messages.job_ended(job_id, why, output_path, output)
+        self.poller.untrack(job_id)  # clear_state() will not: the job id is gone from the state
         self.job_id = ""
         return SpawnFailure(
             message,
@@ -449,6 +473,7 @@ class SlurmSpawner(SlurmSpawnerSettings, UserRequest, Spawner):
 
     def _job_changed(self, status: JobStatus) -> None:
         """Called by the poller when a job's status changes."""
+        self._record.job_changed(status.info)
         if (
             status.liveness is Liveness.GONE
             and not self._starting
@@ -473,6 +498,8 @@ class SlurmSpawner(SlurmSpawnerSettings, UserRequest, Spawner):
             reason = messages.end_reason(status.info)
             if not self._stopping and not self.stop_requested:
                 self._last_end = {"job_id": self.job_id, "reason": reason}
+            if not self._stopping and self.job_host:  # a server that came up ended by itself
+                self._record.job_ended(self.job_id, status.info)
             self.log.info("Job %s of %s is gone: %s", self.job_id, self.log_name, reason)
             return 1
         if status.liveness is Liveness.UNKNOWN:
@@ -493,6 +520,8 @@ class SlurmSpawner(SlurmSpawnerSettings, UserRequest, Spawner):
             if not self.job_host:
                 await self._remove_token_file()  # it ended before its launcher took the token
             return
+        if self.job_host:  # a server that came up (a failed start counts as such)
+            self._record.hub_stops(job_id, self.user.name, checking=self.checking_server)
         self._stopping = True
         try:
             await self._cancel_and_wait(job_id)

@@ -2,9 +2,10 @@
 hub's config for each, the mount namespace without Slurm's clients, and the matrix of
 drivers a test module's hub runs with.
 
-Used by test_off_cluster.py, test_drills_off_cluster.py, test_lifecycle.py and
-test_spawn_page.py; a test module takes the fixtures by name (``driver =
-offcluster.driver``, ``hub_driver = offcluster.hub_driver``). Daemons are found by their
+Used by test_off_cluster.py, test_drills_off_cluster.py, test_lifecycle.py,
+test_spawn_page.py and test_metrics.py; a test module takes the fixtures by name (``driver =
+offcluster.driver``, ``hub_driver = offcluster.hub_driver``, and its hub per driver with
+``hub = offcluster.module_hub(EXTRA_CONFIG)``). Daemons are found by their
 pid files only (checked against ``/proc/PID/comm``), never by name.
 
 ``HPCSPAWNER_TEST_DRIVERS`` narrows the drivers the tests run with (``local``, ``ssh``,
@@ -206,6 +207,23 @@ def hub_driver(request, cluster, tmp_path_factory):
             f"the hub off the cluster ({name} driver) tried to run Slurm's clients or munge "
             f"on its own host ({log}):\n" + "\n".join(tried)
         )
+
+
+def module_hub(extra_config: str = ""):
+    """A test module's ``hub`` fixture: one hub per driver (take :func:`hub_driver` into the
+    module too) with ``extra_config``, stopped before the driver's daemon is and the hub's
+    side is checked. ``hub_driver = offcluster.hub_driver``,
+    ``hub = offcluster.module_hub(EXTRA_CONFIG)``."""
+
+    @pytest.fixture(scope="module")
+    def hub(hub_driver, hub_factory):
+        hub = hub_factory(
+            extra_config=extra_config + hub_driver.config, command_prefix=hub_driver.prefix
+        )
+        yield hub
+        hub_factory.stop(hub)
+
+    return hub
 
 
 @pytest.fixture(scope="module")

@@ -40,3 +40,38 @@ def test_a_connect_timeout_is_a_timeout_that_started_nothing():
     error = errors.ConnectTimeout(ARGV, 10, "no SSH connection to login1:22 within 10 s")
     assert isinstance(error, errors.SlurmTimeout) and isinstance(error, errors.ConnectionFailed)
     assert error.timeout == 10 and "login1:22" in str(error)
+
+
+#: id (of MEANINGS) -> what the hub's metrics call the failure
+KINDS = {
+    "slurm-refused": "failed",
+    "controller-down": "unreachable",
+    "controller-hung": "unreachable",
+    "command-timeout": "timeout",
+    "no-connection": "unreachable",
+    "connect-timeout": "unreachable",
+    "connection-lost": "connection-lost",
+    "output-too-large": "output-too-large",
+}
+
+
+@pytest.mark.parametrize(("case", "kind"), KINDS.items(), ids=KINDS.keys())
+def test_what_a_failure_is_called(case, kind):
+    assert errors.failure_kind(MEANINGS[case][0]) == kind
+    assert kind in errors.FAILURE_KINDS
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        pytest.param(errors.SlurmError(["sbatch"], None, "not found"), "failed", id="cannot-run"),
+        pytest.param(ValueError("squeue printed something else"), "unparseable", id="parse"),
+        pytest.param(RuntimeError("a bug"), "other", id="bug"),
+    ],
+)
+def test_what_other_failures_are_called(error, kind):
+    assert errors.failure_kind(error) == kind
+
+
+def test_every_meaning_has_a_name():
+    assert KINDS.keys() == MEANINGS.keys()

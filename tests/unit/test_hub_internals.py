@@ -6,12 +6,20 @@ that a JupyterHub upgrade that changes it fails a test (run on JupyterHub 5 and 
   (``SlurmSpawner.stop_requested``: a server the hub stops did not end underneath the user);
 - the hub's shutdown cancels every task of its loop after ``cleanup()`` and waits for
   them: the moment the shared driver, poller and reapers are closed
-  (``hpcspawner.spawner.shared._close_at_shutdown``).
+  (``hpcspawner.spawner.shared._close_at_shutdown``);
+- ``BaseHandler.stop_single_user`` (every stop asked through the hub: the REST API's
+  DELETE, the admin page, the idle culler) stops the server in a task of its inner
+  coroutine, which holds the request's handler: who asked, for the metrics
+  (``hpcspawner.spawner.metrics.stop_requester``);
+- ``Spawner._waiting_for_response``: set by ``User.spawn`` while it waits for the started
+  server's first answer, still set when it gives up and stops the server
+  (``SlurmSpawner.checking_server``: a failed start, not a stop, in the metrics).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from types import SimpleNamespace
 
@@ -19,6 +27,7 @@ import pytest
 from fakeslurm import FakeCluster, FakeSlurm
 from jupyterhub import orm
 from jupyterhub.app import JupyterHub
+from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.objects import Hub
 from jupyterhub.spawner import Spawner
 from jupyterhub.user import User
@@ -26,7 +35,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import sessionmaker
 from traitlets.config import Config
 
-from hpcspawner.spawner import SlurmSpawner
+from hpcspawner.spawner import SlurmSpawner, metrics
 from hpcspawner.spawner.shared import shared_slurm
 
 TIMEOUT = 10.0
@@ -136,3 +145,120 @@ def test_the_hubs_shutdown_closes_the_shared_driver_poller_and_reapers():
 
     queries = asyncio.run(hub_lifetime())
     assert cluster.count("query") == queries  # the closed poller asks no more
+
+
+# ---------------------------------------------------------------- who stops a server
+
+
+class StubHandler:
+    """What ``BaseHandler.stop_single_user`` uses of its request handler; ``current_user``
+    is who sent the request (a user or a service: ``kind``, ``name``)."""
+
+    def __init__(self, current_user):
+        self.current_user = current_user
+        self.authenticator = SimpleNamespace(refresh_pre_stop=False)
+        self.proxy = SimpleNamespace(delete_user=self._no_route)
+        self.log = LOG
+        self.statsd = SimpleNamespace(timing=lambda *args: None)  # JupyterHub 5
+        self.eventlog = SimpleNamespace(emit=lambda **kwargs: None)
+        self.slow_stop_timeout = TIMEOUT
+
+    async def _no_route(self, user, server_name):
+        pass
+
+
+async def stop_through_the_api(user: User, server_name: str, kind: str, name: str) -> None:
+    """Stop ``user``'s server as JupyterHub does on a DELETE /hub/api/users/.../server
+    sent by the user or service ``name`` (``kind``: "user" or "service")."""
+    spawner = user.spawners[server_name]  # a stopped server's spawner leaves user.spawners
+    handler = StubHandler(SimpleNamespace(kind=kind, name=name))
+    await asyncio.wait_for(BaseHandler.stop_single_user(handler, user, server_name), TIMEOUT)
+    assert spawner._stop_future is None, "the stop did not finish"
+
+
+def hub_user(db, config: Config, spawner_class: type, name: str = "alice") -> User:
+    """A JupyterHub ``User`` of the hub ``config`` (its spawners of ``spawner_class``)."""
+    orm_user = db.query(orm.User).filter_by(name=name).one_or_none()
+    if orm_user is None:
+        orm_user = orm.User(name=name)
+        db.add(orm_user)
+        db.commit()
+    hub = Hub(ip="127.0.0.1", port=8081, base_url="/hub/")
+    statsd = SimpleNamespace(incr=lambda *args: None, timing=lambda *args: None)  # JupyterHub 5
+    settings = {"spawner_class": spawner_class, "config": config, "hub": hub, "statsd": statsd}
+    return User(orm_user, settings, db=db)
+
+
+def running_server(db, cluster: FakeCluster, spawner_class: type) -> User:
+    """alice with a server that runs (job 42 on vm), as a hub restores it from its state."""
+    cluster.existing_job("42")
+    cluster.run("42", "vm")
+    user = hub_user(db, hub_config(cluster), spawner_class)
+    user.spawners[""].load_state({"job_id": "42", "job_host": "vm", "spawn_id": "abc"})
+    return user
+
+
+class AskedBy(SlurmSpawner):
+    """SlurmSpawner, noting who asked for each stop (``metrics.stop_requester``)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.asked: list = []
+
+    async def stop(self, now=False):
+        self.asked.append(metrics.stop_requester())
+        return await super().stop(now)
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"), [("service", "idle-culler"), ("user", "alice"), ("user", "an-admin")]
+)
+async def test_a_stop_asked_through_the_hub_names_who_asked(db, kind, name):
+    cluster = FakeCluster()
+    user = running_server(db, cluster, AskedBy)
+    spawner = user.spawners[""]
+    await stop_through_the_api(user, "", kind, name)
+    assert spawner.asked == [(kind, name)]
+    assert cluster.job("42").state == "CANCELLED"
+
+
+async def test_a_stop_nobody_asked_for_names_nobody(db):
+    """The hub's own stops (its shutdown with cleanup_servers, a server it found dead)
+    call User.stop() without a request; so does this test."""
+    user = running_server(db, FakeCluster(), AskedBy)
+    spawner = user.spawners[""]
+    await asyncio.wait_for(user.stop(""), TIMEOUT)
+    assert spawner.asked == [None]
+    assert metrics.stop_requester() is None  # a test's own task: nobody either
+
+
+class NeverAnswers(SlurmSpawner):
+    """A started server that never answers the hub's HTTP check."""
+
+    @property
+    def server(self):
+        return SimpleNamespace(url="http://vm:1/", wait_up=self._never)
+
+    async def _never(self, **kwargs):
+        raise asyncio.TimeoutError("never answered")
+
+
+async def test_the_hub_stops_a_server_it_never_reached_while_still_waiting(db):
+    """User.spawn sets _waiting_for_response before it waits for the server's first
+    answer (_wait_up); _wait_up stops the server, when it gives up, before clearing it."""
+    spawn = inspect.getsource(User.spawn)
+    flag = spawn.index("spawner._waiting_for_response = True")
+    assert flag < spawn.index("await self._wait_up(spawner)", flag)
+    user = hub_user(db, hub_config(FakeCluster()), NeverAnswers)
+    spawner = user.spawners[""]
+    seen = []
+
+    async def stop(server_name=""):
+        seen.append(spawner.checking_server)
+
+    user.stop = stop
+    spawner._waiting_for_response = True  # as User.spawn does
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(user._wait_up(spawner), TIMEOUT)
+    assert seen == [True]
+    assert spawner.checking_server is False

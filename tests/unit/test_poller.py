@@ -378,3 +378,29 @@ def test_stop_check_pauses_look_often_first_then_settle_at_one_second():
         assert any(0 < t - slurmd_look <= 0.25 for t in times), slurmd_look
     assert max(pauses) == pauses[-1] == 1.0
     assert sum(1 for t in times if t <= 5) <= 22  # a bounded number of queries
+
+
+# ---------------------------------------------------------------- what it tells the metrics
+
+
+async def test_each_query_is_told_with_its_time_and_outcome(make_poller, caplog):
+    poller, cluster = make_poller()
+    told = []
+    poller.on_query = lambda seconds, ok: told.append((seconds, ok))
+    running(cluster, "1")
+    poller.track("1")
+    release = cluster.hold("query")
+    refresh = asyncio.ensure_future(poller.refresh("1"))
+    await bounded(cluster.wait_for(lambda: cluster.held("query")))
+    await asyncio.sleep(0.05)
+    release.set()
+    await bounded(refresh)
+    cluster.fail("query", CONTROLLER_DOWN)
+    await bounded(poller.refresh("1"))
+    assert [ok for _, ok in told] == [True, False]
+    assert told[0][0] >= 0.05  # from the query's start to its answer
+    # a listener that fails is logged; the poller goes on
+    poller.on_query = lambda seconds, ok: 1 / 0
+    await bounded(poller.refresh("1"))
+    assert poller.cached("1").liveness is Liveness.ALIVE
+    assert "The status query's listener failed" in caplog.text
