@@ -182,7 +182,9 @@ def test_pick_resources_start_use_and_stop(hub, page_for):
     )
     assert output.split() == [job_id, "2", "1024"], output
 
-    page.goto(f"{hub.url}/hub/home")
+    # networkidle: JupyterHub 5's home page binds Stop's handler from a script require.js loads
+    # after "load"; a click before that does nothing (seen on a loaded CI machine)
+    page.goto(f"{hub.url}/hub/home", wait_until="networkidle")
     page.click("#stop")
     # the hub page hides Stop once the hub says the server has stopped
     expect(page.locator("#stop")).to_be_hidden(timeout=60_000)
