@@ -327,7 +327,7 @@ def test_the_package_installs_the_startup_file_where_ipython_runs_it():
     data_files = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
         "data-files"
     ]
-    assert data_files == {"etc/ipython/startup": [str(STARTUP_FILE.relative_to(REPO))]}
+    assert data_files["etc/ipython/startup"] == [str(STARTUP_FILE.relative_to(REPO))]
     from IPython.core.application import ENV_CONFIG_DIRS
 
     assert os.path.join(sys.prefix, "etc", "ipython") in ENV_CONFIG_DIRS

@@ -132,6 +132,7 @@ def test_the_lowest_jupyterhub_allowed_is_the_one_installed_and_tested():
     [
         pytest.param("job/launcher.py", id="launcher"),
         pytest.param("job/magics.py", id="magics"),
+        pytest.param("job/activity.py", id="activity"),
         pytest.param("job/__init__.py", id="job-package"),
         pytest.param("_version.py", id="version"),
         pytest.param("__init__.py", id="package"),
@@ -147,6 +148,8 @@ def test_job_side_modules_use_the_standard_library_only(module):
         pytest.param("hpcspawner.job.launcher", "main", id="launcher"),
         # IPython calls it with its shell: the module itself must not need IPython
         pytest.param("hpcspawner.job.magics", "load_ipython_extension", id="magics"),
+        # Jupyter Server calls it with its ServerApp: the module itself needs no Jupyter
+        pytest.param("hpcspawner.job.activity", "_load_jupyter_server_extension", id="activity"),
     ],
 )
 def test_the_job_side_runs_without_site_packages(module, entry):
