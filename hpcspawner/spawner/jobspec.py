@@ -48,6 +48,9 @@ def job_environment(settings, env: dict[str, str], token_file: str | None) -> di
         env["HPCSPAWNER_PORT_RANGE"] = f"{ports[0]}-{ports[1]}"
     if not settings.fast_exit:
         env["HPCSPAWNER_FAST_EXIT"] = "0"
+    if settings.job_idle_timeout:
+        # read in the job by hpcspawner.job.activity: the server's idle safety net
+        env["HPCSPAWNER_IDLE_TIMEOUT"] = str(int(settings.job_idle_timeout))
     if token_file:
         for name in TOKEN_VARIABLES:
             env.pop(name, None)
