@@ -81,6 +81,27 @@ def test_an_optional_extra_is_declared_and_imported_only_where_it_is_needed(extr
     assert wanted <= set(declared(optional["test"]))
 
 
+#: extras the hub runs as programs of their own (a hub service), which hpcspawner never imports:
+#: extra -> the module the hub runs
+HUB_SERVICE_EXTRAS = {"cull": "jupyterhub_idle_culler"}
+
+
+@pytest.mark.parametrize("extra", sorted(HUB_SERVICE_EXTRAS))
+def test_a_hub_service_extra_is_installed_in_every_hub_environment_and_never_imported(extra):
+    """The sample config and the chart start the idle culler as ``python -m
+    jupyterhub_idle_culler`` with the hub's own interpreter: the image and the test venvs
+    (install-hub-env.sh's default, install-deps.sh's jh6 and jh5) carry it."""
+    assert extra in PYPROJECT["project"]["optional-dependencies"]
+    module = HUB_SERVICE_EXTRAS[extra]
+    assert not [p for p in PACKAGE.rglob("*.py") if module in third_party_imports(p)]
+    script = (REPO / "scripts" / "install-hub-env.sh").read_text()
+    (default,) = re.findall(r"HPCSPAWNER_EXTRAS=\$\{HPCSPAWNER_EXTRAS:-(\S+)\}", script)
+    assert extra in default.split(",")
+    install = (REPO / "scripts" / "install-deps.sh").read_text()
+    venvs = re.findall(r"HPCSPAWNER_EXTRAS=(\S+)", install)
+    assert len(venvs) == 2 and all(extra in extras.split(",") for extras in venvs), venvs
+
+
 def test_the_package_works_without_the_optional_extras():
     """hpcspawner.slurm, the spawner and the authenticator import with asyncssh and httpx
     absent; the REST driver's pure modules (rest_v0038, jwt) need neither."""
