@@ -1,13 +1,15 @@
-"""A Jupyter Server extension for the job: busy kernels count as activity, and a server left
-idle ends its job by itself.
+"""A Jupyter Server extension for the job: busy kernels and terminals count as activity, and a
+server left idle ends its job by itself.
 
 Jupyter Server counts as activity the API requests it serves, its kernels' messages and its
 terminals' output (``ServerWebApplication.last_activity()``). A kernel that runs one long
 computation (``time.sleep(3600)``, a training loop that prints nothing) sends no message
 between "busy" and "idle", so for hours the server looks idle: ``jupyterhub-singleuser``
 reports that stale time to the hub, and the hub's idle culler would stop the server in the
-middle of the computation. This extension looks at the kernels every few seconds and, while
-one of them is busy, marks the server active (in the web application's setting
+middle of the computation. The same goes for a command running silently in a terminal
+(``python train.py > log``). This extension looks at the kernels and the terminals every few
+seconds and, while a kernel is busy or a terminal runs a command in the foreground (its shell
+is not at the prompt), marks the server active (in the web application's setting
 :data:`SETTING`: Jupyter Server adds every setting whose name ends in ``_last_activity`` to
 ``last_activity()``, its hook for extensions). The hub then hears of the activity with the
 server's next report (``JUPYTERHUB_ACTIVITY_INTERVAL``, 300 s by default).
@@ -15,17 +17,17 @@ server's next report (``JUPYTERHUB_ACTIVITY_INTERVAL``, 300 s by default).
 It also holds the job's safety net against the hub not reaching the server (a hub that is
 down, a network between the hub and the nodes that is cut): when ``HPCSPAWNER_IDLE_TIMEOUT``
 (seconds, ``c.SlurmSpawner.job_idle_timeout``) is set and the server has had no activity for
-that long, busy kernels included, the server stops. Its launcher then exits, and with it the
-batch script it replaced: the job ends and Slurm frees the allocation. Jupyter Server's own
+that long, busy kernels and terminals included, the server stops. Its launcher then exits, and
+with it the batch script it replaced: the job ends and Slurm frees the allocation. Jupyter Server's own
 ``ServerApp.shutdown_no_activity_timeout`` would not do: it waits until no kernel and no
 terminal is open at all, and one forgotten idle notebook keeps the allocation for the whole
 walltime.
 
 The package enables the extension in every server of the environment it is installed in
 (``{sys.prefix}/etc/jupyter/jupyter_server_config.d/hpcspawner-activity.json``). Standard
-library only: the server and its kernel manager are reached through the ``serverapp`` Jupyter
-Server hands to :func:`_load_jupyter_server_extension`, so this module imports without
-Jupyter Server, JupyterHub or tornado.
+library only: the server, its kernel manager and its terminals are reached through the
+``serverapp`` Jupyter Server hands to :func:`_load_jupyter_server_extension`, so this module
+imports without Jupyter Server, JupyterHub or tornado.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ import os
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 
-#: The web application's setting this extension keeps: the last time a kernel was seen busy.
-SETTING = "hpcspawner_busy_kernel_last_activity"
+#: The web application's setting this extension keeps: when a kernel or a terminal was last
+#: seen busy.
+SETTING = "hpcspawner_busy_last_activity"
 #: Seconds of inactivity after which the server stops (the job's safety net); unset or 0: never.
 IDLE_TIMEOUT_VARIABLE = "HPCSPAWNER_IDLE_TIMEOUT"
 #: How often ``jupyterhub-singleuser`` reports activity to the hub (JupyterHub's variable).
@@ -109,15 +112,35 @@ def _kernel(kernel_manager, kernel_id: str):
         return None
 
 
+def busy_terminals(terminal_manager) -> list[str]:
+    """The names of the terminals that run a command in the foreground.
+
+    ``terminal_manager`` is jupyter_server_terminals' (terminado's), or None without
+    terminals. A terminal's shell at its prompt is its terminal's foreground process group;
+    a command it runs (``python train.py``) gets a group of its own. A command sent to the
+    background (``&``, ``nohup``) is not seen, as it is not by Jupyter Server."""
+    busy = []
+    for name, terminal in list(getattr(terminal_manager, "terminals", {}).items()):
+        process = getattr(terminal, "ptyproc", None)
+        try:
+            foreground = os.tcgetpgrp(process.fd)
+        except (AttributeError, OSError):  # not a local pty, or closed meanwhile
+            continue
+        if foreground != process.pid:
+            busy.append(name)
+    return busy
+
+
 # ---------------------------------------------------------------- the watch
 
 
 class ActivityWatch:
-    """Looks at the server every ``tick`` seconds: marks it active while a kernel is busy,
-    and stops it after ``idle_timeout`` seconds (0: never) without activity.
+    """Looks at the server every ``tick`` seconds: marks it active while a kernel or a
+    terminal is busy, and stops it after ``idle_timeout`` seconds (0: never) without activity.
 
-    ``serverapp`` is Jupyter Server's ``ServerApp`` (its ``kernel_manager``, ``web_app``,
-    ``io_loop``, ``stop()``); ``clock`` gives the time."""
+    ``serverapp`` is Jupyter Server's ``ServerApp`` (its ``kernel_manager``, ``web_app``
+    with the terminal manager in its settings, ``io_loop``, ``stop()``); ``clock`` gives the
+    time."""
 
     def __init__(
         self,
@@ -148,13 +171,15 @@ class ActivityWatch:
             self.serverapp.io_loop.call_later(self.tick, self._run)
 
     def check(self) -> None:
-        """One look: a busy kernel is activity now; without one, is the server idle too long?"""
+        """One look: a busy kernel or terminal is activity now; without one, is the server
+        idle too long?"""
         now = self.clock()
         web_app = self.serverapp.web_app
-        busy = busy_kernels(self.serverapp.kernel_manager)
-        if busy:
+        kernels = busy_kernels(self.serverapp.kernel_manager)
+        terminals = busy_terminals(web_app.settings.get("terminal_manager"))
+        if kernels or terminals:
             web_app.settings[SETTING] = now
-            self.log.debug("hpcspawner activity: kernels %s are busy", ", ".join(busy))
+            self.log.debug("hpcspawner activity: busy kernels %s, terminals %s", kernels, terminals)
             return
         if not self.idle_timeout:
             return
@@ -162,7 +187,7 @@ class ActivityWatch:
         if idle < self.idle_timeout:
             return
         self.log.warning(
-            "hpcspawner activity: no activity for %d s and no busy kernel "
+            "hpcspawner activity: no activity for %d s and no busy kernel or terminal "
             "(c.SlurmSpawner.job_idle_timeout = %d s): stopping the server; "
             "the job ends and frees its allocation",
             idle,
@@ -193,14 +218,15 @@ def _load_jupyter_server_extension(serverapp) -> None:
     watch = watch_from_environment(serverapp, os.environ)
     if watch.idle_timeout:
         serverapp.log.info(
-            "hpcspawner activity: busy kernels count as activity (checked every %.0f s); "
-            "the server stops after %d s without activity",
+            "hpcspawner activity: busy kernels and terminals count as activity (checked "
+            "every %.0f s); the server stops after %d s without activity",
             watch.tick,
             watch.idle_timeout,
         )
     else:
         serverapp.log.info(
-            "hpcspawner activity: busy kernels count as activity (checked every %.0f s)",
+            "hpcspawner activity: busy kernels and terminals count as activity (checked "
+            "every %.0f s)",
             watch.tick,
         )
     watch.start()

@@ -1,17 +1,23 @@
-"""hpcspawner.job.activity, the Jupyter Server extension in the job: a busy kernel is activity,
-and a server idle for ``HPCSPAWNER_IDLE_TIMEOUT`` seconds stops.
+"""hpcspawner.job.activity, the Jupyter Server extension in the job: a busy kernel or terminal
+is activity, and a server idle for ``HPCSPAWNER_IDLE_TIMEOUT`` seconds stops.
 
 The server here is a stand-in with the parts of Jupyter Server's ``ServerApp`` the extension
 uses (its kernel manager's ``list_kernel_ids``/``get_kernel``, the web application's
-``settings`` and ``last_activity()``, ``io_loop.call_later``, ``stop()``), and a clock the
-test moves. tests/integration/test_culling.py runs the extension in real servers, in real
-Slurm jobs, with the hub's culler.
+``settings`` with the terminal manager and ``last_activity()``, ``io_loop.call_later``,
+``stop()``), and a clock the test moves; the terminals are real shells in real ptys.
+tests/integration/test_culling.py runs the extension in real servers, in real Slurm jobs,
+with the hub's culler.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import pty
+import shutil
+import signal
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,6 +30,7 @@ from hpcspawner.job.activity import (
     SETTING,
     ActivityWatch,
     busy_kernels,
+    busy_terminals,
     idle_seconds,
     read_seconds,
     tick_seconds,
@@ -175,6 +182,68 @@ def test_busy_kernels_skips_a_kernel_without_a_state():
     assert busy_kernels(manager) == ["a"]
 
 
+@pytest.fixture
+def shell():
+    """An interactive bash in a pty, as a JupyterLab terminal runs it: (its terminal as
+    terminado holds it, a function that types a line into it)."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a session of its own, the pty as its controlling terminal
+        os.execvp("bash", ["bash", "--norc", "--noprofile", "-i"])  # noqa: S606 - argv
+    terminal = SimpleNamespace(ptyproc=SimpleNamespace(fd=fd, pid=pid))
+
+    def type_line(line: str) -> None:
+        os.write(fd, line.encode() + b"\n")
+
+    try:
+        yield terminal, type_line
+    finally:
+        foreground = os.tcgetpgrp(fd)
+        if foreground != pid:  # a command still running: it goes first
+            os.killpg(foreground, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(fd)
+
+
+def wait_for(condition, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time"
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_busy_terminals_is_a_command_in_the_foreground(shell):
+    terminal, type_line = shell
+    manager = SimpleNamespace(terminals={"1": terminal})
+    wait_for(lambda: busy_terminals(manager) == [])  # the shell at its prompt
+    type_line("sleep 30")
+    wait_for(lambda: busy_terminals(manager) == ["1"])
+    os.write(terminal.ptyproc.fd, b"\x03")  # ^C: back at the prompt
+    wait_for(lambda: busy_terminals(manager) == [])
+    type_line("sleep 1 &")  # a background job: the shell is at its prompt
+    time.sleep(0.5)
+    assert busy_terminals(manager) == []
+
+
+@pytest.mark.parametrize(
+    "manager",
+    [
+        pytest.param(None, id="no-terminals-extension"),
+        pytest.param(SimpleNamespace(terminals={}), id="no-terminals"),
+        pytest.param(
+            SimpleNamespace(terminals={"1": SimpleNamespace(ptyproc=None)}), id="not-a-pty"
+        ),
+        pytest.param(
+            SimpleNamespace(terminals={"1": SimpleNamespace(ptyproc=SimpleNamespace(fd=-1))}),
+            id="closed",
+        ),
+    ],
+)
+def test_busy_terminals_without_a_running_terminal(manager):
+    assert busy_terminals(manager) == []
+
+
 # ---------------------------------------------------------------- one look
 
 
@@ -185,6 +254,18 @@ def test_a_busy_kernel_is_activity_now(clock):
     assert server.web_app.settings[SETTING] == clock.now
     assert server.web_app.last_activity() == clock.now
     assert server.stops == 0 and not watch.stopping
+
+
+def test_a_busy_terminal_is_activity_now(clock, shell):
+    terminal, type_line = shell
+    watch, server = make_watch(clock, idle_timeout=60, k1="idle")
+    server.web_app.settings["terminal_manager"] = SimpleNamespace(terminals={"1": terminal})
+    type_line("sleep 30")
+    wait_for(lambda: busy_terminals(server.web_app.settings["terminal_manager"]) == ["1"])
+    clock.advance(3600)
+    watch.check()
+    assert server.web_app.settings[SETTING] == clock.now
+    assert server.stops == 0
 
 
 def test_without_a_busy_kernel_the_activity_is_left_alone(clock):
