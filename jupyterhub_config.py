@@ -223,9 +223,9 @@ c.Spawner.http_timeout = 120
 # --cull-every seconds when each server was last active and stops those idle for --timeout
 # seconds; stopping a server cancels its job. Activity is what the user does: a JupyterLab tab
 # open and visible (it polls the server; a hidden tab does not), API calls, kernels' and
-# terminals' output, and a kernel busy computing, however long and silent (hpcspawner's
-# server extension in the job reports it). The policy, and what users are told, are in
-# docs/howto/culling.md.
+# terminals' output, and a kernel busy computing or a command running in a terminal, however
+# long and silent (hpcspawner's server extension in the job reports them). The policy, and
+# what users are told, are in docs/howto/culling.md.
 CULL_TIMEOUT = 3600  # seconds; well above the 5 minutes in which servers report activity
 c.JupyterHub.services = [
     {
@@ -260,6 +260,6 @@ c.JupyterHub.load_roles = [
     },
 ]
 # The job's own safety net, for when the hub cannot reach the server (the hub is down, the
-# network to the nodes is cut): a server with no activity, and no busy kernel, for this many
+# network to the nodes is cut): a server with no activity, busy kernels included, for this many
 # seconds stops by itself, and its job ends. Longer than CULL_TIMEOUT, so the hub culls first.
 c.SlurmSpawner.job_idle_timeout = 2 * CULL_TIMEOUT

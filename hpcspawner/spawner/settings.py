@@ -400,10 +400,10 @@ class SlurmSpawnerSettings(Configurable):
         hub; while the hub is down, or cannot reach the compute nodes, nothing would, and
         the allocation stays taken until the walltime ends. With this set, the server in
         the job stops by itself once it has had no activity for this long: no request from
-        a browser or an API client, no output from a kernel or a terminal, and no kernel
-        busy executing (a kernel that computes counts as activity however long it runs,
-        silent or not; an idle kernel or an open terminal does not). Its launcher then
-        exits, the job ends and Slurm frees the allocation.
+        a browser or an API client, no output from a kernel or a terminal, no kernel busy
+        executing and no command running in a terminal (those count as activity however
+        long they run, silent or not; an idle kernel or a terminal at its prompt does not).
+        Its launcher then exits, the job ends and Slurm frees the allocation.
 
         Set it longer than the culler's ``--timeout``, so that the hub normally culls
         first. It reaches the job as ``HPCSPAWNER_IDLE_TIMEOUT``, which the Jupyter Server
