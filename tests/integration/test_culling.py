@@ -30,7 +30,7 @@ import pytest
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from .hub import squeue_fields, wait_left_queue
+from .hub import squeue_fields, tagged_jobs, wait_left_queue
 
 # What JupyterHub does with the culler's requests (activity, stops through the REST API)
 # differs between its versions: runs under the lowest JupyterHub pyproject.toml allows too.
@@ -116,14 +116,17 @@ def wait_until(predicate, timeout: float, what: str, hub, interval: float = 1.0)
     raise AssertionError(f"{what}: not within {timeout:.0f} s\n{hub.log_tail(80)}")
 
 
-def start(hub, name: str, options: dict) -> tuple[str, str]:
-    """Start ``name``'s default server; (its job id, a token of the user)."""
+def request_server(hub, name: str, options: dict) -> str:
+    """Ask for ``name``'s default server; a token of the user."""
     hub.create_user(name)
     token = hub.user_token(name)
     r = hub.spawn(name, options=options)
     assert r.status_code in (201, 202), r.text
-    model = hub.wait_ready(name)
-    return model["state"]["job_id"], token
+    return token
+
+
+def job_when_ready(hub, name: str) -> str:
+    return hub.wait_ready(name)["state"]["job_id"]
 
 
 def is_gone(hub, name: str) -> bool:
@@ -213,7 +216,8 @@ def culled_in_log(hub, name: str) -> bool:
 
 
 def test_an_idle_server_is_culled_and_its_job_leaves_slurm(hub):
-    job_id, _ = start(hub, "alice", SMALL)
+    request_server(hub, "alice", SMALL)
+    job_id = job_when_ready(hub, "alice")
     ready = time.monotonic()
     wait_until(
         lambda: is_gone(hub, "alice"),
@@ -236,8 +240,14 @@ def test_a_busy_kernel_keeps_its_server_until_the_computation_ends(hub):
     """bob's kernel sleeps for ten minutes, silently; carol's server, started alongside,
     stays idle. The culler stops carol's within the period, never bob's; once bob's
     computation is interrupted, his server is culled in turn."""
-    bob_job, bob_token = start(hub, "bob", SMALL)
-    carol_job, _ = start(hub, "carol", ON_NODE_N)
+    request_server(hub, "carol", ON_NODE_N)
+    (carol_job,) = wait_until(
+        lambda: tagged_jobs(hub.job_tag, "carol"), 60, "carol's job submitted", hub
+    )
+    bob_token = request_server(hub, "bob", SMALL)
+    # bob's kernel runs as soon as his server is ready, before it could sit idle for long;
+    # carol's server may be ready before or after (the log says the culler took it)
+    bob_job = job_when_ready(hub, "bob")
     kernel_id = start_kernel(hub, "bob", bob_token)
     run_in_kernel(hub, "bob", bob_token, kernel_id, "import time; time.sleep(600)")
     busy_since = time.monotonic()
@@ -256,7 +266,7 @@ def test_a_busy_kernel_keeps_its_server_until_the_computation_ends(hub):
         time.sleep(2)
     # the idle server went in the same period, and its job with it
     wait_left_queue(carol_job, timeout=30)
-    assert culled_in_log(hub, "carol")
+    assert culled_in_log(hub, "carol"), "carol's server went, but not by the culler"
     # bob's is still there, its job still running, and the hub hears of its activity
     assert squeue_fields(bob_job, "%T") == ["RUNNING"]
     model = hub.server_model("bob")
@@ -296,7 +306,8 @@ def test_a_busy_kernel_keeps_its_server_until_the_computation_ends(hub):
 
 def test_with_no_culler_an_idle_job_ends_by_itself(hub_without_culler):
     hub = hub_without_culler
-    job_id, _ = start(hub, "alice", SMALL)
+    request_server(hub, "alice", SMALL)
+    job_id = job_when_ready(hub, "alice")
     ready = time.monotonic()
     # the server stops itself (tick: 2 s), the launcher exits, Slurm drops the job; the
     # hub's poller (every 5 s) notices and marks the server stopped
