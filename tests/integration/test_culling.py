@@ -17,20 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import pwd
 import ssl
 import subprocess
 import sys
 import time
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from .hub import squeue_fields, tagged_jobs, wait_left_queue
+from .hub import job_output_file, squeue_fields, tagged_jobs, wait_left_queue
 
 # What JupyterHub does with the culler's requests (activity, stops through the REST API)
 # differs between its versions: runs under the lowest JupyterHub pyproject.toml allows too.
@@ -138,22 +136,6 @@ def seconds_since(timestamp: str) -> float:
     return (datetime.now(timezone.utc) - when).total_seconds()
 
 
-def output_file(name: str, job_id: str) -> Path:
-    """The job's output file (c.SlurmSpawner.job_output's default), read here as root."""
-    return Path(pwd.getpwnam(name).pw_dir, f".jupyterhub-slurm-{job_id}.log")
-
-
-def start_kernel(hub, name: str, token: str) -> str:
-    r = hub.session.post(
-        f"{hub.url}/user/{name}/api/kernels",
-        headers={"Authorization": f"token {token}"},
-        json={"name": "python3"},
-        timeout=60,
-    )
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
-
-
 async def _execute(hub, name: str, token: str, kernel_id: str, code: str) -> None:
     """Send ``code`` to the kernel over its websocket, through the proxy; return once the
     kernel says it is busy with it, and close the connection."""
@@ -248,7 +230,7 @@ def test_a_busy_kernel_keeps_its_server_until_the_computation_ends(hub):
     # bob's kernel runs as soon as his server is ready, before it could sit idle for long;
     # carol's server may be ready before or after (the log says the culler took it)
     bob_job = job_when_ready(hub, "bob")
-    kernel_id = start_kernel(hub, "bob", bob_token)
+    kernel_id = hub.start_kernel("bob", bob_token)
     run_in_kernel(hub, "bob", bob_token, kernel_id, "import time; time.sleep(600)")
     busy_since = time.monotonic()
     # From here on, nothing talks to bob's server: only the busy kernel can keep it.
@@ -323,7 +305,7 @@ def test_with_no_culler_an_idle_job_ends_by_itself(hub_without_culler):
     assert squeue_fields(job_id, "%T") in (None, ["COMPLETED"])
     # not before the idle timeout: the server was ready a few seconds after its start
     assert ended_after >= JOB_IDLE_TIMEOUT - 10, ended_after
-    output = output_file("alice", job_id).read_text(errors="replace")
+    output = job_output_file("alice", job_id).read_text(errors="replace")
     assert f"c.SlurmSpawner.job_idle_timeout = {JOB_IDLE_TIMEOUT} s" in output, output[-2000:]
     assert "stopping the server; the job ends and frees its allocation" in output
     # the hub was not asked to stop it
