@@ -46,7 +46,7 @@ IDLE_TIMEOUT_VARIABLE = "HPCSPAWNER_IDLE_TIMEOUT"
 REPORT_INTERVAL_VARIABLE = "JUPYTERHUB_ACTIVITY_INTERVAL"
 #: jupyterhub-singleuser's default report interval.
 DEFAULT_REPORT_INTERVAL = 300
-#: The longest pause between two looks at the kernels, in seconds.
+#: The longest pause between two looks at the kernels and terminals, in seconds.
 MAX_TICK = 60.0
 
 
@@ -74,10 +74,10 @@ def read_seconds(env: Mapping[str, str], name: str, default: int = 0) -> int:
 
 
 def tick_seconds(idle_timeout: int, report_interval: int) -> float:
-    """How often to look at the kernels: often enough that the hub's next activity report
-    (every ``report_interval`` s) carries a busy kernel's activity, and that the safety net
-    (``idle_timeout``, 0: off) fires within a tenth of its time; at most :data:`MAX_TICK`,
-    at least one second."""
+    """How often to look at the kernels and terminals: often enough that the hub's next
+    activity report (every ``report_interval`` s) carries a busy kernel's activity, and that
+    the safety net (``idle_timeout``, 0: off) fires within a tenth of its time; at most
+    :data:`MAX_TICK`, at least one second."""
     candidates = [MAX_TICK]
     if report_interval > 0:
         candidates.append(report_interval)
@@ -166,7 +166,7 @@ class ActivityWatch:
         try:
             self.check()
         except Exception:  # one failed look must not end the watch
-            self.log.exception("hpcspawner activity: looking at the kernels failed")
+            self.log.exception("hpcspawner activity: looking at the kernels and terminals failed")
         if not self.stopping:
             self.serverapp.io_loop.call_later(self.tick, self._run)
 

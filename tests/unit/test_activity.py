@@ -352,7 +352,7 @@ def test_a_failed_look_is_logged_and_the_watch_goes_on(clock, caplog):
     watch.start()
     with caplog.at_level(logging.ERROR, logger="test-serverapp"):
         server.io_loop.run_next()
-    assert "looking at the kernels failed" in caplog.text
+    assert "looking at the kernels and terminals failed" in caplog.text
     assert [delay for delay, _ in server.io_loop.scheduled] == [5.0]
 
 
