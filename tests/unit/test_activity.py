@@ -409,7 +409,11 @@ def test_the_package_enables_the_extension_in_every_server_of_its_environment():
     data_files = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
         "data-files"
     ]
-    (source,) = data_files["etc/jupyter/jupyter_server_config.d"]
-    assert Path(source).name == "hpcspawner-activity.json"
+    # other server extensions of the package may have their own file beside it
+    (source,) = [
+        path
+        for path in data_files["etc/jupyter/jupyter_server_config.d"]
+        if Path(path).name == "hpcspawner-activity.json"
+    ]
     config = json.loads((REPO / source).read_text())
     assert config == {"ServerApp": {"jpserver_extensions": {"hpcspawner.job.activity": True}}}
