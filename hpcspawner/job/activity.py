@@ -126,7 +126,8 @@ def busy_terminals(terminal_manager) -> list[str]:
             foreground = os.tcgetpgrp(process.fd)
         except (AttributeError, OSError):  # not a local pty, or closed meanwhile
             continue
-        if foreground != process.pid:
+        # 0: no process group in the foreground yet (the shell is still starting)
+        if foreground > 0 and foreground != process.pid:
             busy.append(name)
     return busy
 

@@ -198,7 +198,8 @@ def shell():
         yield terminal, type_line
     finally:
         foreground = os.tcgetpgrp(fd)
-        if foreground != pid:  # a command still running: it goes first
+        # a command still running goes first (0: the shell had not started; never our group)
+        if foreground > 0 and foreground not in (pid, os.getpgrp()):
             os.killpg(foreground, signal.SIGKILL)
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
@@ -216,14 +217,26 @@ def wait_for(condition, timeout: float = 10.0):
 def test_busy_terminals_is_a_command_in_the_foreground(shell):
     terminal, type_line = shell
     manager = SimpleNamespace(terminals={"1": terminal})
-    wait_for(lambda: busy_terminals(manager) == [])  # the shell at its prompt
-    type_line("sleep 30")
+    wait_for(lambda: os.tcgetpgrp(terminal.ptyproc.fd) == terminal.ptyproc.pid)  # the prompt
+    assert busy_terminals(manager) == []
+    type_line("sleep 2")
     wait_for(lambda: busy_terminals(manager) == ["1"])
-    os.write(terminal.ptyproc.fd, b"\x03")  # ^C: back at the prompt
-    wait_for(lambda: busy_terminals(manager) == [])
+    wait_for(lambda: busy_terminals(manager) == [])  # done: back at the prompt
     type_line("sleep 1 &")  # a background job: the shell is at its prompt
     time.sleep(0.5)
     assert busy_terminals(manager) == []
+
+
+def test_a_terminal_whose_shell_has_not_started_is_not_busy():
+    """No session on the pty yet: no foreground process group (tcgetpgrp says 0)."""
+    master, slave = os.openpty()
+    try:
+        assert os.tcgetpgrp(master) == 0
+        terminal = SimpleNamespace(ptyproc=SimpleNamespace(fd=master, pid=2**22 + 1))
+        assert busy_terminals(SimpleNamespace(terminals={"1": terminal})) == []
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 @pytest.mark.parametrize(
@@ -260,6 +273,7 @@ def test_a_busy_terminal_is_activity_now(clock, shell):
     terminal, type_line = shell
     watch, server = make_watch(clock, idle_timeout=60, k1="idle")
     server.web_app.settings["terminal_manager"] = SimpleNamespace(terminals={"1": terminal})
+    wait_for(lambda: os.tcgetpgrp(terminal.ptyproc.fd) == terminal.ptyproc.pid)  # the prompt
     type_line("sleep 30")
     wait_for(lambda: busy_terminals(server.web_app.settings["terminal_manager"]) == ["1"])
     clock.advance(3600)
