@@ -4,6 +4,7 @@
 # (`sudo ./scripts/demo.sh`). Lines marked DEMO are what a real site changes first.
 # Every SlurmSpawner option is explained in docs/reference/configuration.md.
 import os
+import sys
 from pathlib import Path
 
 c = get_config()  # noqa: F821 - provided by JupyterHub
@@ -215,3 +216,50 @@ c.SlurmSpawner.startup_poll_interval = 1.0
 # Queue wait + server start-up; a job that fails fails the spawn at once.
 c.Spawner.start_timeout = 600
 c.Spawner.http_timeout = 120
+
+# ----------------------------------------------------------------- idle servers
+# An idle server holds its allocation until its walltime ends. jupyterhub-idle-culler
+# (pip install "hpcspawner[cull]"), run by the hub as a service, asks the hub every
+# --cull-every seconds when each server was last active and stops those idle for --timeout
+# seconds; stopping a server cancels its job. Activity is what the user does: a JupyterLab tab
+# open and visible (it polls the server; a hidden tab does not), API calls, kernels' and
+# terminals' output, and a kernel busy computing or a command running in a terminal, however
+# long and silent (hpcspawner's server extension in the job reports them). The policy, and
+# what users are told, are in docs/howto/culling.md.
+CULL_TIMEOUT = 3600  # seconds; well above the 5 minutes in which servers report activity
+c.JupyterHub.services = [
+    {
+        "name": "jupyterhub-idle-culler",
+        "command": [
+            sys.executable,
+            "-m",
+            "jupyterhub_idle_culler",
+            # this hub's API, on loopback (with a c.JupyterHub.base_url, insert it before hub/)
+            f"--url=http://127.0.0.1:{c.JupyterHub.hub_port}/hub/api",
+            f"--timeout={CULL_TIMEOUT}",
+            "--cull-every=300",  # how often it looks; a server may stay up to this much longer
+            # at most this many requests to the hub at once: each stop runs scancel as the user
+            "--concurrency=5",
+            # stop servers this old even when active (seconds; the walltime does this too):
+            # "--max-age=86400",
+            # a culled named server stays on the user's list, to start again; to delete it:
+            # "--remove-named-servers=true",
+            # booleans take =true: a bare --remove-named-servers is refused
+        ],
+    },
+]
+# The scopes the culler needs, and no more: find the servers, read their last activity, stop
+# them. With --cull-users=true (delete idle users: not for users who log in with their
+# cluster account) add "admin:users".
+c.JupyterHub.load_roles = [
+    {
+        "name": "jupyterhub-idle-culler",
+        "description": "Stop servers idle for longer than the culling policy allows",
+        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+        "services": ["jupyterhub-idle-culler"],
+    },
+]
+# The job's own safety net, for when the hub cannot reach the server (the hub is down, the
+# network to the nodes is cut): a server with no activity, busy kernels included, for this many
+# seconds stops by itself, and its job ends. Longer than CULL_TIMEOUT, so the hub culls first.
+c.SlurmSpawner.job_idle_timeout = 2 * CULL_TIMEOUT

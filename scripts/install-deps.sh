@@ -7,10 +7,10 @@
 #   2. node_modules/ from package-lock.json with `npm ci` (configurable-http-proxy), and the
 #      JupyterLab extension (labextension/, from npm's registry) built into share/ by
 #      scripts/build-labextension.sh, before any venv installs the package (it ships the build)
-#   3. .venv/jh6 (JupyterHub 6.1.1, the package editable, test + docs + ssh + rest extras, playwright) and
-#      .venv/jh5 (exactly the lowest JupyterHub pyproject.toml allows, test + ssh + rest extras), from the
-#      first python3 on PATH, with scripts/install-hub-env.sh (which builds the hub's image too); the
-#      hub runs as root
+#   3. .venv/jh6 (JupyterHub 6.1.1, the package editable, test + docs + ssh + rest + cull extras,
+#      playwright) and .venv/jh5 (exactly the lowest JupyterHub pyproject.toml allows, test + ssh +
+#      rest + cull extras), from the first python3 on PATH, with scripts/install-hub-env.sh (which
+#      builds the hub's image too); the hub runs as root
 #   4. /opt/hpcspawner-dev/singleuser: the venv the Slurm jobs run, from /usr/bin/python3,
 #      readable by every user: jupyterhub + jupyterlab + batchspawner (its launcher, for the
 #      compatibility test and the benchmarks) + this package with --no-deps, non-editable: the
@@ -118,11 +118,11 @@ fi
 # with: here editable, with the test extras, from the first python3 on PATH.
 # playwright: the browser tests drive Debian's /usr/bin/chromium; never `playwright install`.
 # Its JupyterHub is the script's default, the image's.
-HPCSPAWNER_EDITABLE=1 HPCSPAWNER_EXTRAS=test,docs,ssh,rest \
+HPCSPAWNER_EDITABLE=1 HPCSPAWNER_EXTRAS=test,docs,ssh,rest,cull \
   "$REPO/scripts/install-hub-env.sh" "$REPO/.venv/jh6" playwright
 # The JupyterHub floor: pyproject.toml's `jupyterhub>=X` (tests/unit/test_packaging.py checks
 # that they agree), so that test.sh's second run tests the oldest JupyterHub we claim to support.
-HPCSPAWNER_EDITABLE=1 HPCSPAWNER_EXTRAS=test,ssh,rest JUPYTERHUB_VERSION=5.4.1 \
+HPCSPAWNER_EDITABLE=1 HPCSPAWNER_EXTRAS=test,ssh,rest,cull JUPYTERHUB_VERSION=5.4.1 \
   "$REPO/scripts/install-hub-env.sh" "$REPO/.venv/jh5"
 
 # ---------------------------------------------------------------- 4. singleuser venv for the jobs

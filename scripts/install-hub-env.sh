@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Install the hub's Python environment into a venv: JupyterHub and hpcspawner (from this
-# work tree) with its SSH and REST drivers. The one script for both:
+# work tree) with its SSH and REST drivers and the idle culler. The one script for both:
 #   - CI and development (scripts/install-deps.sh): .venv/jh6 and .venv/jh5, editable, with the
 #     test extras;
-#   - the hub's image for the Helm chart (helm/image/Containerfile): non-editable, the drivers only.
+#   - the hub's image for the Helm chart (helm/image/Containerfile): non-editable, the drivers and
+#     the culler only.
 #
 #   scripts/install-hub-env.sh VENV [MORE-PIP-REQUIREMENTS...]
 #
 # Environment (defaults in brackets):
 #   PYTHON [python3]               the interpreter the venv is made from
 #   JUPYTERHUB_VERSION [6.1.1]     installed exactly (==)
-#   HPCSPAWNER_EXTRAS [ssh,rest]   hpcspawner's extras
+#   HPCSPAWNER_EXTRAS [ssh,rest,cull]  hpcspawner's extras (cull: jupyterhub-idle-culler)
 #   HPCSPAWNER_EDITABLE [0]        1: pip install -e (the venv follows the work tree)
 #
 # Idempotent: the venv keeps a stamp of its inputs (interpreter, these settings, the extra
@@ -26,7 +27,7 @@ shift
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PYTHON=${PYTHON:-python3}
 JUPYTERHUB_VERSION=${JUPYTERHUB_VERSION:-6.1.1}
-HPCSPAWNER_EXTRAS=${HPCSPAWNER_EXTRAS:-ssh,rest}
+HPCSPAWNER_EXTRAS=${HPCSPAWNER_EXTRAS:-ssh,rest,cull}
 HPCSPAWNER_EDITABLE=${HPCSPAWNER_EDITABLE:-0}
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 # shellcheck source=scripts/venv-lib.sh

@@ -50,6 +50,9 @@ def job_environment(settings, env: dict[str, str], token_file: str | None) -> di
         env["HPCSPAWNER_FAST_EXIT"] = "0"
     # the job's clock (hpcspawner.job.clock): warnings, save lead, squeue interval
     env.update(walltime.clock_environment(settings.clock_settings()))
+    if settings.job_idle_timeout:
+        # read in the job by hpcspawner.job.activity: the server's idle safety net
+        env["HPCSPAWNER_IDLE_TIMEOUT"] = str(int(settings.job_idle_timeout))
     if token_file:
         for name in TOKEN_VARIABLES:
             env.pop(name, None)

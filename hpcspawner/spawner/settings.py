@@ -479,6 +479,42 @@ class SlurmSpawnerSettings(Configurable):
             refresh_interval=self.walltime_refresh_interval,
         )
 
+    job_idle_timeout = Integer(
+        0,
+        config=True,
+        help="""Seconds without activity after which a server ends its own job; 0 (the
+        default): never.
+
+        The safety net for when the hub cannot stop an idle server. The hub's idle culler
+        (``jupyterhub-idle-culler``, see the culling how-to) stops idle servers through the
+        hub; while the hub is down, or cannot reach the compute nodes, nothing would, and
+        the allocation stays taken until the walltime ends. With this set, the server in
+        the job stops by itself once it has had no activity for this long: no request from
+        a browser or an API client, no output from a kernel or a terminal, no kernel busy
+        executing and no command running in a terminal (those count as activity however
+        long they run, silent or not; an idle kernel or a terminal at its prompt does not).
+        Its launcher then exits, the job ends and Slurm frees the allocation.
+
+        Set it longer than the culler's ``--timeout``, so that the hub normally culls
+        first. It reaches the job as ``HPCSPAWNER_IDLE_TIMEOUT``, which the Jupyter Server
+        extension ``hpcspawner.job.activity`` reads; the extension is enabled in every
+        server of an environment hpcspawner is installed in (``pip install --no-deps
+        hpcspawner``, as ``hpcspawner-singleuser`` needs), and without it the setting has
+        no effect.
+
+            c.SlurmSpawner.job_idle_timeout = 4 * 3600
+        """,
+    )
+
+    @validate("job_idle_timeout")
+    def _check_job_idle_timeout(self, proposal):
+        if proposal.value < 0:
+            raise ValueError(
+                f"c.SlurmSpawner.job_idle_timeout = {proposal.value}: give a number of "
+                "seconds, or 0 for no idle limit in the job"
+            )
+        return proposal.value
+
     container_exec = List(
         Unicode(),
         ["apptainer", "exec"],

@@ -275,6 +275,19 @@ class Hub:
             f"{name}/{server} not ready within {timeout} s: {model}\n{self.log_tail()}"
         )
 
+    def start_kernel(self, name: str, token: str, server: str = "") -> str:
+        """Start a python3 kernel in ``name``'s server through the proxy, with the user's
+        ``token``; its id."""
+        prefix = f"/user/{name}/{server}" if server else f"/user/{name}"
+        r = self.session.post(
+            f"{self.url}{prefix}/api/kernels",
+            headers={"Authorization": f"token {token}"},
+            json={"name": "python3"},
+            timeout=60,
+        )
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
     def stop_server(self, name: str, server: str = "", timeout: float = 60) -> None:
         path = f"/users/{name}/servers/{server}" if server else f"/users/{name}/server"
         r = self.api("DELETE", path, timeout=timeout)
@@ -327,6 +340,11 @@ def squeue_fields(job_id: str, fmt: str, *, all_states: bool = True) -> list[str
     result = run(argv)
     line = result.stdout.strip()
     return line.split("|") if line else None
+
+
+def job_output_file(username: str, job_id: str) -> Path:
+    """A job's output file where c.SlurmSpawner.job_output's default puts it (read as root)."""
+    return Path(pwd.getpwnam(username).pw_dir, f".jupyterhub-slurm-{job_id}.log")
 
 
 def tagged_jobs(tag: str, user: str = "") -> list[str]:

@@ -46,10 +46,13 @@ def test_the_image_has_the_hubs_environment(image):
     result = build_image("run", "--", "jupyterhub", "--version")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == jupyterhub
-    check = "import asyncssh, httpx, hpcspawner, os; print(hpcspawner.__version__, os.getuid())"
+    check = (
+        "import asyncssh, httpx, jupyterhub_idle_culler, hpcspawner, os; "
+        "print(hpcspawner.__version__, os.getuid())"
+    )
     result = build_image("run", "--", "python", "-c", check)
     assert result.returncode == 0, result.stderr
-    # the work tree's hpcspawner, with both drivers' libraries; not root
+    # the work tree's hpcspawner, with both drivers' libraries and the culler; not root
     assert result.stdout.split() == [__version__, "1000"]
 
 

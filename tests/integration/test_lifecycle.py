@@ -10,10 +10,8 @@ cluster, whatever the hub's driver.
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import time
-from pathlib import Path
 
 import pytest
 
@@ -21,7 +19,7 @@ from hpcspawner.slurm.rest import OUTPUT_NOT_AVAILABLE
 
 from . import offcluster
 from .drills import is_singleuser, user_processes
-from .hub import run, squeue_fields
+from .hub import job_output_file, run, squeue_fields
 
 # What JupyterHub does with the spawner here differs between its versions: runs under the
 # lowest JupyterHub pyproject.toml allows too (scripts/test.sh).
@@ -47,11 +45,6 @@ def hub(hub_driver, hub_factory):
     )
     yield hub
     hub_factory.stop(hub)  # before the driver's daemon stops and the hub's side is checked
-
-
-def output_file(name: str, job_id: str) -> Path:
-    """The job's output file (c.SlurmSpawner.job_output's default), read here as root."""
-    return Path(pwd.getpwnam(name).pw_dir, f".jupyterhub-slurm-{job_id}.log")
 
 
 def job_of(hub, name, server=""):
@@ -140,14 +133,7 @@ def test_stop_shuts_the_server_down_cleanly_and_ends_the_job(hub):
     servers = [argv for _, argv in user_processes("alice", "") if is_singleuser(argv)]
     assert len(servers) == 1, servers
     assert servers[0][1] == "-c", servers[0][:2]
-    r = hub.session.post(
-        f"{hub.url}/user/alice/api/kernels",
-        headers={"Authorization": f"token {token}"},
-        json={"name": "python3"},
-        timeout=60,
-    )
-    assert r.status_code == 201, r.text
-    kernel_id = r.json()["id"]
+    kernel_id = hub.start_kernel("alice", token)
     deadline = time.monotonic() + 60
     while not (
         kernels := [p for p, argv in user_processes("alice", "") if "ipykernel_launcher" in argv]
@@ -159,7 +145,7 @@ def test_stop_shuts_the_server_down_cleanly_and_ends_the_job(hub):
     # stop() returns once Slurm has dropped the job: nothing of it is left
     assert squeue_fields(job_id, "%i|%T", all_states=False) is None
     assert not [p for p in kernels if os.path.exists(f"/proc/{p}")], "the kernel outlived the job"
-    log = output_file("alice", job_id).read_text()
+    log = job_output_file("alice", job_id).read_text()
     assert "on port" in log and "(fast exit)" in log, log[:500]
     assert f"Kernel shutdown: {kernel_id}" in log, log[-2000:]
 
@@ -181,7 +167,7 @@ def test_job_that_dies_before_its_server_fails_the_spawn_fast(hub, hub_driver):
         # (docs/howto/rest-driver.md, "What does not work through REST"). The user sees why
         # the job ended and where its output is; the prologue's words are there, not here.
         found = re.search(r"Job (\d+) ended before the server started", message)
-        output = output_file("alice", found.group(1))
+        output = job_output_file("alice", found.group(1))
         assert f"Its output file {output} {OUTPUT_NOT_AVAILABLE}." in message, message
         assert "simulated site failure: /apps not mounted" in output.read_text()
         assert "simulated site failure" not in message, message

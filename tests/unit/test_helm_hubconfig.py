@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import asyncssh
 import helm_python as helm
 import pytest
+import yaml
 from helmchart import CHART, by_kind, lay_out, render, values
+from idleculler import SERVER_SCOPES, culler_of
 from jupyterhub.app import JupyterHub
 from jupyterhub.crypto import CryptKeeper
 from traitlets.config.loader import PyFileConfigLoader
@@ -32,6 +35,11 @@ from hpcspawner.checkconfig import check_config
 SECRETS = "etc/jupyterhub/secrets"
 OIDC_SECRET = b"oidc-client-secret-for-tests\n"
 HUB_SECRETS = {"cookie-secret": "4d" * 32, "crypt-key": "5e" * 32, "proxy-token": "6f" * 32}
+
+
+def values_yaml() -> dict:
+    """The chart's defaults."""
+    return yaml.safe_load((CHART / "values.yaml").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -312,3 +320,63 @@ def test_a_missing_secret_file_names_it(chart, existing_secrets, tmp_path):
     loader = PyFileConfigLoader(config_file.name, path=str(config_file.parent))
     with pytest.raises(ValueError, match=f"{missing} is missing"):
         loader.load_config()
+
+
+# ----------------------------------------------------------------- the idle culler (cull)
+
+
+def test_the_culler_runs_by_default_with_only_the_scopes_to_stop_servers(load):
+    c, _ = load("minimal")
+    culler = culler_of(c)
+    # the hub's interpreter, on its API on loopback (past its Service and NetworkPolicies)
+    assert culler.service["command"][0] == sys.executable
+    assert culler.options.url == "http://127.0.0.1:8081/hub/api"
+    assert set(culler.role["scopes"]) == SERVER_SCOPES
+    defaults = values_yaml()["cull"]
+    options = culler.options
+    assert (options.timeout, options.cull_every) == (defaults["timeout"], defaults["every"])
+    assert options.concurrency == defaults["concurrency"]
+    assert (options.max_age, options.cull_users, options.remove_named_servers) == (0, False, False)
+    # the job's safety net is the spawner's default: off
+    assert "job_idle_timeout" not in c.SlurmSpawner
+
+
+def test_every_culling_value_reaches_the_culler_and_the_spawner(load):
+    c, _ = load("everything")
+    culler = culler_of(c)
+    options = culler.options
+    assert options.url == "http://127.0.0.1:8081/jupyter/hub/api"  # under hub.baseUrl
+    assert (options.timeout, options.cull_every, options.concurrency) == (7200, 300, 4)
+    assert (options.max_age, options.remove_named_servers) == (172800, True)
+    # deleting users needs admin:users; admins are spared
+    assert (options.cull_users, options.cull_admin_users) == (True, False)
+    assert set(culler.role["scopes"]) == SERVER_SCOPES | {"admin:users"}
+    assert c.SlurmSpawner.job_idle_timeout == 14400
+
+
+def test_every_0_leaves_the_interval_to_the_culler(load):
+    v = values("minimal")
+    v["cull"] = {"timeout": 1800, "every": 0}
+    c, _ = load(v)
+    options = culler_of(c).options
+    assert "--cull-every" not in " ".join(culler_of(c).service["command"])
+    assert options.cull_every == 900  # the culler's own default: half the timeout
+
+
+def test_no_culler_when_disabled(load):
+    v = values("minimal")
+    v["cull"] = {"enabled": False}
+    c, _ = load(v)
+    hub = JupyterHub(config=c)
+    assert hub.services == [] and hub.load_roles == []
+
+
+def test_extra_config_adds_services_beside_the_culler(load):
+    v = values("minimal")
+    v["hub"]["extraConfig"] = {
+        "services": 'c.JupyterHub.services.append({"name": "monitoring", "api_token": "x" * 32})'
+    }
+    c, _ = load(v)
+    hub = JupyterHub(config=c)
+    assert [s["name"] for s in hub.services] == ["jupyterhub-idle-culler", "monitoring"]
+    culler_of(c)

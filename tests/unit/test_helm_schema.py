@@ -209,6 +209,21 @@ NOT_IN_HUB_CONFIG = "never in hub.config"
             id="ssh-without-known-hosts",
         ),
         pytest.param(
+            {"cull": {"timeout": 0}},
+            ["at '/cull/timeout': minimum: got 0, want 1"],
+            id="cull-timeout-zero",
+        ),
+        pytest.param(
+            {"cull": {"every": "10m"}},
+            ["at '/cull/every': got string, want integer"],
+            id="cull-every-with-a-unit",
+        ),
+        pytest.param(
+            {"spawner": {"jobIdleTimeout": -1}},
+            ["at '/spawner/jobIdleTimeout': minimum: got -1, want 0"],
+            id="negative-job-idle-timeout",
+        ),
+        pytest.param(
             {"networkPolicy": {"computeNodes": {"cidrs": ["10.20.0.0"]}}},
             ["at '/networkPolicy/computeNodes/cidrs/0'"],
             id="cidr-without-prefix",

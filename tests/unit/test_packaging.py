@@ -92,6 +92,27 @@ def test_an_optional_extra_is_declared_and_imported_only_where_it_is_needed(extr
     assert wanted <= set(declared(optional["test"]))
 
 
+#: extras the hub runs as programs of their own (a hub service), which hpcspawner never imports:
+#: extra -> the module the hub runs
+HUB_SERVICE_EXTRAS = {"cull": "jupyterhub_idle_culler"}
+
+
+@pytest.mark.parametrize("extra", sorted(HUB_SERVICE_EXTRAS))
+def test_a_hub_service_extra_is_installed_in_every_hub_environment_and_never_imported(extra):
+    """The sample config and the chart start the idle culler as ``python -m
+    jupyterhub_idle_culler`` with the hub's own interpreter: the image and the test venvs
+    (install-hub-env.sh's default, install-deps.sh's jh6 and jh5) carry it."""
+    assert extra in PYPROJECT["project"]["optional-dependencies"]
+    module = HUB_SERVICE_EXTRAS[extra]
+    assert not [p for p in PACKAGE.rglob("*.py") if module in third_party_imports(p)]
+    script = (REPO / "scripts" / "install-hub-env.sh").read_text()
+    (default,) = re.findall(r"HPCSPAWNER_EXTRAS=\$\{HPCSPAWNER_EXTRAS:-(\S+)\}", script)
+    assert extra in default.split(",")
+    install = (REPO / "scripts" / "install-deps.sh").read_text()
+    venvs = re.findall(r"HPCSPAWNER_EXTRAS=(\S+)", install)
+    assert len(venvs) == 2 and all(extra in extras.split(",") for extras in venvs), venvs
+
+
 def test_the_package_works_without_the_optional_extras():
     """hpcspawner.slurm, the spawner and the authenticator import with asyncssh and httpx
     absent; the REST driver's pure modules (rest_v0038, jwt) need neither."""
@@ -199,6 +220,7 @@ def test_the_lowest_jupyterhub_allowed_is_the_one_installed_and_tested():
         pytest.param("job/magics.py", id="magics"),
         pytest.param("job/clock.py", id="clock-extension"),
         pytest.param("job/walltime.py", id="clock-pure"),
+        pytest.param("job/activity.py", id="activity"),
         pytest.param("job/__init__.py", id="job-package"),
         pytest.param("_version.py", id="version"),
         pytest.param("__init__.py", id="package"),
@@ -216,6 +238,8 @@ def test_job_side_modules_use_the_standard_library_only(module):
         pytest.param("hpcspawner.job.magics", "load_ipython_extension", id="magics"),
         # jupyter_server finds the clock's extension points without importing its handler
         pytest.param("hpcspawner.job.clock", "_jupyter_server_extension_points", id="clock"),
+        # Jupyter Server calls it with its ServerApp: the module itself needs no Jupyter
+        pytest.param("hpcspawner.job.activity", "_load_jupyter_server_extension", id="activity"),
     ],
 )
 def test_the_job_side_runs_without_site_packages(module, entry):

@@ -17,6 +17,7 @@ from fakeslurm import FakeSlurm
 from hypothesis import given
 from hypothesis import strategies as st
 from jupyterhub.objects import Hub
+from traitlets import TraitError
 from traitlets.config import Config
 
 from hpcspawner.resources.options import OPTION_FIELDS
@@ -194,3 +195,36 @@ async def test_stop_removes_a_token_file_the_launcher_never_took(job_host, remov
     assert [call.args[1] for call in spawner.driver.cluster.calls("cancel")] == ["42"]
     expected = [("alice", "/home/alice/.jupyterhub-tokens/default/api-token-abc123")]
     assert removals(spawner) == (expected if removed else [])
+
+
+# ---------------------------------------------------------------- the job's idle safety net
+
+
+@pytest.mark.parametrize(
+    ("job_idle_timeout", "expected"),
+    [
+        pytest.param(0, None, id="off-by-default"),
+        pytest.param(4 * 3600, "14400", id="hours"),
+        pytest.param(30, "30", id="short"),
+    ],
+)
+async def test_the_idle_timeout_reaches_the_job_in_its_environment(job_idle_timeout, expected):
+    """hpcspawner.job.activity reads HPCSPAWNER_IDLE_TIMEOUT in the job; the script holds
+    nothing of it."""
+    spawner = token_spawner(job_idle_timeout=job_idle_timeout)
+    await _failed_start(spawner)
+    ((script, env, _),) = submitted(spawner)
+    assert env.get("HPCSPAWNER_IDLE_TIMEOUT") == expected
+    assert "IDLE_TIMEOUT" not in script
+
+
+@pytest.mark.parametrize("value", [-1, -3600])
+def test_a_negative_idle_timeout_is_refused_naming_the_fix(value):
+    with pytest.raises(ValueError, match=r"job_idle_timeout = -\d+: give a number of seconds"):
+        make_spawner(job_idle_timeout=value)
+
+
+@pytest.mark.parametrize("value", ["2h", 1.5, None])
+def test_an_idle_timeout_that_is_not_whole_seconds_is_refused(value):
+    with pytest.raises(TraitError):
+        make_spawner(job_idle_timeout=value)

@@ -15,6 +15,7 @@ then ``hub.config`` (any traitlet, so it wins), then ``hub.extraConfig`` by name
 
 import json
 import os
+import sys
 from pathlib import Path
 
 c = get_config()  # noqa: F821 - provided by traitlets' config loader
@@ -122,6 +123,7 @@ SPAWNER_TRAITS = {
     "partitions": "partitions",
     "environments": "environments",
     "profiles": "profiles",
+    "jobIdleTimeout": "job_idle_timeout",
 }
 LIMIT_TRAITS = {
     "maxNodes": "max_nodes",
@@ -145,6 +147,47 @@ def configure_spawner(spawner: dict, driver: str) -> None:
         c.SlurmSpawner[f"allowed_{kind}"] = names
     c.Spawner.start_timeout = spawner["startTimeout"]
     c.Spawner.http_timeout = spawner["httpTimeout"]
+
+
+# ----------------------------------------------------------------- idle servers
+
+CULLER = "jupyterhub-idle-culler"
+
+
+def configure_culler(cull: dict) -> None:
+    """jupyterhub-idle-culler as a hub service, with a role of only the scopes it needs."""
+    if not cull["enabled"]:
+        return
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterhub_idle_culler",
+        # the hub's API on loopback: its Service and the NetworkPolicies stay out of the way
+        f"--url=http://127.0.0.1:{CHART['hubPort']}{CHART['baseUrl']}hub/api",
+        f"--timeout={cull['timeout']}",
+        f"--concurrency={cull['concurrency']}",
+    ]
+    if cull["every"]:
+        command.append(f"--cull-every={cull['every']}")
+    if cull["maxAge"]:
+        command.append(f"--max-age={cull['maxAge']}")
+    # the culler's booleans need a value: a bare --cull-users is refused
+    if cull["removeNamedServers"]:
+        command.append("--remove-named-servers=true")
+    scopes = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
+    if cull["users"]:
+        command.append("--cull-users=true")
+        command.append(f"--cull-admin-users={str(cull['adminUsers']).lower()}")
+        scopes.append("admin:users")
+    c.JupyterHub.services.append({"name": CULLER, "command": command})
+    c.JupyterHub.load_roles.append(
+        {
+            "name": CULLER,
+            "description": "Stop servers idle for longer than the chart's cull.timeout",
+            "scopes": scopes,
+            "services": [CULLER],
+        }
+    )
 
 
 # ----------------------------------------------------------------- logins
@@ -208,6 +251,7 @@ def run_extra_config(snippets: dict) -> None:
 configure_hub()
 configure_driver(VALUES["slurm"])
 configure_spawner(VALUES["spawner"], VALUES["slurm"]["driver"])
+configure_culler(VALUES["cull"])
 configure_auth(VALUES["auth"], VALUES["accounts"])
 apply_passthrough(VALUES["config"])
 run_extra_config(VALUES["extraConfig"])
