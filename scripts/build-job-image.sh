@@ -83,6 +83,11 @@ key_text=$(printf '%s\n' "suite: $SUITE" "sources: ${SOURCES[*]}" "packages: $PA
   "script: $(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)")
 key=$(sha256sum <<<"$key_text" | cut -c1-16)
 
+# one build at a time (install-deps.sh run twice, by hand and by CI)
+mkdir -p "$(dirname "$DEST")"
+exec 9>"$DEST.lock"
+flock 9
+
 if [ -f "$DEST/$MARKER" ] && grep -qx "key: $key" "$DEST/$MARKER"; then
   log "$DEST: built from the same inputs (key $key); re-installing hpcspawner only"
   install_package "$DEST"
@@ -92,10 +97,11 @@ fi
 
 NEW=$DEST.new
 rm -rf "$NEW"
-mkdir -p "$(dirname "$DEST")"
 log "mmdebstrap $SUITE ($PACKAGES) into $NEW"
-# --skip=output/mknod: podman and in_rootfs bring their own /dev
-mmdebstrap --quiet --mode=root --variant=minbase --include="$PACKAGES" \
+# In a mount namespace of its own: the /dev, /proc and /sys that mmdebstrap mounts in the tree
+# while it installs are never seen outside (a `chmod -R` or `du` of /opt would walk into them).
+unshare --mount --propagation private -- \
+  mmdebstrap --quiet --mode=root --variant=minbase --include="$PACKAGES" \
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
   --dpkgopt='path-exclude=/usr/share/locale/*' \
   "$SUITE" "$NEW" "${SOURCES[@]}"
@@ -123,7 +129,6 @@ install_package "$NEW"
   echo "# The hpcspawner job image, built by scripts/build-job-image.sh; do not edit"
   echo "key: $key"
   echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "venv: $VENV"
   echo "slurm-client: $slurm_version"
   echo "$key_text"
 } >"$NEW/$MARKER"
@@ -131,6 +136,7 @@ chmod 0755 "$NEW" # the rest has Debian's modes, the venv umask 022's
 
 if [ -e "$DEST" ]; then
   # a job still running in the old tree keeps its open files; new jobs get the new one
+  rm -rf "$DEST.old" # left by a build that was interrupted here
   mv "$DEST" "$DEST.old"
   mv "$NEW" "$DEST"
   rm -rf "$DEST.old"
