@@ -36,7 +36,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from .launcher import FORWARDED_SIGNALS, descendants, exit_code
+from .launcher import END_SIGNAL, FORWARDED_SIGNALS, catches_signal, descendants, exit_code
 
 #: The job's variables that stay outside: paths of the host's software (the image has its
 #: own), podman's own state (set for podman below), the shell's bookkeeping, a per-job
@@ -427,20 +427,39 @@ def _end_leftovers() -> None:
         time.sleep(0.05)
 
 
+def _handles(pid: int, signum: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return catches_signal(f.read(), signum)
+    except OSError:
+        return False
+
+
 class _Signals:
-    """The job's signals: kept until podman runs the container, then passed to it."""
+    """The job's signals: kept until podman runs the container, then passed to it.
+
+    Slurm's signal ahead of the walltime (:data:`~hpcspawner.job.launcher.END_SIGNAL`,
+    sent to the batch shell, which this is) goes to ``podman run`` only once it handles it
+    (its signal proxy): podman passes it to the launcher, which relays it to the server."""
 
     def __init__(self):
         self.pending: list[int] = []
         self.pid: int | None = None
         for signum in FORWARDED_SIGNALS:
             signal.signal(signum, self._on_signal)
+        signal.signal(END_SIGNAL, self._on_end_signal)
 
     def _on_signal(self, signum, _frame):
         if self.pid is None:
             self.pending.append(signum)
         else:
             os.kill(self.pid, signum)
+
+    def _on_end_signal(self, signum, _frame):
+        if self.pid is not None and _handles(self.pid, signum):
+            os.kill(self.pid, signum)
+        else:
+            log(f"{signal.Signals(signum).name}: not passed on (the container is not running yet)")
 
     def started(self, pid: int) -> None:
         """From now on, signals go to ``pid``; so do those that came while it started."""
@@ -449,7 +468,7 @@ class _Signals:
             os.kill(pid, signum)
 
     def restore(self):
-        for signum in FORWARDED_SIGNALS:
+        for signum in (*FORWARDED_SIGNALS, END_SIGNAL):
             signal.signal(signum, signal.SIG_DFL)
 
 

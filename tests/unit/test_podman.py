@@ -353,15 +353,19 @@ if "unshare" in args:
     sys.exit(0)
 with open(log, "a") as f:
     f.write(json.dumps({"argv": args, "env": sorted(os.environ)}) + "\\n")
+children = []
+for signum in (signal.SIGTERM, signal.SIGUSR1):  # podman's signal proxy
+    signal.signal(signum, lambda s, _f: children and children[0].send_signal(s))
 child = subprocess.Popen(args[args.index("--rootfs") + 2 :])
-signal.signal(signal.SIGTERM, lambda s, _f: child.send_signal(s))
+children.append(child)
 code = child.wait()
 sys.exit(128 - code if code < 0 else code)
 """
-#: the "server": says it is up, ends with 7 on SIGTERM
+#: the "server": says it is up, says so on SIGUSR1 (Slurm's warning), ends with 7 on SIGTERM
 SERVER = (
-    "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(7)); "
-    "print('up', flush=True); time.sleep(60)"
+    "import os, signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(7)); "
+    "signal.signal(signal.SIGUSR1, lambda *a: os.write(1, b'usr1\\n')); "
+    "os.write(1, b'up\\n'); time.sleep(60)"
 )
 
 
@@ -435,6 +439,17 @@ def test_the_containers_exit_code_and_no_leftovers(fake_job):
 def test_sigterm_reaches_the_server_and_its_code_comes_back(fake_job):
     proc = _start(fake_job, [sys.executable, "-c", SERVER])
     assert proc.stdout.readline() == "up\n"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 7, stderr
+
+
+def test_slurms_warning_ahead_of_the_walltime_reaches_the_server(fake_job):
+    proc = _start(fake_job, [sys.executable, "-c", SERVER])
+    assert proc.stdout.readline() == "up\n"
+    proc.send_signal(signal.SIGUSR1)  # #SBATCH --signal=B:USR1@N: to the batch shell, this
+    assert proc.stdout.readline() == "usr1\n"
+    assert proc.poll() is None, "SIGUSR1 must not end the job"
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 7, stderr
