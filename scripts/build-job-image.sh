@@ -9,7 +9,8 @@
 #   - Debian's python3, ca-certificates, procps, and slurm-client at exactly the host's version
 #     (so srun/squeue/sbatch work inside, with the host's /etc/slurm and munge socket bound in);
 #   - /opt/jupyter: a venv with the job packages of the singleuser venv (JOB_PACKAGES,
-#     scripts/venv-lib.sh) and hpcspawner from a clean copy of this work tree (--no-deps);
+#     scripts/venv-lib.sh) and hpcspawner from a clean copy of this work tree (--no-deps), with
+#     the job's clock (its JupyterLab extension must be built: scripts/build-labextension.sh);
 #   - /etc/hpcspawner-job-image: what it was built from (a file the host does not have: the
 #     tests read it to tell the container's root from the host's);
 #   - empty mount points for a read-only root: /etc/slurm, /run/munge, /etc/hosts, ...
@@ -75,6 +76,11 @@ install_package() {
   cp "$CA" "$root/tmp/build-ca.pem"
   in_rootfs "$root" "$VENV/bin/pip" install -q --no-deps --force-reinstall --no-build-isolation "/tmp/${src##*/}"
   rm -rf "$src" "$root/tmp/build-ca.pem" "$root/root/.cache"
+  # the job's clock is on in the image's JupyterLab too, as in the singleuser venv
+  in_rootfs "$root" "$VENV/bin/jupyter" labextension list 2>&1 | grep -q 'hpcspawner-jupyterlab v.*enabled.*OK' ||
+    die "the JupyterLab extension hpcspawner-jupyterlab is not enabled in the image's $VENV"
+  in_rootfs "$root" "$VENV/bin/jupyter" server extension list 2>&1 | grep -q 'hpcspawner.job.clock.*enabled' ||
+    die "the server extension hpcspawner.job.clock is not enabled in the image's $VENV"
 }
 
 key_text=$(printf '%s\n' "suite: $SUITE" "sources: ${SOURCES[*]}" "packages: $PACKAGES" \

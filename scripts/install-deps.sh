@@ -17,7 +17,7 @@
 #      light job environment the install guide describes (the launcher is standard library only)
 #   5. /opt/hpcspawner-dev/job-rootfs: the job image of the `container` environment, a Debian root
 #      file system with the same job packages, that jobs run with rootless podman
-#      (scripts/build-job-image.sh: ~1-2 min the first time, ~1 s when its inputs are unchanged)
+#      (scripts/build-job-image.sh: ~1-2 min the first time, ~5 s when its inputs are unchanged)
 #
 # Idempotent and quick when nothing changed: each venv keeps a stamp (python version + package
 # list + hash of pyproject.toml) and is only pip-installed again when the stamp differs.  The
