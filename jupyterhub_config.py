@@ -167,9 +167,22 @@ c.SlurmSpawner.partitions = {
 c.SlurmSpawner.max_nodes = 3
 
 # Named software environments users may choose (never a path they type).
-c.SlurmSpawner.environments = {
+ENVIRONMENTS = {
     "default": {"description": "The site's Jupyter environment"},
 }
+# An environment in a container image (docs/howto/containers.md). With Apptainer, the
+# production choice, an image is a SIF file and container_exec keeps its default:
+#   ENVIRONMENTS["rocky9"] = {"description": "Rocky 9", "container": "/apps/images/jupyter.sif"}
+# DEMO: a Debian 12 root file system that the jobs run with rootless podman, built by
+# scripts/build-job-image.sh (install-deps.sh runs it); offered where it was built.
+JOB_IMAGE = "/opt/hpcspawner-dev/job-rootfs"
+if os.path.isdir(JOB_IMAGE):
+    ENVIRONMENTS["container"] = {"description": "Debian 12 container", "container": JOB_IMAGE}
+    c.SlurmSpawner.container_exec = [
+        "hpcspawner-podman",  # rootless podman in the job (installed with hpcspawner)
+        "--env=PATH=/opt/jupyter/bin:/usr/local/bin:/usr/bin:/bin",  # the image's venv
+    ]
+c.SlurmSpawner.environments = ENVIRONMENTS
 
 # Presets for the common cases.
 c.SlurmSpawner.profiles = {

@@ -15,6 +15,9 @@
 #      readable by every user: jupyterhub + jupyterlab + batchspawner (its launcher, for the
 #      compatibility test and the benchmarks) + this package with --no-deps, non-editable: the
 #      light job environment the install guide describes (the launcher is standard library only)
+#   5. /opt/hpcspawner-dev/job-rootfs: the job image of the `container` environment, a Debian root
+#      file system with the same job packages, that jobs run with rootless podman
+#      (scripts/build-job-image.sh: ~1-2 min the first time, ~5 s when its inputs are unchanged)
 #
 # Idempotent and quick when nothing changed: each venv keeps a stamp (python version + package
 # list + hash of pyproject.toml) and is only pip-installed again when the stamp differs.  The
@@ -43,6 +46,7 @@ PKGS=(
   sudo bc jq iproute2 curl openssl ca-certificates util-linux procps git
   openssh-server openssh-client # the SSH driver's login node (scripts/cluster/start-sshd.sh)
   mmdebstrap podman runc # the hub's image (helm/image/build.sh; runc: crun refuses hybrid cgroups)
+  uidmap # newuidmap/newgidmap: rootless podman in the jobs (the job image, step 5)
   python3 python3-venv python3-pip
 )
 case "${ID:-}" in
@@ -130,7 +134,7 @@ HPCSPAWNER_EDITABLE=1 HPCSPAWNER_EXTRAS=test,ssh,rest,cull JUPYTERHUB_VERSION=5.
 # a pyenv Python under /root (mode 0700), and a venv made from it fails for alice with
 # "bad interpreter: Permission denied".
 # The package is built from a clean copy of the work tree (clean_copy, scripts/venv-lib.sh).
-SU_DEPS=('jupyterhub==6.1.1' jupyterlab 'batchspawner==1.3.0')
+SU_DEPS=("${JOB_PACKAGES[@]}") # scripts/venv-lib.sh
 SRC=$(mktemp -d)
 trap 'rm -rf "$SRC"' EXIT
 clean_copy "$REPO" "$SRC"
@@ -165,4 +169,9 @@ fi
 log "$SU_VENV: the job's clock (labextension hpcspawner-jupyterlab, server extension hpcspawner.job.clock) enabled"
 chmod a+rx "$(dirname "$SU_VENV")"
 chmod -R a+rX "$SU_VENV" # only the venv: other job images may live beside it
-log "done: $SU_VENV/bin/hpcspawner-singleuser, .venv/jh6, .venv/jh5, node_modules/.bin/configurable-http-proxy"
+
+# ---------------------------------------------------------------- 5. the job image
+# Rootless podman needs ranges in /etc/subuid and /etc/subgid for the users: Debian's useradd
+# (scripts/cluster/setup.sh) adds them; users made otherwise need `usermod --add-subuids`.
+"$REPO/scripts/build-job-image.sh" /opt/hpcspawner-dev/job-rootfs
+log "done: $SU_VENV/bin/hpcspawner-singleuser, /opt/hpcspawner-dev/job-rootfs, .venv/jh6, .venv/jh5, node_modules/.bin/configurable-http-proxy"

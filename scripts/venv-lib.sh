@@ -2,6 +2,10 @@
 # Helpers for the scripts that build venvs (install-deps.sh, install-hub-env.sh); source it.
 # A venv keeps a stamp of the inputs it was built from, so that pip runs only when they change.
 
+# What a job's Python environment holds besides hpcspawner (installed --no-deps): the singleuser
+# venv (install-deps.sh step 4) and the job image's venv (build-job-image.sh). batchspawner is
+# there for its launcher (the compatibility test and the benchmarks).
+JOB_PACKAGES=('jupyterhub==6.1.1' jupyterlab 'batchspawner==1.3.0')
 # stamp_ok DIR TEXT: DIR/.hpcspawner-stamp holds TEXT (the venv was built with these inputs)
 stamp_ok() { [ "$(cat "$1/.hpcspawner-stamp" 2>/dev/null)" = "$2" ]; }
 # pyver PYTHON: one line naming the interpreter's version and build

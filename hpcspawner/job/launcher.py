@@ -251,7 +251,8 @@ def free_port(candidate: int, host: str = "") -> int | None:
         return sock.getsockname()[1]
 
 
-def _descendants(root_pid: int) -> set[int]:
+def descendants(root_pid: int) -> set[int]:
+    """``root_pid`` and every process below it (from /proc; also used by job/podman.py)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -302,7 +303,7 @@ def server_listens(pid: int, port: int) -> bool:
             continue
     if not listening:
         return False
-    return bool(listening & _socket_inodes(_descendants(pid)))
+    return bool(listening & _socket_inodes(descendants(pid)))
 
 
 def relay_end_signal(child: subprocess.Popen, signum: int) -> None:
@@ -404,7 +405,7 @@ def run(argv: list[str], env: dict[str, str]) -> int:
                 log(f"port {port} was taken by another process; trying another one")
                 continue
             log(f"{argv[0]} exited with {child.returncode} before listening")
-            return _exit_code(child.returncode) or 1
+            return exit_code(child.returncode) or 1
         try:
             report_port(
                 api_url, token, port, deadline=time.monotonic() + 120, ssl_context=ssl_context
@@ -415,12 +416,12 @@ def run(argv: list[str], env: dict[str, str]) -> int:
             child.wait()
             return 1
         log(f"reported port {port} to the hub")
-        return _exit_code(child.wait())
+        return exit_code(child.wait())
     log("no free port found")
     return 1
 
 
-def _exit_code(returncode: int) -> int:
+def exit_code(returncode: int) -> int:
     """A child killed by signal N exits the launcher with 128 + N, as a shell would."""
     return 128 - returncode if returncode < 0 else returncode
 

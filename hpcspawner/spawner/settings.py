@@ -523,11 +523,36 @@ class SlurmSpawnerSettings(Configurable):
 
         The job runs ``container_exec [--nv] IMAGE launcher_command cmd args``;
         ``--nv`` is added when the user asked for GPUs. The image must contain
-        jupyterhub (and hpcspawner for its launcher).
+        jupyterhub, jupyterlab and hpcspawner (for its launcher), and Slurm's
+        clients if users run ``srun`` or ``squeue`` from the notebook.
 
-            c.SlurmSpawner.container_exec = ["singularity", "exec", "--bind", "/scratch"]
+        Apptainer (the default) runs a SIF file or a directory and binds the home
+        itself; bind what else the job needs, e.g. scratch:
+
+            c.SlurmSpawner.container_exec = ["apptainer", "exec", "--bind", "/scratch"]
+
+        Rootless podman runs a root file system directory through
+        ``hpcspawner-podman`` (installed with hpcspawner on the nodes), which gives
+        the container the home, Slurm's config and munge's socket, the node's
+        network and the job's environment, and ends podman's helpers with the job.
+        The image has its own PATH; users need ranges in /etc/subuid and /etc/subgid
+        (docs/howto/containers.md):
+
+            c.SlurmSpawner.container_exec = [
+                "hpcspawner-podman", "--volume=/scratch",
+                "--env=PATH=/opt/jupyter/bin:/usr/local/bin:/usr/bin:/bin",
+            ]
         """,
     )
+
+    @validate("container_exec")
+    def _check_container_exec(self, proposal):
+        if not proposal.value:
+            raise ValueError(
+                'container_exec must name a command, e.g. ["apptainer", "exec"] or '
+                '["hpcspawner-podman"]'
+            )
+        return proposal.value
 
     port_range = Tuple(
         Integer(),

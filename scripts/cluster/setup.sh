@@ -46,6 +46,16 @@ log "start (host $HOST, MULTINODE=$MULTINODE${FRESH:+, FRESH})"
 for u in alice bob carol; do
   id -u "$u" >/dev/null 2>&1 || useradd -m -s /bin/bash "$u"
 done
+# Rootless podman (the `container` environment, hpcspawner-podman) maps a user's container ids
+# to a range of their own in /etc/subuid and /etc/subgid.  Debian's useradd adds one; an account
+# made without one gets the next free range here.
+for f in /etc/subuid /etc/subgid; do
+  for u in alice bob carol; do
+    grep -q "^$u:" "$f" 2>/dev/null && continue
+    next=$(awk -F: 'BEGIN { n = 100000 } $2 + $3 > n { n = $2 + $3 } END { print n }' "$f" 2>/dev/null || echo 100000)
+    echo "$u:$next:65536" >>"$f"
+  done
+done
 # PITFALL: without systemd-tmpfiles nothing creates /run/munge, and munged fails with
 # 'Failed to check socket dir "/run/munge": cannot canonicalize'.  (Re)installing the munge
 # package while munged runs also deletes it: munged keeps running without a socket, and every

@@ -275,19 +275,6 @@ class Hub:
             f"{name}/{server} not ready within {timeout} s: {model}\n{self.log_tail()}"
         )
 
-    def start_kernel(self, name: str, token: str, server: str = "") -> str:
-        """Start a python3 kernel in ``name``'s server through the proxy, with the user's
-        ``token``; its id."""
-        prefix = f"/user/{name}/{server}" if server else f"/user/{name}"
-        r = self.session.post(
-            f"{self.url}{prefix}/api/kernels",
-            headers={"Authorization": f"token {token}"},
-            json={"name": "python3"},
-            timeout=60,
-        )
-        assert r.status_code == 201, r.text
-        return r.json()["id"]
-
     def stop_server(self, name: str, server: str = "", timeout: float = 60) -> None:
         path = f"/users/{name}/servers/{server}" if server else f"/users/{name}/server"
         r = self.api("DELETE", path, timeout=timeout)

@@ -15,20 +15,15 @@ minutes in all.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import ssl
 import subprocess
 import sys
 import time
-import uuid
 from datetime import datetime, timezone
 
 import pytest
-from tornado.httpclient import HTTPRequest
-from tornado.websocket import websocket_connect
 
 from .hub import job_output_file, squeue_fields, tagged_jobs, wait_left_queue
+from .kernel import run_cell, start_kernel
 
 # What JupyterHub does with the culler's requests (activity, stops through the REST API)
 # differs between its versions: runs under the lowest JupyterHub pyproject.toml allows too.
@@ -136,59 +131,6 @@ def seconds_since(timestamp: str) -> float:
     return (datetime.now(timezone.utc) - when).total_seconds()
 
 
-async def _execute(hub, name: str, token: str, kernel_id: str, code: str) -> None:
-    """Send ``code`` to the kernel over its websocket, through the proxy; return once the
-    kernel says it is busy with it, and close the connection."""
-    context = ssl.create_default_context(cafile=hub.session.verify)
-    host = hub.url.removeprefix("https://")
-    request = HTTPRequest(
-        f"wss://{host}/user/{name}/api/kernels/{kernel_id}/channels",
-        headers={"Authorization": f"token {token}"},
-        ssl_options=context,
-        request_timeout=30,
-        connect_timeout=30,
-    )
-    ws = await asyncio.wait_for(websocket_connect(request), 60)
-    msg_id = uuid.uuid4().hex
-    message = {
-        "header": {
-            "msg_id": msg_id,
-            "username": name,
-            "session": uuid.uuid4().hex,
-            "msg_type": "execute_request",
-            "version": "5.3",
-        },
-        "parent_header": {},
-        "metadata": {},
-        "channel": "shell",
-        "content": {
-            "code": code,
-            "silent": False,
-            "store_history": False,
-            "user_expressions": {},
-            "allow_stdin": False,
-        },
-    }
-    try:
-        await ws.write_message(json.dumps(message))
-        while True:
-            raw = await asyncio.wait_for(ws.read_message(), 60)
-            assert raw is not None, "the kernel's websocket closed"
-            reply = json.loads(raw)
-            if (
-                reply.get("msg_type") == "status"
-                and reply.get("parent_header", {}).get("msg_id") == msg_id
-                and reply["content"]["execution_state"] == "busy"
-            ):
-                return
-    finally:
-        ws.close()
-
-
-def run_in_kernel(hub, name: str, token: str, kernel_id: str, code: str) -> None:
-    asyncio.run(asyncio.wait_for(_execute(hub, name, token, kernel_id, code), 120))
-
-
 def culled_in_log(hub, name: str) -> bool:
     """The culler's own words, in the hub's log (a managed service's output goes there)."""
     return f"Culling server {name} " in hub.log_path.read_text(errors="replace")
@@ -230,8 +172,8 @@ def test_a_busy_kernel_keeps_its_server_until_the_computation_ends(hub):
     # bob's kernel runs as soon as his server is ready, before it could sit idle for long;
     # carol's server may be ready before or after (the log says the culler took it)
     bob_job = job_when_ready(hub, "bob")
-    kernel_id = hub.start_kernel("bob", bob_token)
-    run_in_kernel(hub, "bob", bob_token, kernel_id, "import time; time.sleep(600)")
+    kernel_id = start_kernel(hub, "bob", bob_token)
+    run_cell(hub, "bob", bob_token, kernel_id, "import time; time.sleep(600)", wait=False)
     busy_since = time.monotonic()
     # From here on, nothing talks to bob's server: only the busy kernel can keep it.
     observe = 3 * CULL_TIMEOUT + CULL_EVERY

@@ -20,6 +20,7 @@ from hpcspawner.slurm.rest import OUTPUT_NOT_AVAILABLE
 from . import offcluster
 from .drills import is_singleuser, user_processes
 from .hub import job_output_file, run, squeue_fields
+from .kernel import start_kernel
 
 # What JupyterHub does with the spawner here differs between its versions: runs under the
 # lowest JupyterHub pyproject.toml allows too (scripts/test.sh).
@@ -133,7 +134,7 @@ def test_stop_shuts_the_server_down_cleanly_and_ends_the_job(hub):
     servers = [argv for _, argv in user_processes("alice", "") if is_singleuser(argv)]
     assert len(servers) == 1, servers
     assert servers[0][1] == "-c", servers[0][:2]
-    kernel_id = hub.start_kernel("alice", token)
+    kernel_id = start_kernel(hub, "alice", token)
     deadline = time.monotonic() + 60
     while not (
         kernels := [p for p, argv in user_processes("alice", "") if "ipykernel_launcher" in argv]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from .hub import squeue_fields, wait_left_queue
-from .kernel import Kernel
+from .kernel import run_cell, start_kernel
 
 SERVER_OPTIONS = {"partition": "debug", "cpus": 1, "memory": "600M", "runtime": "0:15:00"}
 
@@ -42,64 +42,66 @@ def test_squeue_sbatch_scancel_from_a_kernel_in_the_job(hub):
     server_job = hub.wait_ready("alice")["state"]["job_id"]
     home = Path(pwd.getpwnam("alice").pw_dir)
 
-    with Kernel(hub, "alice", token) as kernel:
-        # %squeue: the user's jobs, the server's own among them
-        listing = kernel.execute("%squeue")
-        assert listing.error is None, listing.error
-        rows = {line.split()[0]: line.split() for line in listing.stdout.splitlines()[1:]}
-        assert server_job in rows, listing.stdout
-        assert "alice" in rows[server_job] and "R" in rows[server_job], listing.stdout
+    kernel_id = start_kernel(hub, "alice", token)
 
-        # %%sbatch: the cell is the script; the job runs as alice, outside this job
-        marker = f"magic-{hub.job_tag}"
-        submitted = kernel.execute(
-            f"%%sbatch --partition=remote --time=2 --job-name={marker} "
-            f"--comment=hpcspawner:{hub.job_tag}:alice:magic --output=/dev/null\n"
-            "#!/bin/bash\n"
-            f'env > "$HOME/{marker}-$SLURM_JOB_ID.env"\n'
-            "sleep 600\n"
-        )
-        assert submitted.error is None, submitted.error
-        found = re.search(r"Submitted batch job (\d+)", submitted.stdout)
-        assert found, submitted.stdout
-        job = found.group(1)
-        assert submitted.results == [repr(job)], submitted.results  # the cell's value: the id
-        assert job != server_job
-        wait_state(job, "RUNNING")
-        assert squeue_fields(job, "%u|%j") == ["alice", marker]
+    def cell(code: str):
+        return run_cell(hub, "alice", token, kernel_id, code)
 
-        # what the job got: its own Slurm variables, none of the server's secrets or job
-        env_file = home / f"{marker}-{job}.env"
-        deadline = time.monotonic() + 30
-        while not (env_file.exists() and env_file.read_text().endswith("\n")):
-            assert time.monotonic() < deadline, f"{env_file} not written"
-            time.sleep(0.3)
-        job_env = dict(
-            line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line
-        )
-        assert job_env["SLURM_JOB_ID"] == job
-        assert not [k for k in job_env if k.startswith(("JUPYTERHUB_", "JPY_"))], sorted(job_env)
+    # %squeue: the user's jobs, the server's own among them
+    listing = cell("%squeue")
+    assert listing.error is None, listing.error
+    rows = {line.split()[0]: line.split() for line in listing.stdout.splitlines()[1:]}
+    assert server_job in rows, listing.stdout
+    assert "alice" in rows[server_job] and "R" in rows[server_job], listing.stdout
 
-        # %scancel: gone from the queue, cancelled
-        cancelled = kernel.execute(f"%scancel {job}")
-        assert cancelled.error is None, cancelled.error
-        assert f"Cancel requested: {job}" in cancelled.stdout
-        wait_left_queue(job)
-        assert squeue_fields(job, "%T") in (["CANCELLED"], None)
+    # %%sbatch: the cell is the script; the job runs as alice, outside this job
+    marker = f"magic-{hub.job_tag}"
+    submitted = cell(
+        f"%%sbatch --partition=remote --time=2 --job-name={marker} "
+        f"--comment=hpcspawner:{hub.job_tag}:alice:magic --output=/dev/null\n"
+        "#!/bin/bash\n"
+        f'env > "$HOME/{marker}-$SLURM_JOB_ID.env"\n'
+        "sleep 600\n"
+    )
+    assert submitted.error is None, submitted.error
+    found = re.search(r"Submitted batch job (\d+)", submitted.stdout)
+    assert found, submitted.stdout
+    job = found.group(1)
+    assert submitted.results == [repr(job)], submitted.results  # the cell's value: the id
+    assert job != server_job
+    wait_state(job, "RUNNING")
+    assert squeue_fields(job, "%u|%j") == ["alice", marker]
 
-        # mistakes: one line that says what went wrong, no traceback, the server's job intact
-        usage = kernel.execute("%scancel")
-        assert usage.error == "usage: %scancel JOBID [JOBID...]", usage.error
-        refused = kernel.execute("%%sbatch --partition=no-such-partition\n#!/bin/bash\ntrue\n")
-        assert refused.error and refused.error.startswith("sbatch failed (exit 1):"), refused
-        assert "invalid partition" in refused.error.lower(), refused.error
-        assert "Traceback" not in refused.error
+    # what the job got: its own Slurm variables, none of the server's secrets or job
+    env_file = home / f"{marker}-{job}.env"
+    deadline = time.monotonic() + 30
+    while not (env_file.exists() and env_file.read_text().endswith("\n")):
+        assert time.monotonic() < deadline, f"{env_file} not written"
+        time.sleep(0.3)
+    job_env = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
+    assert job_env["SLURM_JOB_ID"] == job
+    assert not [k for k in job_env if k.startswith(("JUPYTERHUB_", "JPY_"))], sorted(job_env)
 
-        # %slurm_job: the server's own job
-        details = kernel.execute("%slurm_job")
-        assert details.error is None, details.error
-        assert f"JobId={server_job}" in details.stdout
-        assert "UserId=alice" in details.stdout
+    # %scancel: gone from the queue, cancelled
+    cancelled = cell(f"%scancel {job}")
+    assert cancelled.error is None, cancelled.error
+    assert f"Cancel requested: {job}" in cancelled.stdout
+    wait_left_queue(job)
+    assert squeue_fields(job, "%T") in (["CANCELLED"], None)
+
+    # mistakes: one line that says what went wrong, no traceback, the server's job intact
+    usage = cell("%scancel")
+    assert usage.error == "usage: %scancel JOBID [JOBID...]", usage.error
+    refused = cell("%%sbatch --partition=no-such-partition\n#!/bin/bash\ntrue\n")
+    assert refused.error and refused.error.startswith("sbatch failed (exit 1):"), refused
+    assert "invalid partition" in refused.error.lower(), refused.error
+    assert "Traceback" not in refused.error
+
+    # %slurm_job: the server's own job
+    details = cell("%slurm_job")
+    assert details.error is None, details.error
+    assert f"JobId={server_job}" in details.stdout
+    assert "UserId=alice" in details.stdout
 
     assert squeue_fields(server_job, "%T", all_states=False) == ["RUNNING"]
     hub.stop_server("alice")

@@ -221,6 +221,7 @@ def test_the_lowest_jupyterhub_allowed_is_the_one_installed_and_tested():
         pytest.param("job/clock.py", id="clock-extension"),
         pytest.param("job/walltime.py", id="clock-pure"),
         pytest.param("job/activity.py", id="activity"),
+        pytest.param("job/podman.py", id="podman"),
         pytest.param("job/__init__.py", id="job-package"),
         pytest.param("_version.py", id="version"),
         pytest.param("__init__.py", id="package"),
@@ -234,6 +235,7 @@ def test_job_side_modules_use_the_standard_library_only(module):
     "module, entry",
     [
         pytest.param("hpcspawner.job.launcher", "main", id="launcher"),
+        pytest.param("hpcspawner.job.podman", "main", id="podman"),
         # IPython calls it with its shell: the module itself must not need IPython
         pytest.param("hpcspawner.job.magics", "load_ipython_extension", id="magics"),
         # jupyter_server finds the clock's extension points without importing its handler

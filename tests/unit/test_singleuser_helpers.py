@@ -7,8 +7,8 @@ import random
 import pytest
 
 from hpcspawner.job.launcher import (
-    _exit_code,
     candidate_ports,
+    exit_code,
     listening_inodes,
     parse_port_range,
     server_environment,
@@ -195,7 +195,7 @@ def test_service_url_with_port(url, port, expected):
     assert service_url_with_port(url, port) == expected
 
 
-# ---------------------------------------------------------------- _exit_code
+# ---------------------------------------------------------------- exit_code
 
 
 @pytest.mark.parametrize(
@@ -210,7 +210,7 @@ def test_service_url_with_port(url, port, expected):
     ],
 )
 def test_exit_code(returncode, code):
-    assert _exit_code(returncode) == code
+    assert exit_code(returncode) == code
 
 
 # ---------------------------------------------------------------- the API token

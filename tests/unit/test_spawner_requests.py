@@ -60,6 +60,25 @@ def test_container_environment_wraps_the_command():
     assert "module load cuda/12" in script
 
 
+def test_a_podman_container_exec_line_is_what_hpcspawner_podman_reads():
+    from hpcspawner.job.podman import parse_args
+
+    spawner = make_spawner(
+        container_exec=["hpcspawner-podman", "--env=PATH=/opt/jupyter/bin:/usr/bin:/bin"],
+        environments={"image": {"container": "/opt/images/jupyter"}},
+    )
+    request = asyncio.run(
+        _request(spawner, {"environment": "image", "partition": "gpu", "gpus": 1})
+    )
+    command = spawner.job_command(request, spawner.policy.environments["image"])
+    assert command[0] == "hpcspawner-podman"
+    options = parse_args(command[1:])
+    assert options.gpus
+    assert options.rootfs == "/opt/images/jupyter"
+    assert options.command == ("hpcspawner-singleuser", "jupyterhub-singleuser")
+    assert options.env == ("PATH=/opt/jupyter/bin:/usr/bin:/bin",)
+
+
 def test_no_container_no_gpu_flag():
     spawner = make_spawner()
     request = asyncio.run(_request(spawner, {"environment": "jupyter"}))
