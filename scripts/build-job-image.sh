@@ -76,11 +76,10 @@ install_package() {
   cp "$CA" "$root/tmp/build-ca.pem"
   in_rootfs "$root" "$VENV/bin/pip" install -q --no-deps --force-reinstall --no-build-isolation "/tmp/${src##*/}"
   rm -rf "$src" "$root/tmp/build-ca.pem" "$root/root/.cache"
-  # the job's clock is on in the image's JupyterLab too, as in the singleuser venv
-  in_rootfs "$root" "$VENV/bin/jupyter" labextension list 2>&1 | grep -q 'hpcspawner-jupyterlab v.*enabled.*OK' ||
-    die "the JupyterLab extension hpcspawner-jupyterlab is not enabled in the image's $VENV"
-  in_rootfs "$root" "$VENV/bin/jupyter" server extension list 2>&1 | grep -q 'hpcspawner.job.clock.*enabled' ||
-    die "the server extension hpcspawner.job.clock is not enabled in the image's $VENV"
+  # the job's clock and activity are on in the image's Jupyter too, as in the singleuser venv
+  local missing
+  missing=$(job_extensions_missing in_rootfs "$root" "$VENV/bin/jupyter")
+  [ -z "$missing" ] || die "not enabled in the image's $VENV: $missing"
 }
 
 key_text=$(printf '%s\n' "suite: $SUITE" "sources: ${SOURCES[*]}" "packages: $PACKAGES" \

@@ -155,18 +155,14 @@ fi
 # commits; --no-deps and --no-build-isolation keep it to a few seconds.
 "$SU_VENV/bin/pip" install -q --no-deps --force-reinstall --no-build-isolation "$SRC"
 log "$SU_VENV: hpcspawner (re)installed from the work tree"
-# the job's clock is on in every job: the JupyterLab extension and the server extension
-if ! "$SU_VENV/bin/jupyter" labextension list 2>&1 | grep -q 'hpcspawner-jupyterlab v.*enabled.*OK'; then
-  "$SU_VENV/bin/jupyter" labextension list >&2 || true
-  echo "$0: the JupyterLab extension hpcspawner-jupyterlab is not enabled in $SU_VENV" >&2
+# the job's clock and activity are on in every job: the JupyterLab extension, the server extensions
+missing=$(job_extensions_missing "$SU_VENV/bin/jupyter")
+if [ -n "$missing" ]; then
+  echo "$0: not enabled in $SU_VENV:" >&2
+  echo "$missing" >&2
   exit 1
 fi
-if ! "$SU_VENV/bin/jupyter" server extension list 2>&1 | grep -q 'hpcspawner.job.clock.*enabled'; then
-  "$SU_VENV/bin/jupyter" server extension list >&2 || true
-  echo "$0: the server extension hpcspawner.job.clock is not enabled in $SU_VENV" >&2
-  exit 1
-fi
-log "$SU_VENV: the job's clock (labextension hpcspawner-jupyterlab, server extension hpcspawner.job.clock) enabled"
+log "$SU_VENV: the job's clock (labextension hpcspawner-jupyterlab) and server extensions (hpcspawner.job.clock, .activity) enabled"
 chmod a+rx "$(dirname "$SU_VENV")"
 chmod -R a+rX "$SU_VENV" # only the venv: other job images may live beside it
 

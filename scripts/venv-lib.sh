@@ -38,3 +38,18 @@ require_labextension() {
     "run $1/scripts/build-labextension.sh first (scripts/install-deps.sh does)" >&2
   return 1
 }
+
+# job_extensions_missing JUPYTER...: the command line of an environment's `jupyter` (e.g.
+# /opt/x/bin/jupyter, or a wrapper that runs it in an image); prints what the package should
+# have enabled there and is not (JupyterLab's clock; the clock's and activity's server
+# extensions), nothing if all are.  PITFALL: not `jupyter ... list | grep -q`: under pipefail,
+# grep -q exits at the first match and jupyter, still writing, dies of SIGPIPE: a "failure".
+job_extensions_missing() {
+  local lab server
+  lab=$("$@" labextension list 2>&1 || true)
+  server=$("$@" server extension list 2>&1 || true)
+  grep -q 'hpcspawner-jupyterlab v.*enabled.*OK' <<<"$lab" || echo "the JupyterLab extension hpcspawner-jupyterlab"
+  grep -q 'hpcspawner\.job\.clock.*enabled' <<<"$server" || echo "the server extension hpcspawner.job.clock"
+  grep -q 'hpcspawner\.job\.activity.*enabled' <<<"$server" || echo "the server extension hpcspawner.job.activity"
+  return 0
+}
