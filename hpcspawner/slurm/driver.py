@@ -154,6 +154,10 @@ class SlurmDriver(LoggingConfigurable):
     site's own, the tests' fake); each request to Slurm is told by :meth:`_count`.
     """
 
+    #: Whether a job it submits may ask Slurm to signal its batch shell ahead of the time
+    #: limit (``#SBATCH --signal=B:USR1@N``, the job's clock's save before the end).
+    batch_signal: bool = True
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         _observe_operations(cls)

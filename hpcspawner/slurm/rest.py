@@ -100,6 +100,12 @@ class RESTSlurmDriver(SlurmDriver):
     :doc:`/howto/rest-driver`.
     """
 
+    #: slurmrestd 22.05 (v0.0.38) refuses ``"signal": "B:USR1@N"`` ("Invalid SIGNAL
+    #: specification": its parser takes no ``B:``), and without ``B:`` Slurm signals the job's
+    #: steps, never its batch shell, where the launcher waits (tried on the local cluster).
+    #: The job's clock then saves on its own count-down only (docs/howto/job-clock.md).
+    batch_signal = False
+
     url = Unicode(
         "",
         config=True,

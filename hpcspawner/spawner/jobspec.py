@@ -103,5 +103,8 @@ def batch_script(
         requeue=settings.requeue,
         path=env.get("PATH", settings.job_path),
         umask=batchscript.check_umask(settings.job_umask),
-        signal_lead=walltime.check_save_before_end(settings.save_before_end),
+        # the driver may not pass a signal for the batch shell on (slurmrestd's v0.0.38)
+        signal_lead=walltime.check_save_before_end(settings.save_before_end)
+        if settings.driver.batch_signal
+        else 0,
     )

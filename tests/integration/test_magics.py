@@ -79,6 +79,7 @@ def test_squeue_sbatch_scancel_from_a_kernel_in_the_job(hub):
         assert time.monotonic() < deadline, f"{env_file} not written"
         time.sleep(0.3)
     job_env = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
+    env_file.unlink()  # the next tests' JupyterLab (and its screenshots) show this home
     assert job_env["SLURM_JOB_ID"] == job
     assert not [k for k in job_env if k.startswith(("JUPYTERHUB_", "JPY_"))], sorted(job_env)
 

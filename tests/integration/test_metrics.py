@@ -132,7 +132,9 @@ def test_metrics_show_the_spawns_the_failure_and_the_stops_that_happened(hub, hu
     }
 
     # a start that fails: its job runs its prologue for a few seconds, then exits 3
-    r = hub.spawn("alice", "broken", options={**OPTIONS, "environment": "broken"})
+    # (on partition remote: alice's and bob's servers hold node vm's two CPUs)
+    broken = {**OPTIONS, "partition": "remote", "environment": "broken"}
+    r = hub.spawn("alice", "broken", options=broken)
     assert r.status_code in (201, 202, 500), r.text
     events = hub.progress_events("alice", "broken", timeout=120)
     assert events[-1].get("failed"), events

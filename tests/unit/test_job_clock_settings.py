@@ -114,3 +114,16 @@ async def test_the_settings_reach_the_job(cluster, new_hub, new_spawner, setting
 def test_the_settings_are_checked(new_spawner, new_hub, settings, message):
     with pytest.raises(ValueError, match=message):
         new_spawner(hub=new_hub(**settings))
+
+
+async def test_no_signal_when_the_driver_cannot_ask_for_one(cluster, new_hub, new_spawner):
+    """slurmrestd 22.05 refuses ``B:`` (RESTSlurmDriver.batch_signal): the script asks for no
+    signal then, and the job's clock saves on its own count-down (its settings still go)."""
+    spawner = new_spawner(hub=new_hub(save_before_end=300))
+    spawner.driver.batch_signal = False
+    try:
+        job = await submitted(cluster, spawner)
+    finally:
+        del spawner.driver.batch_signal  # the class's again
+    assert "--signal" not in job.script
+    assert job.env[walltime.SAVE_VARIABLE] == "300"
