@@ -42,6 +42,7 @@ cd "$REPO"
 . /etc/os-release
 PKGS=(
   munge slurmctld slurmd slurm-client slurmrestd
+  slurmdbd mariadb-server # accounting (scripts/cluster/start-accounting.sh)
   slurm-wlm-jwt-plugin # auth_jwt.so; comes only through Recommends, which we do not install
   sudo bc jq iproute2 curl openssl ca-certificates util-linux procps git
   openssh-server openssh-client # the SSH driver's login node (scripts/cluster/start-sshd.sh)

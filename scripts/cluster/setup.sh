@@ -8,6 +8,9 @@
 #                                          #   namespace (10.250.0.11-12), partition "remote"
 #   NO_START=1 scripts/cluster/setup.sh    # only write the config
 #   RESTART=1 scripts/cluster/setup.sh     # restart the Slurm daemons even if the config is unchanged
+#   ACCOUNTING=0 scripts/cluster/setup.sh  # no slurmdbd: accounting_storage/none (the default is
+#                                          #   MariaDB + slurmdbd + the site of make-site.sh,
+#                                          #   enforced: start-accounting.sh, make-site.sh)
 #
 # Other knobs (slurm.conf): SCHED_PARAMS (default batch_sched_delay=0,bf_interval=5; "" = Slurm's default),
 # MIN_JOB_AGE (300), MESSAGE_TIMEOUT (10), SLURMD_TIMEOUT (30), FAKE_CPUS (e.g. 8: node vm
@@ -32,14 +35,16 @@ SCHED_PARAMS=${SCHED_PARAMS-batch_sched_delay=0,bf_interval=5} # batch_sched_del
 FAKE_CPUS=${FAKE_CPUS:-}
 MAX_JOB_COUNT=${MAX_JOB_COUNT:-}
 MULTINODE=${MULTINODE:-0}
+ACCOUNTING=${ACCOUNTING:-1}
 READY_TIMEOUT=${READY_TIMEOUT:-30}
-for v in MULTINODE SLURMD_TIMEOUT MIN_JOB_AGE MESSAGE_TIMEOUT READY_TIMEOUT ${FAKE_CPUS:+FAKE_CPUS} ${MAX_JOB_COUNT:+MAX_JOB_COUNT}; do
+for v in MULTINODE ACCOUNTING SLURMD_TIMEOUT MIN_JOB_AGE MESSAGE_TIMEOUT READY_TIMEOUT ${FAKE_CPUS:+FAKE_CPUS} ${MAX_JOB_COUNT:+MAX_JOB_COUNT}; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "$v must be a non-negative integer, got '${!v}'" >&2; exit 2; }
 done
 [ "$MULTINODE" -le 9 ] || { echo "MULTINODE must be <= 9" >&2; exit 2; }
 HOST=$CTL_HOST
 NETNS_NODES=(); [ "$MULTINODE" -gt 0 ] && mapfile -t NETNS_NODES < <(seq -f 'n%g' 1 "$MULTINODE")
-log "start (host $HOST, MULTINODE=$MULTINODE${FRESH:+, FRESH})"
+HERE=$(dirname "${BASH_SOURCE[0]}")
+log "start (host $HOST, MULTINODE=$MULTINODE, ACCOUNTING=$ACCOUNTING${FRESH:+, FRESH})"
 
 # ---------------------------------------------------------------- users and directories
 # Test users with homes in /home.  Jobs run as them and in their homes.
@@ -100,6 +105,18 @@ REALMEM=$(( REALMEM - 256 ))
 # shellcheck disable=SC2001  # a regex, not a glob
 HW=$(sed -e "s/RealMemory=[0-9]*/RealMemory=$REALMEM/" <<<"$HW")
 SLURMD_PARAMS=""
+if [ "$ACCOUNTING" = 1 ]; then
+  # associations: no job without an association (user, account); limits: association and QOS
+  # limits hold at submit time; qos: only the QOS an association allows.  gres/gpu: GPUs are
+  # counted and limited (QOS MaxTRESPerJob=gres/gpu=N).
+  ACCOUNTING_CONF="AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=$HOST
+AccountingStorageEnforce=associations,limits,qos
+AccountingStorageTRES=gres/gpu"
+else
+  ACCOUNTING_CONF="# ACCOUNTING=0, no slurmdbd: plain sacct fails
+AccountingStorageType=accounting_storage/none"
+fi
 if [ -n "$FAKE_CPUS" ]; then
   # config_overrides: slurmd accepts the configured CPUs instead of the detected 2
   HW="CPUs=$FAKE_CPUS Boards=1 SocketsPerBoard=1 CoresPerSocket=$FAKE_CPUS ThreadsPerCore=1 RealMemory=$REALMEM"
@@ -139,8 +156,8 @@ SelectTypeParameters=CR_Core_Memory
 # Without it a job lacking --mem gets the whole node's memory, and a second job pends (Resources)
 DefMemPerCPU=512
 $SLURMD_PARAMS
-# No slurmdbd: plain sacct fails; sacct -c reads JobCompLoc
-AccountingStorageType=accounting_storage/none
+$ACCOUNTING_CONF
+# Also the job completion log: sacct -c reads it, with or without slurmdbd
 JobCompType=jobcomp/filetxt
 JobCompLoc=$SLURM_LOG/jobcomp.log
 MessageTimeout=$MESSAGE_TIMEOUT
@@ -223,6 +240,10 @@ if [ -n "${FRESH:-}" ]; then
   rm -rf "${SLURM_SPOOL:?}"/*
   : >"$SLURM_LOG/jobcomp.log"
 fi
+if [ "$ACCOUNTING" = 1 ]; then
+  # slurmdbd before slurmctld, which registers with it at start
+  FRESH_DB=${FRESH:-} "$HERE/start-accounting.sh"
+fi
 cd / # daemons inherit the cwd
 if ! pid_of "$SLURMCTLD_PID" slurmctld >/dev/null; then
   touch "$SLURM_LOG/jobcomp.log"
@@ -259,6 +280,8 @@ deadline=$(( $(date +%s) + READY_TIMEOUT ))
 if ! wait_nodes "$NODES" "$READY_TIMEOUT"; then
   echo "CLUSTER NOT READY" >&2; dump_logs; exit 1
 fi
+# The accounts the readiness jobs (alice) and every test job are charged to
+[ "$ACCOUNTING" = 1 ] && "$HERE/make-site.sh"
 # PITFALL: `sacct -c` opens JobCompLoc O_WRONLY|O_APPEND even just to read it, so non-root users
 # get "Permission denied".  Test-only fix: mode 0666.  It must be set after slurmctld has
 # initialised (its jobcomp plugin resets the file to 0644 on every start); it answers sinfo now.

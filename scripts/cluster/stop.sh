@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Stop the local Slurm test cluster: slurmrestd, the login node's sshd (start-sshd.sh), every slurmd (node vm and netns nodes n1..nN)
+# Stop the local Slurm test cluster: slurmrestd, slurmdbd, the login node's sshd (start-sshd.sh), every slurmd (node vm and netns nodes n1..nN)
 # and slurmctld, found by their pid files only (never by process name: that would also hit
 # daemons this script does not own).  SIGTERM to all at once, then wait (each takes ~1.5-2 s).
 #
 #   STOP_MUNGE=1       also stop munged
+#   STOP_MARIADB=1     also stop the MariaDB start-accounting.sh started (never the system's)
 #   STOP_SLURMRESTD=0  leave slurmrestd running
 #   STOP_SSHD=0        leave the login node's sshd running
 #
@@ -19,7 +20,8 @@ specs=()
 [ "${STOP_SLURMRESTD:-1}" = 1 ] && specs+=("slurmrestd:$SLURMRESTD_PID")
 [ "${STOP_SSHD:-1}" = 1 ] && specs+=("sshd:$LOGIN_SSHD_PID")
 mapfile -t -O "${#specs[@]}" specs < <(slurmd_specs)
-specs+=("slurmctld:$SLURMCTLD_PID")
+specs+=("slurmctld:$SLURMCTLD_PID" "slurmdbd:$SLURMDBD_PID")
+[ -n "${STOP_MARIADB:-}" ] && specs+=("mariadbd:$MARIADB_PID")
 [ -n "${STOP_MUNGE:-}" ] && specs+=("munged:$MUNGED_PID" "munged:$MUNGED_PID_DEFAULT")
 stop_pidfiles "${specs[@]}"
 log "stopped"
