@@ -4,8 +4,8 @@
 # slurmctld registers when it starts).  Idempotent: what exists is kept, limits are set again.
 #
 #   QOS       normal     Slurm's default QOS, no limits
-#             short      MaxWall 2:00:00; per job at most 2 CPUs, 4G, no GPU
-#             long       MaxWall 1-00:00:00; per job at most 4 CPUs, 8G, 1 GPU
+#             short      MaxWall 2:00:00; per job at most 2 CPUs, 4G, no GPU (DenyOnLimit)
+#             long       MaxWall 1-00:00:00; per job at most 4 CPUs, 8G, 1 GPU (DenyOnLimit)
 #   accounts  physics    QOS normal, short, long (default normal)
 #             chemistry  QOS normal, short (default normal); GrpTRES cpu=6: the running jobs
 #                        of all its users together hold at most 6 CPUs
@@ -38,9 +38,10 @@ modify() {
 
 add qos short
 add qos long
-modify qos short set MaxWall=02:00:00 MaxTRESPerJob=cpu=2,mem=4G,gres/gpu=0 \
+# DenyOnLimit: a job over a QOS limit is refused at submit time instead of pending forever
+modify qos short set MaxWall=02:00:00 MaxTRESPerJob=cpu=2,mem=4G,gres/gpu=0 Flags=DenyOnLimit \
   Description="short interactive sessions"
-modify qos long set MaxWall=1-00:00:00 MaxTRESPerJob=cpu=4,mem=8G,gres/gpu=1 \
+modify qos long set MaxWall=1-00:00:00 MaxTRESPerJob=cpu=4,mem=8G,gres/gpu=1 Flags=DenyOnLimit \
   Description="long sessions"
 add account physics Cluster="$CLUSTER" Description="Physics department" Organization=science
 add account chemistry Cluster="$CLUSTER" Description="Chemistry department" Organization=science

@@ -43,7 +43,7 @@ done
 [ "$MULTINODE" -le 9 ] || { echo "MULTINODE must be <= 9" >&2; exit 2; }
 HOST=$CTL_HOST
 NETNS_NODES=(); [ "$MULTINODE" -gt 0 ] && mapfile -t NETNS_NODES < <(seq -f 'n%g' 1 "$MULTINODE")
-HERE=$(dirname "${BASH_SOURCE[0]}")
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 log "start (host $HOST, MULTINODE=$MULTINODE, ACCOUNTING=$ACCOUNTING${FRESH:+, FRESH})"
 
 # ---------------------------------------------------------------- users and directories

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start slurmrestd with JWT auth (OpenAPI v0.0.38 + v0.0.37) on ${REST_LISTEN:-0.0.0.0:6820}, as
+# Start slurmrestd with JWT auth (OpenAPI v0.0.38 + v0.0.37, + dbv0.0.38 with slurmdbd) on ${REST_LISTEN:-0.0.0.0:6820}, as
 # the unprivileged system user "slurmrest".  Needs a running cluster from setup.sh (its slurm.conf
 # has AuthAltTypes=auth/jwt).  Restarts a slurmrestd it started before (pid file).  Run as root.
 # Pid: /run/slurmrestd.pid; log: /var/log/slurm/slurmrestd.log; stop.sh stops it.
@@ -13,6 +13,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_root
 LISTEN=${REST_LISTEN:-0.0.0.0:6820}
 PORT=${LISTEN##*:}
+# The accounting endpoints (/slurmdb/v0.0.38/...) need slurmdbd: loaded when slurm.conf has it.
+if grep -qx 'AccountingStorageType=accounting_storage/slurmdbd' "$SLURM_CONF_DIR/slurm.conf"; then
+  PLUGINS=${REST_PLUGINS:-openapi/v0.0.38,openapi/v0.0.37,openapi/dbv0.0.38}
+else
+  PLUGINS=${REST_PLUGINS:-openapi/v0.0.38,openapi/v0.0.37}
+fi
 RESTLOG=$SLURM_LOG/slurmrestd.log
 # PITFALL: slurmrestd refuses to run as root ("should not be run as the root user") and as SlurmUser.
 id slurmrest >/dev/null 2>&1 || useradd -r -M -d /nonexistent -s /usr/sbin/nologin slurmrest
@@ -24,7 +30,7 @@ chown slurmrest "$RESTLOG"
 # SLURM_JWT=daemon: slurmrestd does not need a token of its own; it forwards each request's token.
 cd /
 SLURM_JWT=daemon setsid setpriv --reuid=slurmrest --regid=slurmrest --init-groups \
-  /usr/sbin/slurmrestd -a rest_auth/jwt -s openapi/v0.0.38,openapi/v0.0.37 "$LISTEN" \
+  /usr/sbin/slurmrestd -a rest_auth/jwt -s "$PLUGINS" "$LISTEN" \
   >>"$RESTLOG" 2>&1 </dev/null &
 pid=$!
 echo "$pid" >"$SLURMRESTD_PID"
@@ -34,7 +40,7 @@ for _ in $(seq 100); do
   kill -0 "$pid" 2>/dev/null || break
   if curl -sf -m 2 -H "X-SLURM-USER-NAME: alice" -H "X-SLURM-USER-TOKEN: $TOK" \
       "http://127.0.0.1:$PORT/slurm/v0.0.38/ping" 2>/dev/null | jq -e '.errors == []' >/dev/null 2>&1; then
-    log "slurmrestd pid $pid listening on $LISTEN"
+    log "slurmrestd pid $pid listening on $LISTEN ($PLUGINS)"
     exit 0
   fi
   sleep 0.1
