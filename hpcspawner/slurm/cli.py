@@ -2,7 +2,7 @@
 
 :class:`CommandDriver` holds everything the local driver and the SSH driver share:
 the argv of every command (``sbatch``, ``squeue``, ``scancel``, ``scontrol``,
-``sacctmgr``, ``sdiag`` and the user-file commands ``install``, ``dd``, ``rm``, ``stat``,
+``sacctmgr``, ``sacct``, ``sshare``, ``sdiag`` and the user-file commands ``install``, ``dd``, ``rm``, ``stat``,
 ``tail``), the output caps, the parsing of what they print and the mapping of
 their errors. A subclass supplies the transport:
 
@@ -20,6 +20,7 @@ their errors. A subclass supplies the transport:
 from __future__ import annotations
 
 import asyncio
+import re
 import stat
 
 from traitlets import Float, Integer, List, Unicode
@@ -28,6 +29,7 @@ from ..logtext import loggable
 from .commands import DEFAULT_MAX_OUTPUT
 from .driver import OUTPUT_TAIL_BYTES, JobOutput, SlurmDriver, may_act_as
 from .errors import OutputTooLarge, SlurmError, SlurmTimeout
+from .history import parse_sacct, sacct_args
 from .jobstate import (
     INVALID_JOB_ID_RE,
     SQUEUE_FORMAT,
@@ -46,10 +48,14 @@ from .records import (
     sacctmgr_args,
 )
 from .snapshot import summarize
+from .usage import parse_sshare, sshare_args
 
 #: Cap on what a command working on a path the user controls may print (stdout and
 #: stderr together), besides the bytes it is asked to read: error messages only.
 USER_FILE_OUTPUT_CAP = 16 * 1024
+
+#: What sacct says when the cluster keeps no job accounting (AccountingStorageType none).
+NO_HISTORY_RE = re.compile(r"accounting storage is disabled")
 
 #: The return code of a POSIX shell for "command not found".
 COMMAND_NOT_FOUND = 127
@@ -59,15 +65,16 @@ class CommandDriver(SlurmDriver):
     """Slurm through its command-line clients; the transport is a subclass's.
 
     ``sbatch``, ``scancel`` and the user-file commands run as the user through the
-    subclass's privilege wrapper; ``squeue``, ``scontrol``, ``sacctmgr`` and ``sdiag`` run
-    once for all users as the hub's own account (through :attr:`query_command_prefix`).
+    subclass's privilege wrapper; ``squeue``, ``scontrol``, ``sacctmgr``, ``sacct``,
+    ``sshare`` and ``sdiag`` run once for all users as the hub's own account (through
+    :attr:`query_command_prefix`).
     """
 
     query_command_prefix = List(
         Unicode(),
         config=True,
-        help="""Command prefix for ``squeue``, ``scontrol``, ``sacctmgr`` and ``sdiag``
-        (which ask about every user's jobs, or the cluster, at once).
+        help="""Command prefix for ``squeue``, ``scontrol``, ``sacctmgr``, ``sacct``,
+        ``sshare`` and ``sdiag`` (which ask about every user's jobs, or the cluster, at once).
 
         Empty by default: they run as the hub's user (with the SSH driver, the
         account the hub logs in as). Set it only if your Slurm hides other users'
@@ -342,6 +349,33 @@ class CommandDriver(SlurmDriver):
                 return None
             raise SlurmError(argv, rc, err, out)
         return parse_associations(out, username)
+
+    async def job_history(self, job_ids):
+        if not job_ids:
+            return {}
+        prefix = self._query_prefix()
+        try:
+            argv = prefix + [self._which("sacct"), *sacct_args(job_ids)]
+        except SlurmError as e:
+            self.log.warning("No sacct on the hub, so no job history: %s", e)
+            return None
+        rc, out, err = await self.run(argv, kind="sacct")
+        if rc == COMMAND_NOT_FOUND and not prefix:
+            self.log.warning("No sacct, so no job history: %s", err.strip())
+            return None
+        if rc != 0:
+            if NO_ACCOUNTING_RE.search(err) or NO_HISTORY_RE.search(err):
+                self.log.debug("Slurm keeps no job accounting: %s", err.strip())
+                return None
+            raise SlurmError(argv, rc, err, out)
+        return parse_sacct(out)
+
+    async def user_usage(self, username):
+        argv = self._query_prefix() + [self._which("sshare"), *sshare_args(username)]
+        rc, out, err = await self.run(argv, kind="sshare")
+        if rc != 0:
+            raise SlurmError(argv, rc, err, out)
+        return parse_sshare(out, username)
 
 
 #: What :func:`stat_problem` calls files that are not regular, by ``stat`` test.

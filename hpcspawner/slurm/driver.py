@@ -27,9 +27,11 @@ from traitlets.config import LoggingConfigurable
 
 from . import querycost
 from .errors import SlurmError
+from .history import JobEnd
 from .jobstate import JobInfo
 from .records import Association
 from .snapshot import ClusterSnapshot
+from .usage import AccountUsage
 
 #: How many bytes (from its end) of a job's output file :meth:`SlurmDriver.read_output` reads.
 OUTPUT_TAIL_BYTES = 4096
@@ -76,6 +78,8 @@ OPERATIONS = (
     "find_jobs",
     "cluster_snapshot",
     "user_associations",
+    "job_history",
+    "user_usage",
     "install_files",
     "remove_file",
     "read_output",
@@ -457,6 +461,29 @@ class SlurmDriver(LoggingConfigurable):
         be asked, :class:`ValueError` for a user name that is not a plain name.
         """
         raise NotImplementedError
+
+    async def job_history(self, job_ids: list[str]) -> dict[str, JobEnd] | None:
+        """How the jobs ``job_ids`` ended, from Slurm's accounting (slurmdbd): one request
+        for all of them, as the hub. The hub asks once for each job that left the queue
+        without its end being seen (:mod:`hpcspawner.spawner.jobhistory`).
+
+        Returns the records accounting has (a job it does not know is missing), or None
+        when this driver or the cluster has no job accounting (the default: a driver that
+        does not implement it). Raises :class:`~hpcspawner.slurm.errors.SlurmError` when
+        accounting exists but could not be asked (slurmdbd down), and
+        :class:`~hpcspawner.slurm.records.ParseError` for an answer not understood.
+        """
+        return None
+
+    async def user_usage(self, username: str) -> list[AccountUsage] | None:
+        """``username``'s use of each of their accounts (``sshare``), as the hub.
+
+        Returns None when this driver cannot tell (the default; slurmrestd 22.05 has no
+        shares endpoint). Raises :class:`~hpcspawner.slurm.errors.SlurmError` when Slurm
+        could not be asked, :class:`~hpcspawner.slurm.records.ParseError` for an answer
+        not understood, :class:`ValueError` for a user name that is not a plain name.
+        """
+        return None
 
 
 _observe_operations(SlurmDriver)

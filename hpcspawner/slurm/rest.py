@@ -70,6 +70,7 @@ from ..loopback import is_loopback
 from . import jwt, rest_v0038
 from .driver import OUTPUT_TAIL_BYTES, JobOutput, SlurmDriver, may_act_as
 from .errors import ConnectionFailed, ConnectionLost, ConnectTimeout, SlurmError, SlurmTimeout
+from .history import parse_rest_jobs
 from .records import ParseError, check_user_name
 from .snapshot import summarize
 
@@ -297,6 +298,8 @@ class RESTSlurmDriver(SlurmDriver):
         #: (the hub's time when the last full listing was asked for, the answer)
         self._listing: tuple[float, object] | None = None
         self._lock = asyncio.Lock()
+        #: the log said once that there is no usage through slurmrestd
+        self._said_no_usage = False
 
     @property
     def handles_files(self) -> bool:
@@ -648,6 +651,38 @@ class RESTSlurmDriver(SlurmDriver):
         if status != 200 or api.errors_of(answer):
             raise self._error(self._where("GET", path), status, answer)
         return api.parse_associations(answer, username)
+
+    async def job_history(self, job_ids):
+        api = await self._version()
+        if not api.has_accounting(self._paths):
+            return None  # no slurmdbd plugin (dbv0.0.38) loaded: no accounting
+        found = {}
+        for job_id in job_ids:  # dbv0.0.38 looks jobs up one by one
+            try:
+                path = api.db_job_path(job_id)
+            except ValueError as e:
+                raise SlurmError(["GET", str(job_id)[:40]], None, str(e)) from None
+            status, answer = await self._request("GET", path, kind="sacct")
+            if api.job_unknown(answer):
+                continue
+            if status != 200 or api.errors_of(answer):
+                raise self._error(self._where("GET", path), status, answer)
+            found.update(
+                (found_id, end)
+                for found_id, end in parse_rest_jobs(answer).items()
+                if found_id == str(job_id)
+            )
+        return found
+
+    async def user_usage(self, username):
+        check_user_name(username)
+        if not self._said_no_usage:
+            self._said_no_usage = True
+            self.log.info(
+                "Account usage is not available through slurmrestd (v0.0.38 has no shares "
+                "endpoint): the spawn page shows none"
+            )
+        return None
 
     # ------------------------------------------------------------ the user's files
 

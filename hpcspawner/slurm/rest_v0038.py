@@ -73,6 +73,13 @@ def job_path(job_id: str) -> str:
     return f"{PREFIX}/job/{job_id}"
 
 
+def db_job_path(job_id: str) -> str:
+    """``GET`` it for the job's accounting record (slurmdbd)."""
+    if not str(job_id).isdigit():
+        raise ValueError(f"{str(job_id)[:40]!r} is not a job id")
+    return f"{DB_PREFIX}/job/{job_id}"
+
+
 def offered(paths: Iterable[str]) -> bool:
     """True when a spec's ``paths`` have everything this module uses."""
     have = {path.rstrip("/") for path in paths}

@@ -58,7 +58,7 @@ REFUSED_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 #: Slurm's clients: found in :attr:`SSHSlurmDriver.slurm_bin_dir` when that is set.
 SLURM_COMMANDS = frozenset(
-    {"sbatch", "scancel", "squeue", "scontrol", "sacctmgr", "sinfo", "sdiag"}
+    {"sbatch", "scancel", "squeue", "scontrol", "sacctmgr", "sacct", "sshare", "sinfo", "sdiag"}
 )
 
 #: A name ``sbatch --export-file`` takes: a shell variable name, shorter than Slurm's

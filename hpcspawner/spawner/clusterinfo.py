@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from ..slurm import Association, ClusterSnapshot, ParseError, PartitionSummary, SlurmError
+from ..slurm.usage import AccountUsage
 from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class ClusterInfo:
       one starts no sooner than ``retry_after`` seconds later.
     - :meth:`associations`: a user's Slurm associations, cached per user for
       ``association_ttl``; "accounting not available" is cached once for the hub.
+    - :meth:`usage`: a user's use of their accounts, cached per user for ``usage_ttl``.
 
     Nothing here raises for scheduler trouble. ``clock`` is injectable for tests.
     """
@@ -89,6 +91,7 @@ class ClusterInfo:
         first_wait: float = 5.0,
         retry_after: float = 10.0,
         association_ttl: float = 300.0,
+        usage_ttl: float = 300.0,
         logger: logging.Logger | logging.LoggerAdapter | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
@@ -97,10 +100,14 @@ class ClusterInfo:
         self.first_wait = first_wait
         self.retry_after = retry_after
         self.association_ttl = association_ttl
+        self.usage_ttl = usage_ttl
         self.log = logger or log
         self._clock = clock
         self._snapshot = _Slot()
         self._associations: dict[str, _Slot] = {}
+        self._usage: dict[str, _Slot] = {}
+        #: sshare's last answer failed (logged once until it answers again)
+        self._usage_failing = False
         #: clock() when sacctmgr last said accounting is / is not available
         self._accounting_at: float | None = None
         self._no_accounting_at: float | None = None
@@ -190,6 +197,30 @@ class ClusterInfo:
             self._no_accounting_at = None
         return answer
 
+    # ------------------------------------------------------------ account usage
+
+    async def usage(self, username: str) -> list[AccountUsage] | None:
+        """``username``'s use of their accounts (``sshare``), cached per user for
+        ``usage_ttl``; None when not available: the driver cannot tell, or Slurm did not
+        answer (logged once until it answers again; the page then shows no usage)."""
+        slot = self._usage.setdefault(username, _Slot())
+        if not slot.fresh(self._clock(), self.usage_ttl):
+            self._start(slot, lambda: self._fetch_usage(username), f"account usage of {username}")
+            if not slot.has_value and slot.refreshing:
+                await self._wait(slot.task)
+        return list(slot.value) if slot.has_value and slot.value is not None else None
+
+    async def _fetch_usage(self, username: str) -> list[AccountUsage] | None:
+        try:
+            answer = await self.driver.user_usage(username)
+        except (SlurmError, ParseError, ValueError) as e:
+            if not self._usage_failing:
+                self.log.warning("Not showing account usage: sshare for %s failed: %s", username, e)
+            self._usage_failing = True
+            return None
+        self._usage_failing = False
+        return answer
+
     # ------------------------------------------------------------ refreshing
 
     def _start(self, slot: _Slot, fetch: Callable[[], Awaitable], what: str) -> None:
@@ -229,5 +260,6 @@ class ClusterInfo:
 
     async def close(self) -> None:
         """Cancel refreshes in flight (at hub shutdown)."""
-        tasks = [self._snapshot.task, *(slot.task for slot in self._associations.values())]
+        slots = [*self._associations.values(), *self._usage.values()]
+        tasks = [self._snapshot.task, *(slot.task for slot in slots)]
         await cancel_and_wait(tasks, self.log)

@@ -98,6 +98,22 @@ def _free_text(summary) -> str:
     return ", ".join(parts)
 
 
+def usage_lines(usages) -> list[str]:
+    """One line per account of the user's usage (:class:`~hpcspawner.slurm.usage.AccountUsage`):
+    ``physics: 12.3 CPU-hours used of 100 granted, fair-share 0.87, 40% of the account's use``."""
+    lines = []
+    for usage in usages or ():
+        text = f"{usage.account}: {usage.cpu_hours:.1f} CPU-hours used"
+        if usage.granted_cpu_hours is not None:
+            text += f" of {usage.granted_cpu_hours:g} granted"
+        if usage.fair_share is not None:
+            text += f", fair-share {usage.fair_share:.2f}"
+        if usage.effective_usage is not None:
+            text += f", {usage.effective_usage:.0%} of the account's use"
+        lines.append(text)
+    return lines
+
+
 def options_from_form(formdata: Mapping[str, list]) -> dict:
     """Reshape posted form data (each value a list of strings) into ``user_options``.
 
@@ -137,12 +153,14 @@ def form_context(
     stale: bool = False,
     cluster_age: str | None = None,
     cluster_taken_at: str | None = None,
+    usage: list[str] | None = None,
 ) -> dict:
     """Everything the template needs, as plain data.
 
     ``policy`` is what the user may choose (the ``policy`` of an
     :class:`~hpcspawner.resources.offer.Offer`): its accounts, QOS and reservations are
-    listed as they are (None: a text field, any name may be typed)."""
+    listed as they are (None: a text field, any name may be typed). ``usage``: the lines
+    shown under the Account field (:func:`usage_lines`)."""
     defaults = dict(policy.defaults)
     limits = {
         "nodes": policy.max_nodes,
@@ -179,12 +197,14 @@ def form_context(
             "label": "Account",
             "choices": _listed(policy.accounts),
             "empty_label": "your default account",
+            "notes": list(usage or ()),
         },
         {
             "name": "qos",
             "label": "QOS",
             "choices": _listed(policy.qos),
             "empty_label": "the default QOS",
+            "notes": [],
         },
     ]
     if policy.reservations is None or policy.reservations:
@@ -194,6 +214,7 @@ def form_context(
                 "label": "Reservation",
                 "choices": _listed(policy.reservations),
                 "empty_label": "none",
+                "notes": [],
             }
         )
     shown_values = {name: None for name in OPTION_FIELDS}

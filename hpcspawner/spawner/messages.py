@@ -4,7 +4,8 @@ The spawner decides when to say something; this module decides the words:
 the progress lines of a start (:func:`start_progress`), the request in a few
 words (:func:`describe_request`), why a queued job was given up
 (:func:`queue_timeout`) and why a job ended before its server ran
-(:func:`job_ended`, with the last lines of its output).
+(:func:`job_ended`, with the last lines of its output); why a job that ``squeue``
+no longer lists ended, from accounting (:func:`history_reason`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from ..logtext import loggable
-from ..slurm.jobstate import Liveness
+from ..slurm.jobstate import ENDED_EXPLANATIONS, Liveness
 
 #: How many of the last lines of a failed job's output the user sees, and how long each may be.
 OUTPUT_TAIL_LINES = 20
@@ -53,6 +54,42 @@ def describe_request(request) -> str:
 def end_reason(info) -> str:
     """Why the job (a :class:`~hpcspawner.slurm.JobInfo`, or None: not listed) ended."""
     return info.describe_end() if info is not None else JOB_UNKNOWN
+
+
+#: Why a job ended, by accounting's state, where it says more than squeue's words.
+HISTORY_EXPLANATIONS = {
+    "OUT_OF_MEMORY": "the job ran out of memory (ask for more memory next time)",
+    "PREEMPTED": "the job was preempted (a job of higher priority took its resources)",
+    "COMPLETED": "the job finished (the server exited)",
+}
+
+
+def history_reason(end, username: str, name_of_uid) -> str:
+    """Why the job ended, from accounting's record ``end`` (a
+    :class:`~hpcspawner.slurm.history.JobEnd` of ``username``'s job). ``name_of_uid``
+    names the uid (or name) that cancelled it, or returns None; only "you", "root"
+    and "an administrator" are ever said, never another user's name."""
+    state = end.state
+    if state == "TIMEOUT":
+        limit = f" {end.time_limit}" if end.time_limit else ""
+        return f"the job reached its time limit (walltime{limit})"
+    if state == "FAILED":
+        if end.signal:
+            return f"the job failed: it was killed by signal {end.signal}"
+        if end.exit_code is not None:
+            return f"the job failed with exit code {end.exit_code}"
+    if state == "CANCELLED" and end.cancelled_by:
+        name = name_of_uid(end.cancelled_by)
+        if name is not None and name == username:
+            return "you cancelled the job"
+        if end.cancelled_by in ("0", "root") or name == "root":
+            return "the job was cancelled by an administrator (root)"
+        if name is None:
+            return f"the job was cancelled by user id {end.cancelled_by}"
+        return "the job was cancelled by an administrator"
+    return HISTORY_EXPLANATIONS.get(state) or ENDED_EXPLANATIONS.get(
+        state, f"the job ended ({state})"
+    )
 
 
 def start_progress(job_id: str, status) -> tuple[str, int]:
@@ -111,6 +148,7 @@ __all__ = [
     "end_reason",
     "format_duration",
     "format_time",
+    "history_reason",
     "job_ended",
     "queue_timeout",
     "start_progress",

@@ -144,13 +144,12 @@ def spawn_failure_reason(error: BaseException, elapsed: float, start_timeout: fl
     return "error"
 
 
-def job_end_reason(info: JobInfo | None) -> str:
-    """The stop reason of a server whose job ended by itself, as Slurm last showed it
-    (None: Slurm no longer lists it)."""
-    if info is None:
+def job_end_reason(state: str) -> str:
+    """The stop reason of a server whose job ended by itself in ``state`` (Slurm's, as squeue
+    last listed it or accounting recorded it; "": not known, Slurm no longer lists it)."""
+    if not state.strip():
         return "job-unknown"
-    word = info.state.split()[0] if info.state.strip() else ""
-    return JOB_END_REASONS.get(word, "other")
+    return JOB_END_REASONS.get(state.split()[0], "other")
 
 
 def stop_reason(requester: tuple[str, str] | None, owner: str, cullers: Iterable[str]) -> str:
@@ -430,9 +429,9 @@ class ServerRecord:
 
     # ------------------------------------------------------------ the end of a server that came up
 
-    def job_ended(self, job_id: str, info: JobInfo | None) -> None:
-        """The job of the server ended by itself (``info``: its last record, or None)."""
-        self._count_end(job_id, job_end_reason(info))
+    def job_ended(self, job_id: str, state: str) -> None:
+        """The job of the server ended by itself in ``state`` (Slurm's; "": not known)."""
+        self._count_end(job_id, job_end_reason(state))
 
     def hub_stops(self, job_id: str, owner: str, *, checking: bool) -> None:
         """The hub stops the server of ``job_id``, which is alive, on request

@@ -128,11 +128,13 @@ def render(
     stored_options=None,
     last_end: Mapping | None = None,
     template_path: str = "",
+    usage=None,
 ) -> str:
     """The spawn page's HTML: the notices, then the form (the admin's template, if any).
 
     The form shows ``feedback``'s values and errors, or else ``stored_options`` (the
-    last start's ``user_options``)."""
+    last start's ``user_options``); ``usage`` is the user's use of their accounts
+    (:meth:`~hpcspawner.spawner.clusterinfo.ClusterInfo.usage`, None: not shown)."""
     if feedback is not None:
         values, errors = feedback.values, feedback.errors
     else:
@@ -151,6 +153,7 @@ def render(
         stale=view.stale,
         cluster_age=_format_age(view.age_s),
         cluster_taken_at=_format_timestamp(view.snapshot.taken_at) if view.snapshot else None,
+        usage=form.usage_lines(usage),
     )
     rendered = form.render(template, context)
     if feedback is not None and feedback.link:

@@ -133,6 +133,7 @@ class UserRequest(HasTraits):
             stored_options=getattr(self.orm_spawner, "user_options", None),
             last_end=self._last_end,
             template_path=self.options_form_template,
+            usage=await self.cluster_info.usage(self.user.name),
         )
 
     #: (user_options, request) the apply_user_options hook validated for this spawn

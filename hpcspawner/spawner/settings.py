@@ -787,8 +787,9 @@ class SlurmSpawnerSettings(Configurable):
         are reused, by the spawn page and by the login
         (``c.ClusterOAuthenticator.slurm_accounts = "sacctmgr"``): one cache for both.
 
-        "Slurm has no accounting" is remembered as long, for the whole hub.
-        This replaces ``c.ClusterOAuthenticator.accounts_cache_seconds``.
+        "Slurm has no accounting" is remembered as long, for the whole hub, and so is
+        each user's use of their accounts (``sshare``) that the spawn page shows under
+        the Account field. This replaces ``c.ClusterOAuthenticator.accounts_cache_seconds``.
 
             c.SlurmSpawner.associations_ttl = 300
         """,

@@ -33,6 +33,7 @@ from traitlets.config import Config
 from ..slurm import SlurmDriver
 from . import metrics
 from .clusterinfo import ClusterInfo
+from .jobhistory import JobHistory
 from .poller import JobPoller
 from .recovery import Reapers
 from .settings import SlurmSpawnerSettings
@@ -43,10 +44,12 @@ SHARED_SETTINGS = ("driver_class", "cluster_info_ttl", "associations_ttl")
 
 @dataclass
 class SharedSlurm:
-    """The driver, cluster cache, poller and reapers one hub shares between all its users."""
+    """The driver, cluster cache, job history, poller and reapers one hub shares between all its users."""
 
     driver: SlurmDriver
     cluster_info: ClusterInfo
+    #: accounting's answers about jobs that left the queue unseen (see jobhistory)
+    history: JobHistory
     #: the hub's config, kept alive: the registry is keyed by its id()
     config: Config = field(repr=False)
     #: the background looks for lost submissions' jobs (see recovery)
@@ -76,6 +79,7 @@ class SharedSlurm:
         if self._poller is not None:
             await self._poller.close()
         await self.cluster_info.close()
+        await self.history.close()
         await self.reapers.close()
         await self.driver.close()
 
@@ -126,9 +130,12 @@ def shared_slurm(
             driver,
             ttl=settings.cluster_info_ttl,
             association_ttl=settings.associations_ttl,
+            usage_ttl=settings.associations_ttl,
             logger=log,
         )
-        shared = _registry[key] = SharedSlurm(driver=driver, cluster_info=info, config=config)
+        shared = _registry[key] = SharedSlurm(
+            driver=driver, cluster_info=info, history=JobHistory(driver, logger=log), config=config
+        )
         metrics.METRICS.watch_hub(shared)
     _close_at_shutdown(key, shared, log)
     return shared

@@ -9,6 +9,7 @@ elsewhere:
 - a :class:`~hpcspawner.slurm.SlurmDriver` talks to Slurm; the hub-wide
   :class:`~hpcspawner.spawner.poller.JobPoller` answers "is the job alive?" for every server
   with one query; :mod:`~hpcspawner.spawner.jobwatch` follows one job through it;
+  :mod:`~hpcspawner.spawner.jobhistory` asks accounting why a job the queue forgot ended;
 - :mod:`~hpcspawner.spawner.callback` receives the port the job reports;
 - :mod:`~hpcspawner.spawner.userfiles` puts the user's files down and reads them back,
   as the user; :mod:`~hpcspawner.spawner.messages` words what the user is told;
@@ -38,6 +39,7 @@ from ..slurm import (
 )
 from . import (
     callback,  # also registers the port callback handler
+    jobhistory,
     jobspec,
     jobwatch,
     messages,
@@ -111,6 +113,10 @@ class SlurmSpawner(SlurmSpawnerSettings, UserRequest, Spawner):
     @property
     def cluster_info(self) -> ClusterInfo:
         return self.shared.cluster_info
+
+    @property
+    def history(self) -> jobhistory.JobHistory:
+        return self.shared.history
 
     # ------------------------------------------------------------ JupyterHub's private parts
 
@@ -440,7 +446,7 @@ class SlurmSpawner(SlurmSpawnerSettings, UserRequest, Spawner):
         )
 
     async def _job_ended_failure(self, job_id: str, status: JobStatus) -> SpawnFailure:
-        why = messages.end_reason(status.info)
+        why, _ = await jobhistory.why_ended(self.history, status, self.user.name)
         output_path, output = await self.files.job_output(self.job_output, job_id)
         message, logged = messages.job_ended(job_id, why, output_path, output)
         self.poller.untrack(job_id)  # clear_state() will not: the job id is gone from the state
@@ -494,13 +500,16 @@ class SlurmSpawner(SlurmSpawnerSettings, UserRequest, Spawner):
             self._resume_interrupted_start()
             return None
         if status.liveness is Liveness.GONE:
+            job_id = self.job_id
             status = await jobwatch.final_status(self.poller, status)
-            reason = messages.end_reason(status.info)
-            if not self._stopping and not self.stop_requested:
-                self._last_end = {"job_id": self.job_id, "reason": reason}
+            if self._stopping or self.stop_requested:  # the hub ends it: no need to ask why
+                reason, state = messages.end_reason(status.info), ""
+            else:
+                reason, state = await jobhistory.why_ended(self.history, status, self.user.name)
+                self._last_end = {"job_id": job_id, "reason": reason}
             if not self._stopping and self.job_host:  # a server that came up ended by itself
-                self._record.job_ended(self.job_id, status.info)
-            self.log.info("Job %s of %s is gone: %s", self.job_id, self.log_name, reason)
+                self._record.job_ended(job_id, state)
+            self.log.info("Job %s of %s is gone: %s", job_id, self.log_name, reason)
             return 1
         if status.liveness is Liveness.UNKNOWN:
             self.log.debug(

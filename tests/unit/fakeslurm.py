@@ -22,7 +22,9 @@ Tests of one component (the poller, the cluster cache) give it a driver of their
 Small knobs for them:
 :meth:`~FakeCluster.existing_job` (a job with a chosen id), :attr:`~FakeCluster.accounts`
 (login names the cluster knows beyond the hub host's users), an exception as a user's
-:attr:`~FakeCluster.associations` (sacctmgr fails for that user), and a submit call's
+:attr:`~FakeCluster.associations` (sacctmgr fails for that user), the job accounting
+(:attr:`~FakeCluster.accounting`, sacct) and the users' :attr:`~FakeCluster.usage`
+(sshare), and a submit call's
 :attr:`~FakeCall.env` and :attr:`~FakeCall.files` (what sbatch got, also when it refused).
 
 Who a user is on the hub's host (uid, shell, home) comes from the one seam
@@ -55,6 +57,7 @@ from hpcspawner.accounts import posix
 from hpcspawner.accounts.rules import PosixAccount
 from hpcspawner.slurm import OUTPUT_TAIL_BYTES, JobOutput, SlurmDriver
 from hpcspawner.slurm.errors import SlurmError, SlurmTimeout
+from hpcspawner.slurm.history import JobEnd
 from hpcspawner.slurm.jobstate import ENDED_STATES, JobInfo
 from hpcspawner.slurm.records import parse_nodes, parse_partitions, sacctmgr_args
 from hpcspawner.slurm.snapshot import ClusterSnapshot, summarize
@@ -72,6 +75,8 @@ KINDS = (
     "read_output",
     "cluster_snapshot",
     "user_associations",
+    "job_history",
+    "user_usage",
 )
 
 #: The Slurm command each method stands for: ``driver.calls`` counts these, as
@@ -86,6 +91,8 @@ COMMANDS = {
     "read_output": "read_output",
     "cluster_snapshot": "scontrol",
     "user_associations": "sacctmgr",
+    "job_history": "sacct",
+    "user_usage": "sshare",
 }
 
 #: stderr of a Slurm client when slurmctld is down (recorded: squeue_controller_down.stderr).
@@ -216,6 +223,12 @@ class FakeCluster:
         #: user -> associations; a user not in here: no accounting (None); an exception:
         #: sacctmgr fails for that user (raised). Each answer is a new list, as parsed output is.
         self.associations: dict[str, Any] = {}
+        #: Slurm's job accounting (sacct): None, none kept (the default); a dict, kept:
+        #: what it says of each job id, else of each ended job as the test ended it
+        self.accounting: dict[str, JobEnd] | None = None
+        #: user -> their accounts' usage (sshare); a user not in here: not available
+        #: (None); an exception: sshare fails for that user (raised)
+        self.usage: dict[str, Any] = {}
         #: login names the cluster knows besides the hub host's users (e.g. behind an SSH driver)
         self.accounts: set[str] = set()
         self.snapshot = snapshot if snapshot is not None else recorded_snapshot()
@@ -356,6 +369,18 @@ class FakeCluster:
         job = self.jobs[job_id]
         self.files[(job.user, job.output_path)] = text.encode()
         self._notify()
+
+    def job_end(self, job_id: str) -> JobEnd | None:
+        """What accounting says of ``job_id`` (see :attr:`accounting`); None: nothing."""
+        if self.accounting is None:
+            return None
+        if job_id in self.accounting:
+            return self.accounting[job_id]
+        job = self.jobs.get(job_id)
+        if job is None or not job.ended:
+            return None
+        state, _, by = job.state.partition(" by ")
+        return JobEnd(job_id, job.user, state, cancelled_by=by or None)
 
     def listed(self, job_id: str) -> bool:
         return job_id in self.jobs and not self.jobs[job_id].purged
@@ -556,6 +581,23 @@ class FakeSlurm(SlurmDriver):
         sacctmgr_args(username)  # the name check the local driver makes first (ValueError)
         call = await self._enter("user_associations", username)
         answer = self.cluster.associations.get(username)
+        if isinstance(answer, BaseException):
+            self.cluster._done(call, f"error: {answer}")
+            raise answer
+        self.cluster._done(call)
+        return list(answer) if answer is not None else None
+
+    async def job_history(self, job_ids):
+        call = await self._enter("job_history", tuple(job_ids))
+        cluster = self.cluster
+        cluster._done(call)
+        if cluster.accounting is None:
+            return None
+        return {job_id: end for job_id in job_ids if (end := cluster.job_end(job_id)) is not None}
+
+    async def user_usage(self, username):
+        call = await self._enter("user_usage", username)
+        answer = self.cluster.usage.get(username)
         if isinstance(answer, BaseException):
             self.cluster._done(call, f"error: {answer}")
             raise answer
