@@ -55,7 +55,7 @@ from .usage import parse_sshare, sshare_args
 USER_FILE_OUTPUT_CAP = 16 * 1024
 
 #: What sacct says when the cluster keeps no job accounting (AccountingStorageType none).
-NO_HISTORY_RE = re.compile(r"accounting storage is disabled")
+NO_HISTORY_RE = re.compile(rf"{NO_ACCOUNTING_RE.pattern}|accounting storage is disabled")
 
 #: The return code of a POSIX shell for "command not found".
 COMMAND_NOT_FOUND = 127
@@ -328,47 +328,38 @@ class CommandDriver(SlurmDriver):
             outputs.append(out)
         return summarize(parse_partitions(outputs[0]), parse_nodes(outputs[1]))
 
-    async def user_associations(self, username):
-        args = sacctmgr_args(username)
+    async def _ask_accounting(self, command: str, args: list[str], none_re: re.Pattern):
+        """Run the accounting client ``command`` (sacctmgr, sacct) as the hub; its stdout,
+        or None when the hub or the cluster has no accounting: no such command (on the hub,
+        or in the remote shell: the SSH driver names commands, it cannot look for them
+        first), or Slurm's positive "no accounting" (``none_re`` in what it printed)."""
         prefix = self._query_prefix()
         try:
-            argv = prefix + [self._which("sacctmgr"), *args]
+            argv = prefix + [self._which(command), *args]
         except SlurmError as e:
-            self.log.warning("No sacctmgr on the hub, so no Slurm accounting: %s", e)
+            self.log.warning("No %s on the hub, so no Slurm accounting: %s", command, e)
             return None
-        rc, out, err = await self.run(argv, kind="sacctmgr")
+        rc, out, err = await self.run(argv, kind=command)
         if rc == COMMAND_NOT_FOUND and not prefix:
-            # the remote shell found no sacctmgr (the SSH driver names commands, it
-            # cannot look for them first): no accounting, as when the hub has none
-            self.log.warning("No sacctmgr, so no Slurm accounting: %s", err.strip())
+            self.log.warning("No %s, so no Slurm accounting: %s", command, err.strip())
             return None
         if rc != 0:
-            if NO_ACCOUNTING_RE.search(err) or NO_ACCOUNTING_RE.search(out):
+            if none_re.search(err) or none_re.search(out):
                 # AccountingStorageType is not slurmdbd: a positive "no accounting"
                 self.log.debug("Slurm has no accounting database: %s", err.strip())
                 return None
             raise SlurmError(argv, rc, err, out)
-        return parse_associations(out, username)
+        return out
+
+    async def user_associations(self, username):
+        out = await self._ask_accounting("sacctmgr", sacctmgr_args(username), NO_ACCOUNTING_RE)
+        return None if out is None else parse_associations(out, username)
 
     async def job_history(self, job_ids):
         if not job_ids:
             return {}
-        prefix = self._query_prefix()
-        try:
-            argv = prefix + [self._which("sacct"), *sacct_args(job_ids)]
-        except SlurmError as e:
-            self.log.warning("No sacct on the hub, so no job history: %s", e)
-            return None
-        rc, out, err = await self.run(argv, kind="sacct")
-        if rc == COMMAND_NOT_FOUND and not prefix:
-            self.log.warning("No sacct, so no job history: %s", err.strip())
-            return None
-        if rc != 0:
-            if NO_ACCOUNTING_RE.search(err) or NO_HISTORY_RE.search(err):
-                self.log.debug("Slurm keeps no job accounting: %s", err.strip())
-                return None
-            raise SlurmError(argv, rc, err, out)
-        return parse_sacct(out)
+        out = await self._ask_accounting("sacct", sacct_args(job_ids), NO_HISTORY_RE)
+        return None if out is None else parse_sacct(out)
 
     async def user_usage(self, username):
         argv = self._query_prefix() + [self._which("sshare"), *sshare_args(username)]

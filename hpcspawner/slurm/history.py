@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from .jobstate import FIELD_SEPARATOR, parse_slurm_time
-from .records import ParseError
+from .jobstate import parse_slurm_time
+from .records import ParseError, parsable_fields
 
 #: ``sacct --format`` fields, in output order (as recorded by record.sh).
 SACCT_FIELDS = (
@@ -93,13 +93,7 @@ def _exit_code(value: str) -> tuple[int | None, int | None]:
 
 def parse_sacct_line(line: str) -> JobEnd:
     # the comment comes last and is the user's to write: it may hold the separator
-    parts = line.split(FIELD_SEPARATOR, len(SACCT_FIELDS) - 1)
-    if len(parts) != len(SACCT_FIELDS):
-        raise ParseError(
-            f"expected {len(SACCT_FIELDS)} sacct fields separated by {FIELD_SEPARATOR!r}, "
-            f"got {len(parts)}: {line[:200]!r}"
-        )
-    raw = dict(zip(SACCT_FIELDS, parts, strict=True))
+    raw = parsable_fields(line, SACCT_FIELDS, "sacct", free_last=True)
     job_id, state_text = raw["JobID"].strip(), raw["State"].strip()
     if not job_id or not state_text:
         raise ParseError(f"sacct line without a job id or state: {line[:200]!r}")

@@ -576,3 +576,18 @@ def parse_sdiag_queue(output: str) -> int:
     if missing:
         raise ParseError(f"sdiag printed no 'Jobs {missing[0]}:' count: {output.strip()[:120]!r}")
     return counts["pending"] + counts["running"]
+
+
+def parsable_fields(
+    line: str, names: tuple[str, ...], command: str, *, free_last: bool = False
+) -> dict[str, str]:
+    """One line of ``--parsable2`` output (fields separated by ``|``) as name -> field.
+    ``free_last``: the last field is free text (a job's comment) that may hold ``|``.
+    Raises :class:`ParseError` unless the line has one field per name."""
+    parts = line.split("|", len(names) - 1 if free_last else -1)
+    if len(parts) != len(names):
+        raise ParseError(
+            f"expected {len(names)} {command} fields separated by '|', "
+            f"got {len(parts)}: {line[:200]!r}"
+        )
+    return dict(zip(names, parts, strict=True))

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .jobstate import FIELD_SEPARATOR
-from .records import ParseError, check_user_name
+from .records import ParseError, check_user_name, parsable_fields
 
 #: ``sshare --format`` fields, in output order (as recorded by record.sh).
 SSHARE_FIELDS = (
@@ -85,13 +84,7 @@ def parse_sshare(output: str, username: str) -> list[AccountUsage]:
     for line in output.splitlines():
         if not line.strip():
             continue
-        parts = line.split(FIELD_SEPARATOR)
-        if len(parts) != len(SSHARE_FIELDS):
-            raise ParseError(
-                f"expected {len(SSHARE_FIELDS)} sshare fields separated by "
-                f"{FIELD_SEPARATOR!r}, got {len(parts)}: {line[:200]!r}"
-            )
-        raw = dict(zip(SSHARE_FIELDS, parts, strict=True))
+        raw = parsable_fields(line, SSHARE_FIELDS, "sshare")
         account, user = raw["Account"].strip(), raw["User"].strip()
         granted = tres_minutes(raw["GrpTRESMins"])
         if not user:

@@ -580,12 +580,7 @@ class FakeSlurm(SlurmDriver):
     async def user_associations(self, username):
         sacctmgr_args(username)  # the name check the local driver makes first (ValueError)
         call = await self._enter("user_associations", username)
-        answer = self.cluster.associations.get(username)
-        if isinstance(answer, BaseException):
-            self.cluster._done(call, f"error: {answer}")
-            raise answer
-        self.cluster._done(call)
-        return list(answer) if answer is not None else None
+        return self._per_user(call, self.cluster.associations.get(username))
 
     async def job_history(self, job_ids):
         call = await self._enter("job_history", tuple(job_ids))
@@ -597,7 +592,10 @@ class FakeSlurm(SlurmDriver):
 
     async def user_usage(self, username):
         call = await self._enter("user_usage", username)
-        answer = self.cluster.usage.get(username)
+        return self._per_user(call, self.cluster.usage.get(username))
+
+    def _per_user(self, call: FakeCall, answer):
+        """A user's answer as the test set it: an exception is raised, a list copied."""
         if isinstance(answer, BaseException):
             self.cluster._done(call, f"error: {answer}")
             raise answer

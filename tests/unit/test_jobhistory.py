@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import secrets
 
 import pytest
 import test_lifecycle as lifecycle
@@ -199,15 +198,9 @@ async def test_a_job_gone_from_the_queue_is_explained_by_accounting(
     assert cluster.count("job_history") == 1
     # the next visit: the spawn page and the next start's first progress line say it
     assert f"stopped: {reason}." in await bounded(spawner.render_options_form())
-    spawner.clear_state()
-    spawner.api_token = secrets.token_hex(16)
-    task = asyncio.ensure_future(spawner.start())
-    await bounded(cluster.next_job())
-    first = await bounded(anext(spawner.progress()))
-    assert first["message"] == f"Your previous server (job {job.job_id}) stopped: {reason}."
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await bounded(task)
+    assert await lifecycle.first_line_of_next_start(spawner, cluster) == (
+        f"Your previous server (job {job.job_id}) stopped: {reason}."
+    )
     assert cluster.count("job_history") == 1
 
 

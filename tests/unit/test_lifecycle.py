@@ -368,16 +368,23 @@ async def test_poll_alive_then_gone_and_the_next_start_says_why(cluster, new_spa
     end(cluster, job)
     await bounded(_until_poll_is(spawner, 1))
     assert spawner.get_state()["last_end"] == {"job_id": job.job_id, "reason": reason}
+    assert await first_line_of_next_start(spawner, cluster) == (
+        f"Your previous server (job {job.job_id}) stopped: {reason}."
+    )
+
+
+async def first_line_of_next_start(spawner, cluster) -> str:
+    """The first progress line of the next start (cancelled after it)."""
     # JupyterHub clears the state and gives the next start a new token; it tells the user first
     spawner.clear_state()
     spawner.api_token = secrets.token_hex(16)
     task = asyncio.ensure_future(spawner.start())
     await bounded(cluster.next_job())
     first = await bounded(anext(spawner.progress()))
-    assert first["message"] == f"Your previous server (job {job.job_id}) stopped: {reason}."
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await bounded(task)
+    return first["message"]
 
 
 @pytest.mark.parametrize(

@@ -4,14 +4,12 @@ the hub-wide cache (ClusterInfo.usage) and the line under the spawn page's Accou
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from pathlib import Path
 
 import pytest
 import test_rest_driver as rest_tests
 from fakeslurm import FakeCluster, FakeSlurm, controller_down
-from test_history import Canned
+from test_history import Canned, bounded, recorded
 
 from hpcspawner.resources.offer import make_offer
 from hpcspawner.slurm import ParseError, SlurmError
@@ -19,19 +17,9 @@ from hpcspawner.slurm.usage import AccountUsage, parse_sshare, sshare_args, tres
 from hpcspawner.spawner import form, page
 from hpcspawner.spawner.clusterinfo import ClusterInfo, ClusterView
 
-ACCOUNTING = Path(__file__).parent / "data" / "accounting"
-
 servers = rest_tests.servers
 drivers = rest_tests.drivers
 key_file = rest_tests.key_file
-
-
-def recorded(name: str) -> str:
-    return (ACCOUNTING / name).read_text()
-
-
-def bounded(awaitable):
-    return asyncio.wait_for(awaitable, 5)
 
 
 # ---------------------------------------------------------------- sshare's answer
