@@ -29,6 +29,9 @@ import them, so the rest works without asyncssh and httpx.
 - :mod:`~hpcspawner.slurm.jobstate`: ``squeue`` -> :class:`JobInfo`, alive/gone/unknown;
 - :mod:`~hpcspawner.slurm.records`: ``scontrol`` and ``sacctmgr`` -> :class:`NodeInfo`,
   :class:`PartitionInfo`, :class:`Association`;
+- :mod:`~hpcspawner.slurm.history`: ``sacct`` (and slurmrestd's ``dbv0.0.38`` jobs) ->
+  :class:`~hpcspawner.slurm.history.JobEnd`, how a job ended;
+- :mod:`~hpcspawner.slurm.usage`: ``sshare`` -> :class:`~hpcspawner.slurm.usage.AccountUsage`;
 - :mod:`~hpcspawner.slurm.snapshot`: partitions and nodes summed up into a
   :class:`ClusterSnapshot`;
 - :mod:`~hpcspawner.slurm.hostlist`: Slurm's host list syntax;

@@ -166,13 +166,15 @@ class JobHistory:
         await cancel_and_wait((self._next, *self._asking.values()), self.log)
 
 
-async def why_ended(history: JobHistory, status: JobStatus, username: str) -> tuple[str, str]:
+async def why_ended(
+    history: JobHistory, status: JobStatus, username: str, *, ask: bool = True
+) -> tuple[str, str]:
     """(why the job of ``status`` ended, in words; its state for the metrics, "" when not
     known). From squeue's last record, or, when squeue no longer lists the job, from
-    accounting (:meth:`JobHistory.end_of`)."""
+    accounting (:meth:`JobHistory.end_of`) unless not to ``ask`` (the hub is ending it)."""
     if status.info is not None:
         return messages.end_reason(status.info), status.info.state.split(" ")[0]
-    end = await history.end_of(status.job_id, username)
+    end = await history.end_of(status.job_id, username) if ask else None
     if end is None:
         return messages.JOB_UNKNOWN, ""
     reason = messages.history_reason(end, username, lambda who: canceller_name(who, username))

@@ -502,10 +502,11 @@ class SlurmSpawner(SlurmSpawnerSettings, UserRequest, Spawner):
         if status.liveness is Liveness.GONE:
             job_id = self.job_id
             status = await jobwatch.final_status(self.poller, status)
-            if self._stopping or self.stop_requested:  # the hub ends it: no need to ask why
-                reason, state = messages.end_reason(status.info), ""
-            else:
-                reason, state = await jobhistory.why_ended(self.history, status, self.user.name)
+            told = not self._stopping and not self.stop_requested  # else the hub ends it
+            reason, state = await jobhistory.why_ended(
+                self.history, status, self.user.name, ask=told
+            )
+            if told:
                 self._last_end = {"job_id": job_id, "reason": reason}
             if not self._stopping and self.job_host:  # a server that came up ended by itself
                 self._record.job_ended(job_id, state)

@@ -141,6 +141,12 @@ async def test_a_status_still_listed_needs_no_lookup():
         "TIMEOUT",
     )
     assert fake.count("job_history") == 0
+    gone = JobStatus("7", Liveness.GONE)  # not listed, but the hub is ending it: not asked
+    assert await bounded(why_ended(history_on(fake), gone, "alice", ask=False)) == (
+        messages.JOB_UNKNOWN,
+        "",
+    )
+    assert fake.count("job_history") == 0
 
 
 # ---------------------------------------------------------------- the lifecycle
