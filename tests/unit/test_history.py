@@ -345,6 +345,8 @@ async def test_the_rest_driver_reads_dbv0038_jobs_and_has_none_without_the_plugi
         ("GET", "/slurmdb/v0.0.38/job/319"): answer(
             200, rest_recorded("rest_job_cancelled_by_user")
         ),
+        # not recorded: dbv0.0.38 (jobs.c) lists what slurmdbd has for the id, none here
+        ("GET", "/slurmdb/v0.0.38/job/999999"): answer(200, {"errors": [], "jobs": []}),
         ("GET", "/slurmdb/v0.0.38/job/9"): answer(
             500, {"errors": [{"error_number": 7000, "error": "Unable to connect to database"}]}
         ),
@@ -360,6 +362,7 @@ async def test_the_rest_driver_reads_dbv0038_jobs_and_has_none_without_the_plugi
         "/slurmdb/v0.0.38/job/322",
         "/slurmdb/v0.0.38/job/319",
     ]
+    assert await bounded(driver.job_history(["999999"])) == {}
     with pytest.raises(SlurmError, match="Unable to connect to database"):
         await bounded(driver.job_history(["9"]))
     with pytest.raises(SlurmError):
