@@ -25,6 +25,15 @@ import stat
 from traitlets import Float, Integer, List, Unicode
 
 from ..logtext import loggable
+from .accounting import (
+    QOS_ARGS,
+    UserAccounting,
+    assoc_limits_args,
+    parse_assoc_limits,
+    parse_default_account,
+    parse_qos,
+    user_args,
+)
 from .commands import DEFAULT_MAX_OUTPUT
 from .driver import OUTPUT_TAIL_BYTES, JobOutput, SlurmDriver, may_act_as
 from .errors import OutputTooLarge, SlurmError, SlurmTimeout
@@ -322,7 +331,28 @@ class CommandDriver(SlurmDriver):
         return summarize(parse_partitions(outputs[0]), parse_nodes(outputs[1]))
 
     async def user_associations(self, username):
-        args = sacctmgr_args(username)
+        out = await self._sacctmgr(sacctmgr_args(username))
+        return None if out is None else parse_associations(out, username)
+
+    async def qos_limits(self):
+        out = await self._sacctmgr(list(QOS_ARGS))
+        return None if out is None else parse_qos(out)
+
+    async def user_accounting(self, username):
+        out = await self._sacctmgr(assoc_limits_args(username))
+        if out is None:
+            return None
+        limits = parse_assoc_limits(out, username)
+        out = await self._sacctmgr(user_args(username))
+        if out is None:
+            return None
+        return UserAccounting(default_account=parse_default_account(out, username), limits=limits)
+
+    async def _sacctmgr(self, args: list[str]) -> str | None:
+        """``sacctmgr``'s output for ``args``; None when the cluster has no accounting.
+
+        An accounting database that does not answer (slurmdbd stopped: "failed to open
+        persistent connection") is a :class:`SlurmError`, not "no accounting"."""
         prefix = self._query_prefix()
         try:
             argv = prefix + [self._which("sacctmgr"), *args]
@@ -341,7 +371,7 @@ class CommandDriver(SlurmDriver):
                 self.log.debug("Slurm has no accounting database: %s", err.strip())
                 return None
             raise SlurmError(argv, rc, err, out)
-        return parse_associations(out, username)
+        return out
 
 
 #: What :func:`stat_problem` calls files that are not regular, by ``stat`` test.

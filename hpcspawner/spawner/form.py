@@ -18,6 +18,7 @@ from importlib import resources
 
 import jinja2
 
+from ..resources.limits import describe_limits
 from ..resources.options import OPTION_FIELDS, Policy, format_memory, format_runtime
 
 DEFAULT_TEMPLATE = "options_form.html.j2"
@@ -137,6 +138,7 @@ def form_context(
     stale: bool = False,
     cluster_age: str | None = None,
     cluster_taken_at: str | None = None,
+    accounting_notice: str | None = None,
 ) -> dict:
     """Everything the template needs, as plain data.
 
@@ -179,12 +181,16 @@ def form_context(
             "label": "Account",
             "choices": _listed(policy.accounts),
             "empty_label": "your default account",
+            "labels": {},
+            "accounts": {},
         },
         {
             "name": "qos",
             "label": "QOS",
             "choices": _listed(policy.qos),
             "empty_label": "the default QOS",
+            "labels": qos_labels(policy),
+            "accounts": qos_accounts(policy),
         },
     ]
     if policy.reservations is None or policy.reservations:
@@ -198,6 +204,8 @@ def form_context(
         )
     shown_values = {name: None for name in OPTION_FIELDS}
     shown_values.update({k: v for k, v in values.items() if k in OPTION_FIELDS})
+    if not shown_values.get("account") and policy.default_account:
+        shown_values["account"] = policy.default_account
     if not shown_values.get("partition"):
         shown_values["partition"] = defaults.get("partition")
     if not shown_values.get("environment") and policy.environments:
@@ -220,7 +228,29 @@ def form_context(
         "stale": stale,
         "cluster_age": cluster_age,
         "cluster_taken_at": cluster_taken_at,
+        "accounting_notice": accounting_notice,
     }
+
+
+def qos_labels(policy: Policy) -> dict[str, str]:
+    """Each offered QOS as the page lists it: ``short — at most 2:00:00, 2 CPUs, 4G, no GPU``
+    (its limits from Slurm's accounting; the name alone without them)."""
+    labels = {}
+    for name in policy.qos or ():
+        limits = policy.qos_limits.get(name)
+        described = describe_limits(limits) if limits is not None else ""
+        labels[name] = f"{name} — {described}" if described else name
+    return labels
+
+
+def qos_accounts(policy: Policy) -> dict[str, str]:
+    """Each QOS's accounts, space-separated, for the page's script that offers only the
+    chosen account's QOS (empty without accounting: every QOS with every account)."""
+    accounts: dict[str, list[str]] = {}
+    for account, names in policy.account_qos.items():
+        for name in names:
+            accounts.setdefault(name, []).append(account)
+    return {name: " ".join(found) for name, found in accounts.items()}
 
 
 def _listed(names) -> list[str] | None:

@@ -151,6 +151,7 @@ def render(
         stale=view.stale,
         cluster_age=_format_age(view.age_s),
         cluster_taken_at=_format_timestamp(view.snapshot.taken_at) if view.snapshot else None,
+        accounting_notice=offer.accounting_notice,
     )
     rendered = form.render(template, context)
     if feedback is not None and feedback.link:

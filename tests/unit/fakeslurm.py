@@ -72,6 +72,8 @@ KINDS = (
     "read_output",
     "cluster_snapshot",
     "user_associations",
+    "qos_limits",
+    "user_accounting",
 )
 
 #: The Slurm command each method stands for: ``driver.calls`` counts these, as
@@ -86,6 +88,8 @@ COMMANDS = {
     "read_output": "read_output",
     "cluster_snapshot": "scontrol",
     "user_associations": "sacctmgr",
+    "qos_limits": "sacctmgr",
+    "user_accounting": "sacctmgr",
 }
 
 #: stderr of a Slurm client when slurmctld is down (recorded: squeue_controller_down.stderr).
@@ -216,6 +220,10 @@ class FakeCluster:
         #: user -> associations; a user not in here: no accounting (None); an exception:
         #: sacctmgr fails for that user (raised). Each answer is a new list, as parsed output is.
         self.associations: dict[str, Any] = {}
+        #: every QOS's limits (``qos_limits``: None, no accounting; an exception: raised)
+        self.qos: Any = None
+        #: user -> UserAccounting (``user_accounting``), as :attr:`associations`
+        self.accounting: dict[str, Any] = {}
         #: login names the cluster knows besides the hub host's users (e.g. behind an SSH driver)
         self.accounts: set[str] = set()
         self.snapshot = snapshot if snapshot is not None else recorded_snapshot()
@@ -561,6 +569,22 @@ class FakeSlurm(SlurmDriver):
             raise answer
         self.cluster._done(call)
         return list(answer) if answer is not None else None
+
+    async def qos_limits(self):
+        call = await self._enter("qos_limits")
+        return self._answer(call, self.cluster.qos)
+
+    async def user_accounting(self, username):
+        sacctmgr_args(username)
+        call = await self._enter("user_accounting", username)
+        return self._answer(call, self.cluster.accounting.get(username))
+
+    def _answer(self, call, answer):
+        if isinstance(answer, BaseException):
+            self.cluster._done(call, f"error: {answer}")
+            raise answer
+        self.cluster._done(call)
+        return answer
 
 
 def _check_user(cluster: FakeCluster, username: str, command: str) -> None:
