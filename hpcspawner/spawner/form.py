@@ -181,6 +181,7 @@ def form_context(
             "label": "Account",
             "choices": _listed(policy.accounts),
             "empty_label": "your default account",
+            "default": policy.default_account,
             "labels": {},
             "accounts": {},
         },
