@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .records import ParseError, check_user_name
+from .records import ParseError, check_user_name, sacctmgr_args
 
 #: ``sacctmgr show qos`` columns, in output order (as recorded).
 QOS_FIELDS = (
@@ -228,17 +228,11 @@ def parse_qos(output: str) -> dict[str, QOSInfo]:
 
 
 def assoc_limits_args(username: str) -> list[str]:
-    """``sacctmgr`` arguments for ``username``'s associations with their limits."""
-    check_user_name(username)
-    return [
-        "--noheader",
-        "--parsable2",
-        "show",
-        "assoc",
-        "where",
-        f"user={username}",
-        f"format={','.join(ASSOC_LIMIT_FIELDS)}",
-    ]
+    """``sacctmgr`` arguments for ``username``'s associations with their limits (the
+    associations' own query, :func:`~hpcspawner.slurm.records.sacctmgr_args`, with more
+    columns)."""
+    *args, _ = sacctmgr_args(username)
+    return [*args, f"format={','.join(ASSOC_LIMIT_FIELDS)}"]
 
 
 def user_args(username: str) -> list[str]:

@@ -35,7 +35,14 @@ import shlex
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from .accounting import AccountLimits, JobLimits, QOSInfo, UserAccounting, by_account
+from .accounting import (
+    AccountLimits,
+    JobLimits,
+    QOSInfo,
+    UserAccounting,
+    by_account,
+    limits_from_tres,
+)
 from .hostlist import HostlistError, expand_hostlist
 from .jobstate import JobInfo
 from .records import Association, NodeInfo, ParseError, PartitionInfo, parse_node
@@ -534,13 +541,7 @@ def _tres_limits(items: object, runtime_minutes: int | None = None) -> JobLimits
         kind, name = str(item.get("type") or ""), item.get("name")
         key = f"{kind}/{name}" if name else kind
         counts[key] = _count(item.get("count"))
-    return JobLimits(
-        runtime_minutes=runtime_minutes,
-        cpus=counts.get("cpu"),
-        memory_mb=counts.get("mem"),
-        gpus=counts.get("gres/gpu"),
-        nodes=counts.get("node"),
-    )
+    return limits_from_tres(counts, runtime_minutes)
 
 
 def _dig(body: object, *keys: str) -> object:

@@ -28,8 +28,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from . import offcluster
+from . import offcluster, test_spawn_page
 from .browser import screenshot
+from .drills import wait_gone
 from .hub import run, tagged_jobs
 
 pytestmark = pytest.mark.jupyterhub_floor
@@ -51,32 +52,8 @@ OUTAGE = "Slurm's accounting database is not answering"
 
 hub_driver = offcluster.hub_driver
 hub = offcluster.module_hub(EXTRA_CONFIG)
-
-
-@pytest.fixture
-def page_for(browser, hub):
-    """A logged-in browser page on the spawn form for a user (DummyAuthenticator)."""
-    contexts = []
-
-    def login(name: str) -> Page:
-        hub.create_user(name)
-        context = browser.new_context(
-            ignore_https_errors=True, viewport={"width": 1280, "height": 1000}
-        )
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(60_000)
-        page.goto(f"{hub.url}/hub/login")
-        page.fill("#username_input", name)
-        page.fill("#password_input", "any")
-        page.click("#login_submit")
-        page.wait_for_url(re.compile(r".*/hub/.*"))
-        page.goto(f"{hub.url}/hub/spawn")
-        return page
-
-    yield login
-    for context in contexts:
-        context.close()
+#: a logged-in browser page on the spawn form, for this module's hub
+page_for = test_spawn_page.page_for
 
 
 def options_of(page: Page, field: str) -> list[str]:
@@ -161,14 +138,7 @@ def test_bob_may_not_charge_physics_through_the_api(hub):
 def stop_slurmdbd() -> None:
     pid = int(SLURMDBD_PID.read_text().strip())
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"slurmdbd (pid {pid}) did not stop within 30 s")
+    wait_gone(pid)
 
 
 def start_slurmdbd() -> None:

@@ -10,10 +10,9 @@ import json
 import logging
 
 import pytest
+import test_ssh_driver
 from restserver import RESTServer, answer, recorded_json, slurmrestd_routes
-from sshlogin import LoginNode, make_keys
 from test_accounting import QOS, recorded
-from test_ssh_driver import SUDO
 
 from hpcspawner.slurm import SlurmError
 from hpcspawner.slurm.accounting import AccountLimits, UserAccounting
@@ -25,6 +24,8 @@ ALICE = UserAccounting(
     limits={"chemistry": AccountLimits("chemistry"), "physics": AccountLimits("physics")},
 )
 DB = "/slurmdb/v0.0.38"
+#: the fake login node whose commands (sacctmgr) answer as the test says
+node = test_ssh_driver.node
 
 
 def bounded(awaitable, timeout: float = 20):
@@ -32,16 +33,9 @@ def bounded(awaitable, timeout: float = 20):
 
 
 @pytest.fixture
-async def node(tmp_path):
-    node = await LoginNode(tmp_path / "login", make_keys(tmp_path)).start()
-    yield node
-    await bounded(node.stop())
-
-
-@pytest.fixture
 def local(node) -> LocalSlurmDriver:
     return LocalSlurmDriver(
-        commands_path=f"{node.bin}:/usr/bin:/bin", user_command_prefix=list(SUDO)
+        commands_path=f"{node.bin}:/usr/bin:/bin", user_command_prefix=list(test_ssh_driver.SUDO)
     )
 
 
