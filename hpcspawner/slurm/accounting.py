@@ -74,7 +74,8 @@ DBD_DOWN_RE = re.compile(
 
 _UNLIMITED = frozenset({"", "UNLIMITED", "INFINITE", "NONE", "N/A"})
 _TRES_MEMORY_FACTORS = {"": 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024, "P": 1024**3}
-_TRES_ITEM_RE = re.compile(r"([a-z][a-z0-9_/:.-]*)=([0-9]{1,12})([KMGTP]?)", re.IGNORECASE)
+#: one TRES: a name (``cpu``, ``gres/gpu:a100``, ``license/matlab@db``), a count, a size suffix
+_TRES_ITEM_RE = re.compile(r"([a-z][^=,\s]*)=([0-9]{1,12})([KMGTP]?)", re.IGNORECASE)
 _WALLTIME_RE = re.compile(r"(?:([0-9]{1,5})-)?(?:([0-9]{1,2}):)?([0-9]{1,2}):([0-9]{1,2})")
 
 

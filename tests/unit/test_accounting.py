@@ -56,6 +56,7 @@ def recorded_json(name: str):
         pytest.param("mem=1T", {"mem": 1024 * 1024}, id="terabytes"),
         pytest.param("mem=2048", {"mem": 2048}, id="no-suffix-is-mb"),
         pytest.param("billing=10,gres/gpu:a100=2", {"billing": 10, "gres/gpu:a100": 2}, id="typed"),
+        pytest.param("license/matlab@db=3", {"license/matlab@db": 3}, id="license"),
     ],
 )
 def test_parse_tres(text, expected):
