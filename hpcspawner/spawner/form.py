@@ -182,7 +182,7 @@ def form_context(
             "choices": _listed(policy.accounts),
             "empty_label": "your default account",
             "default": policy.default_account,
-            "labels": {},
+            "labels": account_labels(policy),
             "accounts": {},
         },
         {
@@ -240,6 +240,22 @@ def qos_labels(policy: Policy) -> dict[str, str]:
     for name in policy.qos or ():
         limits = policy.qos_limits.get(name)
         described = describe_limits(limits) if limits is not None else ""
+        labels[name] = f"{name} — {described}" if described else name
+    return labels
+
+
+def account_labels(policy: Policy) -> dict[str, str]:
+    """Each offered account as the page lists it, with its association's own limits if it
+    has any: ``physics — at most 0:45:00, 3 CPUs; at most 8 CPUs for all its jobs at once``."""
+    labels = {}
+    for name in policy.accounts or ():
+        limits = policy.account_limits.get(name)
+        parts = []
+        if limits is not None:
+            parts.append(describe_limits(limits.per_job))
+            group = describe_limits(limits.group)
+            parts.append(f"{group} for all its jobs at once" if group else "")
+        described = "; ".join(part for part in parts if part)
         labels[name] = f"{name} — {described}" if described else name
     return labels
 

@@ -443,3 +443,20 @@ def test_the_outage_notice_is_shown():
     html = form.render(form.default_template(), context)
     assert "the accounts shown are from 10:42." in html
     assert 'id="hpc-accounting-stale"' in html
+
+
+def test_accounts_with_limits_of_their_own_say_so():
+    policy = dave_offer().policy
+    html = form.render(
+        form.default_template(), form.form_context(policy=policy, partitions=[], values={})
+    )
+    assert (
+        "physics — at most 0:45:00, 3 CPUs, 6G, 1 GPU; at most 8 CPUs, 16G for all its jobs"
+        " at once</option>" in html
+    )
+    assert "chemistry — at most 6 CPUs for all its jobs at once</option>" in html
+    # alice's associations have no limits of their own: the names alone
+    assert form.account_labels(offer_for("alice").policy) == {
+        "chemistry": "chemistry",
+        "physics": "physics",
+    }
