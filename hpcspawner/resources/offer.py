@@ -8,7 +8,10 @@ nothing):
   (``auth_state["hpcspawner"]["accounts"]``, see :mod:`hpcspawner.accounts.authstate`);
 - ``snapshot``: the cluster's partitions and their limits
   (a :class:`~hpcspawner.slurm.ClusterSnapshot`);
-- ``associations``: the user's Slurm associations (accounts and QOS), from ``sacctmgr``.
+- ``associations``: the user's Slurm associations (accounts and QOS), from ``sacctmgr``;
+- ``qos_limits`` and ``accounting``: every QOS's per-job limits, and the user's default
+  account and association limits (:mod:`hpcspawner.slurm.accounting`), which the validator
+  applies (:mod:`hpcspawner.resources.limits`) and the page shows next to each QOS.
 
 :func:`make_offer` returns an :class:`Offer`. Its ``policy`` is what the one validator
 (:func:`~hpcspawner.resources.options.validate_options`) checks a request against, and
@@ -26,9 +29,10 @@ last (Slurm's order once associations are known), as the page lists them.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from ..slurm.accounting import QOSInfo, UserAccounting
 from ..slurm.records import Association, association_choices
 from ..slurm.snapshot import ClusterSnapshot, PartitionSummary
 from .options import PartitionPolicy, Policy
@@ -42,6 +46,8 @@ class Offer:
     policy: Policy
     #: the cluster when the offer was made (the page shows what is free); None: not known
     snapshot: ClusterSnapshot | None = None
+    #: for the page: why the accounts shown may be out of date or the admin's (an outage)
+    accounting_notice: str | None = None
 
 
 def make_offer(
@@ -50,8 +56,11 @@ def make_offer(
     login_accounts: Iterable[str] | None = None,
     snapshot: ClusterSnapshot | None = None,
     associations: Iterable[Association] | None = None,
+    qos_limits: Mapping[str, QOSInfo] | None = None,
+    accounting: UserAccounting | None = None,
 ) -> Offer:
-    """The admin's ``policy`` within the login's accounts, the cluster and the associations."""
+    """The admin's ``policy`` within the login's accounts, the cluster and the associations,
+    with accounting's limits for the validator."""
     if login_accounts is not None:
         policy = dataclasses.replace(policy, accounts=_within(policy.accounts, login_accounts))
     policy = narrow_policy(policy, snapshot)
@@ -62,7 +71,38 @@ def make_offer(
             accounts=_within(policy.accounts, accounts),
             qos=_within(policy.qos, qos),
         )
+        policy = _with_account_qos(policy, associations)
+    if qos_limits is not None:
+        policy = dataclasses.replace(
+            policy, qos_limits={name: info.limits for name, info in qos_limits.items()}
+        )
+    if accounting is not None:
+        default = accounting.default_account
+        if policy.accounts is not None and default not in policy.accounts:
+            default = None
+        policy = dataclasses.replace(
+            policy, default_account=default, account_limits=dict(accounting.limits)
+        )
     return Offer(policy=policy, snapshot=snapshot)
+
+
+def _with_account_qos(policy: Policy, associations: Iterable[Association]) -> Policy:
+    """Each offered account's QOS (within the offered QOS) and default QOS, from the
+    associations (an account's associations for several partitions together)."""
+    account_qos: dict[str, tuple[str, ...]] = {}
+    default_qos: dict[str, str] = {}
+    for association in associations:
+        if policy.accounts is not None and association.account not in policy.accounts:
+            continue
+        known = account_qos.get(association.account, ())
+        account_qos[association.account] = known + tuple(
+            name
+            for name in association.qos
+            if name not in known and (policy.qos is None or name in policy.qos)
+        )
+        if association.default_qos:
+            default_qos.setdefault(association.account, association.default_qos)
+    return dataclasses.replace(policy, account_qos=account_qos, account_default_qos=default_qos)
 
 
 def _within(allowed: tuple[str, ...] | None, known: Iterable[str]) -> tuple[str, ...]:

@@ -13,6 +13,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .limits import accounting_errors
+
 #: The keys of ``user_options`` (REST API and form use the same names).
 OPTION_FIELDS = (
     "partition",
@@ -217,6 +219,16 @@ class Policy:
     max_runtime_minutes: int = 24 * 60
     #: False: users may only pick a profile (and an environment), not their own values
     allow_custom: bool = True
+    #: from Slurm's accounting (:mod:`hpcspawner.resources.offer`), empty without it:
+    #: the QOS each account allows, and its default QOS
+    account_qos: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    account_default_qos: Mapping[str, str] = field(default_factory=dict)
+    #: the account Slurm charges when none is chosen
+    default_account: str | None = None
+    #: per-job limits of each QOS (:class:`hpcspawner.slurm.accounting.JobLimits`) and of
+    #: each of the user's associations (:class:`~hpcspawner.slurm.accounting.AccountLimits`)
+    qos_limits: Mapping[str, object] = field(default_factory=dict)
+    account_limits: Mapping[str, object] = field(default_factory=dict)
 
 
 #: What a user may still choose when custom values are disabled.
@@ -496,6 +508,8 @@ def validate_options(raw: Mapping, policy: Policy) -> ResourceRequest:
         if amount is not None and amount > limit:
             errors[name] = too_much.format(show(amount), show(limit), where)
 
+    for name, message in accounting_errors(values, policy).items():
+        errors.setdefault(name, message)
     if errors:
         raise OptionsError(errors)
     return ResourceRequest(
@@ -514,6 +528,9 @@ def validate_options(raw: Mapping, policy: Policy) -> ResourceRequest:
 
 
 def _unknown_choice(what: str, value, allowed) -> str:
+    if what == "account":
+        yours = ", ".join(allowed) or "none"
+        return f"you may not charge Slurm account {str(value)[:40]!r} (your accounts: {yours})"
     choices = ", ".join(sorted(allowed)) or "none"
     return f"{str(value)[:40]!r} is not an available {what} (choose from: {choices})"
 

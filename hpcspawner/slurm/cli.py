@@ -26,6 +26,15 @@ import stat
 from traitlets import Float, Integer, List, Unicode
 
 from ..logtext import loggable
+from .accounting import (
+    QOS_ARGS,
+    UserAccounting,
+    assoc_limits_args,
+    parse_assoc_limits,
+    parse_default_account,
+    parse_qos,
+    user_args,
+)
 from .commands import DEFAULT_MAX_OUTPUT
 from .driver import OUTPUT_TAIL_BYTES, JobOutput, SlurmDriver, may_act_as
 from .errors import OutputTooLarge, SlurmError, SlurmTimeout
@@ -332,7 +341,10 @@ class CommandDriver(SlurmDriver):
         """Run the accounting client ``command`` (sacctmgr, sacct) as the hub; its stdout,
         or None when the hub or the cluster has no accounting: no such command (on the hub,
         or in the remote shell: the SSH driver names commands, it cannot look for them
-        first), or Slurm's positive "no accounting" (``none_re`` in what it printed)."""
+        first), or Slurm's positive "no accounting" (``none_re`` in what it printed).
+
+        An accounting database that does not answer (slurmdbd stopped: "failed to open
+        persistent connection") is a :class:`SlurmError`, not "no accounting"."""
         prefix = self._query_prefix()
         try:
             argv = prefix + [self._which(command), *args]
@@ -354,6 +366,20 @@ class CommandDriver(SlurmDriver):
     async def user_associations(self, username):
         out = await self._ask_accounting("sacctmgr", sacctmgr_args(username), NO_ACCOUNTING_RE)
         return None if out is None else parse_associations(out, username)
+
+    async def qos_limits(self):
+        out = await self._ask_accounting("sacctmgr", list(QOS_ARGS), NO_ACCOUNTING_RE)
+        return None if out is None else parse_qos(out)
+
+    async def user_accounting(self, username):
+        out = await self._ask_accounting("sacctmgr", assoc_limits_args(username), NO_ACCOUNTING_RE)
+        if out is None:
+            return None
+        limits = parse_assoc_limits(out, username)
+        out = await self._ask_accounting("sacctmgr", user_args(username), NO_ACCOUNTING_RE)
+        if out is None:
+            return None
+        return UserAccounting(default_account=parse_default_account(out, username), limits=limits)
 
     async def job_history(self, job_ids):
         if not job_ids:

@@ -26,6 +26,7 @@ from traitlets import Callable, Enum, Float, Integer, validate
 from traitlets.config import LoggingConfigurable
 
 from . import querycost
+from .accounting import QOSInfo, UserAccounting
 from .errors import SlurmError
 from .history import JobEnd
 from .jobstate import JobInfo
@@ -78,6 +79,8 @@ OPERATIONS = (
     "find_jobs",
     "cluster_snapshot",
     "user_associations",
+    "qos_limits",
+    "user_accounting",
     "job_history",
     "user_usage",
     "install_files",
@@ -461,6 +464,21 @@ class SlurmDriver(LoggingConfigurable):
         be asked, :class:`ValueError` for a user name that is not a plain name.
         """
         raise NotImplementedError
+
+    async def qos_limits(self) -> dict[str, QOSInfo] | None:
+        """Every QOS of the cluster with its per-job limits, by name (asked as the hub).
+
+        None when the cluster has no accounting database, or this driver does not read
+        limits (this default). Raises :class:`~hpcspawner.slurm.errors.SlurmError` when
+        accounting exists but could not be asked (slurmdbd down)."""
+        return None
+
+    async def user_accounting(self, username: str) -> UserAccounting | None:
+        """``username``'s default account and their associations' own limits.
+
+        None and errors as :meth:`qos_limits`; :class:`ValueError` for a user name that is
+        not a plain name."""
+        return None
 
     async def job_history(self, job_ids: list[str]) -> dict[str, JobEnd] | None:
         """How the jobs ``job_ids`` ended, from Slurm's accounting (slurmdbd): one request

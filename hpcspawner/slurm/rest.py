@@ -639,18 +639,38 @@ class RESTSlurmDriver(SlurmDriver):
     async def user_associations(self, username):
         check_user_name(username)
         api = await self._version()
+        answer = await self._accounting_get(api, api.ASSOCIATIONS_PATH, {"user": username})
+        return None if answer is None else api.parse_associations(answer, username)
+
+    async def qos_limits(self):
+        api = await self._version()
+        answer = await self._accounting_get(api, api.QOS_PATH)
+        return None if answer is None else api.parse_qos(answer)
+
+    async def user_accounting(self, username):
+        check_user_name(username)
+        api = await self._version()
+        associations = await self._accounting_get(api, api.ASSOCIATIONS_PATH, {"user": username})
+        if associations is None:
+            return None
+        user = await self._accounting_get(api, api.user_path(username))
+        if user is None:
+            return None
+        return api.parse_user_accounting(associations, user, username)
+
+    async def _accounting_get(self, api, path: str, params: dict | None = None):
+        """The answer to ``GET path`` of slurmrestd's accounting plugin; None when it serves
+        none (no slurmdbd plugin loaded: no accounting). slurmdbd down (HTTP 500, "Unable
+        to connect to database") is a :class:`SlurmError`."""
         if not api.has_accounting(self._paths):
             self.log.debug("slurmrestd serves no accounting (no slurmdbd plugin)")
             return None
-        path = api.ASSOCIATIONS_PATH
-        status, answer = await self._request(
-            "GET", path, kind="sacctmgr", params={"user": username}
-        )
+        status, answer = await self._request("GET", path, kind="sacctmgr", params=params)
         if status == 404:
             return None
         if status != 200 or api.errors_of(answer):
             raise self._error(self._where("GET", path), status, answer)
-        return api.parse_associations(answer, username)
+        return answer
 
     async def job_history(self, job_ids):
         api = await self._version()

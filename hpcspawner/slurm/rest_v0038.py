@@ -35,6 +35,14 @@ import shlex
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
+from .accounting import (
+    AccountLimits,
+    JobLimits,
+    QOSInfo,
+    UserAccounting,
+    by_account,
+    limits_from_tres,
+)
 from .hostlist import HostlistError, expand_hostlist
 from .jobstate import JobInfo
 from .records import Association, NodeInfo, ParseError, PartitionInfo, parse_node
@@ -49,6 +57,7 @@ PARTITIONS_PATH = f"{PREFIX}/partitions"
 NODES_PATH = f"{PREFIX}/nodes"
 DIAG_PATH = f"{PREFIX}/diag"
 ASSOCIATIONS_PATH = f"{DB_PREFIX}/associations"
+QOS_PATH = f"{DB_PREFIX}/qos"
 
 #: What the daemon's spec must list for the driver to use this version.
 REQUIRED_PATHS = (
@@ -89,6 +98,11 @@ def offered(paths: Iterable[str]) -> bool:
 def has_diag(paths: Iterable[str]) -> bool:
     """True when the daemon serves ``GET .../diag`` (slurmctld's statistics: the queue's size)."""
     return DIAG_PATH in {path.rstrip("/") for path in paths}
+
+
+def user_path(username: str) -> str:
+    """``GET /slurmdb/v0.0.38/user/NAME`` (the name checked by the caller: one plain name)."""
+    return f"{DB_PREFIX}/user/{username}"
 
 
 def has_accounting(paths: Iterable[str]) -> bool:
@@ -516,3 +530,79 @@ def parse_associations(body: object, username: str) -> list[Association]:
             )
         )
     return associations
+
+
+# ---------------------------------------------------------------- accounting's limits
+
+
+def _tres_limits(items: object, runtime_minutes: int | None = None) -> JobLimits:
+    """A list of ``{"type": "cpu"|"mem"|"gres"|"node", "name": ..., "count": N}`` (memory
+    in MB) as :class:`~hpcspawner.slurm.accounting.JobLimits`; GPUs are the untyped
+    ``gres``/``gpu``, as :func:`hpcspawner.slurm.accounting.limits_from_tres` reads them."""
+    if items is None:
+        items = []
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise ParseError(f"a TRES limit is not a list of objects: {str(items)[:100]}")
+    counts = {}
+    for item in items:
+        kind, name = str(item.get("type") or ""), item.get("name")
+        key = f"{kind}/{name}" if name else kind
+        counts[key] = _count(item.get("count"))
+    return limits_from_tres(counts, runtime_minutes)
+
+
+def _dig(body: object, *keys: str) -> object:
+    for key in keys:
+        if not isinstance(body, dict):
+            return None
+        body = body.get(key)
+    return body
+
+
+def parse_qos(body: object) -> dict[str, QOSInfo]:
+    """``GET /slurmdb/v0.0.38/qos``: every QOS with its per-job limits, by name."""
+    qos = {}
+    for entry in _list(body, "QOS"):
+        name = _text(entry.get("name"))
+        if name is None:
+            raise ParseError(f"a QOS without a name: {str(entry)[:200]}")
+        limits = _dig(entry, "limits", "max")
+        qos[name] = QOSInfo(
+            name=name,
+            limits=_tres_limits(
+                _dig(limits, "tres", "per", "job"),
+                _count(_dig(limits, "wall_clock", "per", "job")),
+            ),
+            deny_on_limit="DENY_LIMIT" in (entry.get("flags") or []),
+            description=str(entry.get("description") or ""),
+        )
+    return qos
+
+
+def parse_user_accounting(associations: object, user: object, username: str) -> UserAccounting:
+    """``GET .../associations?user=NAME`` and ``GET .../user/NAME``: the default account
+    (the user record's ``default.account``) and each association's limits (``max.tres.per.job``,
+    ``max.jobs.per.wall_clock``: MaxTRES and MaxWall; ``max.tres.total``: GrpTRES)."""
+    rows = []
+    for entry in _list(associations, "associations"):
+        if str(entry.get("user") or "").lower() != username.lower():
+            raise ParseError(f"slurmrestd answered about user {entry.get('user')!r}")
+        account = _text(entry.get("account"))
+        if account is None:
+            raise ParseError(f"association without an account: {str(entry)[:200]}")
+        rows.append(
+            AccountLimits(
+                account=account,
+                per_job=_tres_limits(
+                    _dig(entry, "max", "tres", "per", "job"),
+                    _count(_dig(entry, "max", "jobs", "per", "wall_clock")),
+                ),
+                group=_tres_limits(_dig(entry, "max", "tres", "total")),
+            )
+        )
+    default = None
+    for entry in _list(user, "users"):
+        if str(entry.get("name") or "").lower() != username.lower():
+            raise ParseError(f"slurmrestd answered about user {entry.get('name')!r}")
+        default = _text(_dig(entry, "default", "account"))
+    return UserAccounting(default_account=default, limits=by_account(rows))

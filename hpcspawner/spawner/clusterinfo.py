@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from ..slurm import Association, ClusterSnapshot, ParseError, PartitionSummary, SlurmError
+from ..slurm.accounting import QOSInfo, UserAccounting
 from ..slurm.usage import AccountUsage
 from .tasks import cancel_and_wait
 
@@ -47,6 +48,27 @@ class ClusterView:
         return self.snapshot.partitions if self.snapshot is not None else {}
 
 
+@dataclass(frozen=True)
+class AccountingView:
+    """What :meth:`ClusterInfo.accounting` answers: the facts the offer narrows to."""
+
+    #: every QOS's limits (hub-wide); None: not known (no accounting, or never answered)
+    qos: Mapping[str, QOSInfo] | None = None
+    #: the user's default account and association limits; None: not known
+    user: UserAccounting | None = None
+    #: for the page when accounting does not answer: since when the shown accounts are
+    #: known, or that they are the admin's
+    notice: str | None = None
+
+
+#: The page's notice while accounting does not answer ({} is the time of the last answer).
+OUTAGE_NOTICE = "Slurm's accounting database is not answering; the accounts shown are from {}."
+OUTAGE_NOTICE_CONFIG = (
+    "Slurm's accounting database is not answering; the accounts shown are the hub's "
+    "configured ones, and Slurm checks your choice when the server starts."
+)
+
+
 @dataclass
 class _Slot:
     """One cached answer and the refresh that renews it."""
@@ -55,6 +77,8 @@ class _Slot:
     has_value: bool = False
     #: clock() of the last success / failure
     fetched_at: float = 0.0
+    #: wall_clock() of the last success (for the page: "the accounts shown are from 10:42")
+    fetched_wall: float = 0.0
     failed_at: float | None = None
     error: str | None = None
     task: asyncio.Task | None = None
@@ -78,6 +102,9 @@ class ClusterInfo:
       one starts no sooner than ``retry_after`` seconds later.
     - :meth:`associations`: a user's Slurm associations, cached per user for
       ``association_ttl``; "accounting not available" is cached once for the hub.
+    - :meth:`accounting`: the QOS definitions (hub-wide) and a user's default account and
+      association limits, cached for ``association_ttl``, with a notice while accounting
+      does not answer.
     - :meth:`usage`: a user's use of their accounts, cached per user for ``usage_ttl``.
 
     Nothing here raises for scheduler trouble. ``clock`` is injectable for tests.
@@ -94,6 +121,7 @@ class ClusterInfo:
         usage_ttl: float = 300.0,
         logger: logging.Logger | logging.LoggerAdapter | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ):
         self.driver = driver
         self.ttl = ttl
@@ -103,8 +131,11 @@ class ClusterInfo:
         self.usage_ttl = usage_ttl
         self.log = logger or log
         self._clock = clock
+        self._wall_clock = wall_clock
         self._snapshot = _Slot()
         self._associations: dict[str, _Slot] = {}
+        self._qos = _Slot()
+        self._user_accounting: dict[str, _Slot] = {}
         self._usage: dict[str, _Slot] = {}
         #: sshare's last answer failed (logged once until it answers again)
         self._usage_failing = False
@@ -116,6 +147,7 @@ class ClusterInfo:
         #: scheduler queries made (for tests and benchmarks)
         self.refreshes = 0
         self.association_queries = 0
+        self.qos_queries = 0
 
     # ------------------------------------------------------------ cluster snapshot
 
@@ -197,18 +229,68 @@ class ClusterInfo:
             self._no_accounting_at = None
         return answer
 
+    # ------------------------------------------------------------ accounting's limits
+
+    async def accounting(self, username: str) -> AccountingView:
+        """The QOS definitions (one query per ``association_ttl`` for the whole hub), the
+        user's default account and association limits (cached per user as the
+        associations are), and the outage notice. Call after :meth:`associations`, which
+        finds out whether accounting exists. Never raises for Slurm trouble: what
+        accounting last said, or nothing."""
+        if self._no_accounting() or self._accounting_at is None and not self._failed(username):
+            return AccountingView()
+        qos = await self._cached(self._qos, self._fetch_qos, "QOS definitions")
+        slot = self._user_accounting.setdefault(username, _Slot())
+        user = await self._cached(
+            slot,
+            lambda: self.driver.user_accounting(username),
+            f"accounting limits of {username}",
+        )
+        return AccountingView(qos=qos, user=user, notice=self._outage_notice(username))
+
+    async def _fetch_qos(self) -> dict[str, QOSInfo] | None:
+        self.qos_queries += 1
+        return await self.driver.qos_limits()
+
+    async def _cached(
+        self, slot: _Slot, fetch: Callable[[], Awaitable], what: str, ttl: float | None = None
+    ):
+        """``slot``'s value, refreshed after ``ttl`` (default ``association_ttl``); None
+        before any answer (waiting up to ``first_wait`` for the first)."""
+        if not slot.fresh(self._clock(), self.association_ttl if ttl is None else ttl):
+            self._start(slot, fetch, what)
+            if not slot.has_value and slot.refreshing:
+                await self._wait(slot.task)
+        return slot.value if slot.has_value else None
+
+    def _failed(self, username: str) -> bool:
+        slot = self._associations.get(username)
+        return slot is not None and slot.error is not None
+
+    def _outage_notice(self, username: str) -> str | None:
+        """The page's notice when the user's last association query failed (slurmdbd
+        down, or not understood): the accounts shown are from the last answer, or the
+        admin's."""
+        slot = self._associations.get(username)
+        if slot is None or slot.error is None:
+            return None
+        if not slot.has_value:
+            return OUTAGE_NOTICE_CONFIG
+        return OUTAGE_NOTICE.format(time.strftime("%H:%M", time.localtime(slot.fetched_wall)))
+
     # ------------------------------------------------------------ account usage
 
     async def usage(self, username: str) -> list[AccountUsage] | None:
         """``username``'s use of their accounts (``sshare``), cached per user for
         ``usage_ttl``; None when not available: the driver cannot tell, or Slurm did not
         answer (logged once until it answers again; the page then shows no usage)."""
-        slot = self._usage.setdefault(username, _Slot())
-        if not slot.fresh(self._clock(), self.usage_ttl):
-            self._start(slot, lambda: self._fetch_usage(username), f"account usage of {username}")
-            if not slot.has_value and slot.refreshing:
-                await self._wait(slot.task)
-        return list(slot.value) if slot.has_value and slot.value is not None else None
+        usage = await self._cached(
+            self._usage.setdefault(username, _Slot()),
+            lambda: self._fetch_usage(username),
+            f"account usage of {username}",
+            self.usage_ttl,
+        )
+        return list(usage) if usage is not None else None
 
     async def _fetch_usage(self, username: str) -> list[AccountUsage] | None:
         try:
@@ -246,6 +328,7 @@ class ClusterInfo:
         else:
             slot.value, slot.has_value = value, True
             slot.fetched_at, slot.failed_at, slot.error = self._clock(), None, None
+            slot.fetched_wall = self._wall_clock()
             return
         slot.failed_at, slot.error = self._clock(), error
 
@@ -260,6 +343,11 @@ class ClusterInfo:
 
     async def close(self) -> None:
         """Cancel refreshes in flight (at hub shutdown)."""
-        slots = [*self._associations.values(), *self._usage.values()]
-        tasks = [self._snapshot.task, *(slot.task for slot in slots)]
+        tasks = [
+            self._snapshot.task,
+            self._qos.task,
+            *(slot.task for slot in self._associations.values()),
+            *(slot.task for slot in self._user_accounting.values()),
+            *(slot.task for slot in self._usage.values()),
+        ]
         await cancel_and_wait(tasks, self.log)

@@ -18,6 +18,7 @@ from importlib import resources
 
 import jinja2
 
+from ..resources.limits import describe_limits
 from ..resources.options import OPTION_FIELDS, Policy, format_memory, format_runtime
 
 DEFAULT_TEMPLATE = "options_form.html.j2"
@@ -154,6 +155,7 @@ def form_context(
     cluster_age: str | None = None,
     cluster_taken_at: str | None = None,
     usage: list[str] | None = None,
+    accounting_notice: str | None = None,
 ) -> dict:
     """Everything the template needs, as plain data.
 
@@ -198,6 +200,9 @@ def form_context(
             "choices": _listed(policy.accounts),
             "empty_label": "your default account",
             "notes": list(usage or ()),
+            "default": policy.default_account,
+            "labels": account_labels(policy),
+            "accounts": {},
         },
         {
             "name": "qos",
@@ -205,6 +210,8 @@ def form_context(
             "choices": _listed(policy.qos),
             "empty_label": "the default QOS",
             "notes": [],
+            "labels": qos_labels(policy),
+            "accounts": qos_accounts(policy),
         },
     ]
     if policy.reservations is None or policy.reservations:
@@ -219,6 +226,8 @@ def form_context(
         )
     shown_values = {name: None for name in OPTION_FIELDS}
     shown_values.update({k: v for k, v in values.items() if k in OPTION_FIELDS})
+    if not shown_values.get("account") and policy.default_account:
+        shown_values["account"] = policy.default_account
     if not shown_values.get("partition"):
         shown_values["partition"] = defaults.get("partition")
     if not shown_values.get("environment") and policy.environments:
@@ -241,7 +250,45 @@ def form_context(
         "stale": stale,
         "cluster_age": cluster_age,
         "cluster_taken_at": cluster_taken_at,
+        "accounting_notice": accounting_notice,
     }
+
+
+def qos_labels(policy: Policy) -> dict[str, str]:
+    """Each offered QOS as the page lists it: ``short — at most 2:00:00, 2 CPUs, 4G, no GPU``
+    (its limits from Slurm's accounting; the name alone without them)."""
+    labels = {}
+    for name in policy.qos or ():
+        limits = policy.qos_limits.get(name)
+        described = describe_limits(limits) if limits is not None else ""
+        labels[name] = f"{name} — {described}" if described else name
+    return labels
+
+
+def account_labels(policy: Policy) -> dict[str, str]:
+    """Each offered account as the page lists it, with its association's own limits if it
+    has any: ``physics — at most 0:45:00, 3 CPUs; at most 8 CPUs for all its jobs at once``."""
+    labels = {}
+    for name in policy.accounts or ():
+        limits = policy.account_limits.get(name)
+        parts = []
+        if limits is not None:
+            parts.append(describe_limits(limits.per_job))
+            group = describe_limits(limits.group)
+            parts.append(f"{group} for all its jobs at once" if group else "")
+        described = "; ".join(part for part in parts if part)
+        labels[name] = f"{name} — {described}" if described else name
+    return labels
+
+
+def qos_accounts(policy: Policy) -> dict[str, str]:
+    """Each QOS's accounts, space-separated, for the page's script that offers only the
+    chosen account's QOS (empty without accounting: every QOS with every account)."""
+    accounts: dict[str, list[str]] = {}
+    for account, names in policy.account_qos.items():
+        for name in names:
+            accounts.setdefault(name, []).append(account)
+    return {name: " ".join(found) for name, found in accounts.items()}
 
 
 def _listed(names) -> list[str] | None:

@@ -154,6 +154,7 @@ def render(
         cluster_age=_format_age(view.age_s),
         cluster_taken_at=_format_timestamp(view.snapshot.taken_at) if view.snapshot else None,
         usage=form.usage_lines(usage),
+        accounting_notice=offer.accounting_notice,
     )
     rendered = form.render(template, context)
     if feedback is not None and feedback.link:

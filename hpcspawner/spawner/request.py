@@ -14,6 +14,7 @@ and ``options_form_template``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 
 from traitlets import Any, HasTraits, List, Unicode, default
@@ -70,12 +71,17 @@ class UserRequest(HasTraits):
             ) from None
         view = await self.cluster_info.snapshot()
         associations = await self.cluster_info.associations(self.user.name)
+        accounting = await self.cluster_info.accounting(self.user.name)
         offer = make_offer(
             policy,
             login_accounts=self.auth_accounts,
             snapshot=view.snapshot,
             associations=associations,
+            qos_limits=accounting.qos,
+            accounting=accounting.user,
         )
+        if accounting.notice:
+            offer = dataclasses.replace(offer, accounting_notice=accounting.notice)
         return offer, view
 
     async def validated_request(self):

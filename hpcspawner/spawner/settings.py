@@ -787,9 +787,15 @@ class SlurmSpawnerSettings(Configurable):
         are reused, by the spawn page and by the login
         (``c.ClusterOAuthenticator.slurm_accounts = "sacctmgr"``): one cache for both.
 
-        "Slurm has no accounting" is remembered as long, for the whole hub, and so is
-        each user's use of their accounts (``sshare``) that the spawn page shows under
-        the Account field. This replaces ``c.ClusterOAuthenticator.accounts_cache_seconds``.
+        "Slurm has no accounting" is remembered as long, for the whole hub. So are the
+        limits the spawn page shows and the validator applies: every QOS's ``MaxWall`` and
+        ``MaxTRESPerJob`` (one ``sacctmgr show qos`` for the whole hub) and each user's
+        default account and association limits. When the accounting database does not
+        answer (slurmdbd stopped), the last answers stay in use and the page says since
+        when; the hub asks again on a page view at most every 10 seconds and catches up
+        once it answers. See :doc:`/howto/accounting`. Each user's use of their accounts
+        (``sshare``) that the spawn page shows under the Account field is remembered as
+        long too. This replaces ``c.ClusterOAuthenticator.accounts_cache_seconds``.
 
             c.SlurmSpawner.associations_ttl = 300
         """,

@@ -22,7 +22,8 @@ Tests of one component (the poller, the cluster cache) give it a driver of their
 Small knobs for them:
 :meth:`~FakeCluster.existing_job` (a job with a chosen id), :attr:`~FakeCluster.accounts`
 (login names the cluster knows beyond the hub host's users), an exception as a user's
-:attr:`~FakeCluster.associations` (sacctmgr fails for that user), the job accounting
+:attr:`~FakeCluster.associations` (sacctmgr fails for that user), accounting's limits
+(:attr:`~FakeCluster.qos`, :attr:`~FakeCluster.user_accounting`), the job accounting
 (:attr:`~FakeCluster.accounting`, sacct) and the users' :attr:`~FakeCluster.usage`
 (sshare), and a submit call's
 :attr:`~FakeCall.env` and :attr:`~FakeCall.files` (what sbatch got, also when it refused).
@@ -75,6 +76,8 @@ KINDS = (
     "read_output",
     "cluster_snapshot",
     "user_associations",
+    "qos_limits",
+    "user_accounting",
     "job_history",
     "user_usage",
 )
@@ -91,6 +94,8 @@ COMMANDS = {
     "read_output": "read_output",
     "cluster_snapshot": "scontrol",
     "user_associations": "sacctmgr",
+    "qos_limits": "sacctmgr",
+    "user_accounting": "sacctmgr",
     "job_history": "sacct",
     "user_usage": "sshare",
 }
@@ -223,6 +228,10 @@ class FakeCluster:
         #: user -> associations; a user not in here: no accounting (None); an exception:
         #: sacctmgr fails for that user (raised). Each answer is a new list, as parsed output is.
         self.associations: dict[str, Any] = {}
+        #: every QOS's limits (``qos_limits``: None, no accounting; an exception: raised)
+        self.qos: Any = None
+        #: user -> UserAccounting (``user_accounting``), as :attr:`associations`
+        self.user_accounting: dict[str, Any] = {}
         #: Slurm's job accounting (sacct): None, none kept (the default); a dict, kept:
         #: what it says of each job id, else of each ended job as the test ended it
         self.accounting: dict[str, JobEnd] | None = None
@@ -580,7 +589,16 @@ class FakeSlurm(SlurmDriver):
     async def user_associations(self, username):
         sacctmgr_args(username)  # the name check the local driver makes first (ValueError)
         call = await self._enter("user_associations", username)
-        return self._per_user(call, self.cluster.associations.get(username))
+        return self._answer(call, self.cluster.associations.get(username), copy=True)
+
+    async def qos_limits(self):
+        call = await self._enter("qos_limits")
+        return self._answer(call, self.cluster.qos)
+
+    async def user_accounting(self, username):
+        sacctmgr_args(username)
+        call = await self._enter("user_accounting", username)
+        return self._answer(call, self.cluster.user_accounting.get(username))
 
     async def job_history(self, job_ids):
         call = await self._enter("job_history", tuple(job_ids))
@@ -592,15 +610,16 @@ class FakeSlurm(SlurmDriver):
 
     async def user_usage(self, username):
         call = await self._enter("user_usage", username)
-        return self._per_user(call, self.cluster.usage.get(username))
+        return self._answer(call, self.cluster.usage.get(username), copy=True)
 
-    def _per_user(self, call: FakeCall, answer):
-        """A user's answer as the test set it: an exception is raised, a list copied."""
+    def _answer(self, call: FakeCall, answer, *, copy: bool = False):
+        """The answer as the test set it: an exception is raised; ``copy``: a new list
+        (as parsed output is), None as it is."""
         if isinstance(answer, BaseException):
             self.cluster._done(call, f"error: {answer}")
             raise answer
         self.cluster._done(call)
-        return list(answer) if answer is not None else None
+        return list(answer) if copy and answer is not None else answer
 
 
 def _check_user(cluster: FakeCluster, username: str, command: str) -> None:

@@ -111,6 +111,7 @@ MAPPING = Layer(
         "hpcspawner.accounts.authstate",
         "hpcspawner.accounts.rules",
         "hpcspawner.resources.options",
+        "hpcspawner.resources.limits",
     ),
     no_io=True,
 )

@@ -131,4 +131,4 @@ def test_the_validator_accepts_exactly_what_is_offered():
     with pytest.raises(OptionsError) as caught:
         validate_options({"account": "a", "qos": "normal"}, offer.policy)
     assert set(caught.value.errors) == {"account", "qos"}
-    assert "(choose from: b)" in caught.value.errors["account"]
+    assert "(your accounts: b)" in caught.value.errors["account"]

@@ -351,7 +351,7 @@ def test_unknown_keys_rejected_by_name(raw, unknown):
         pytest.param(
             {"account": "proj-c"},
             "account",
-            "'proj-c' is not an available account (choose from: proj-a, proj-b)",
+            "you may not charge Slurm account 'proj-c' (your accounts: proj-a, proj-b)",
             id="account-not-allowed",
         ),
         pytest.param(

@@ -125,7 +125,7 @@ async def test_the_page_lists_the_offer_the_validator_checks():
     spawner.user_options = {"account": "b"}
     assert (await asyncio.wait_for(spawner.validated_request(), TIMEOUT)).account == "b"
     spawner.user_options = {"account": "c"}
-    with pytest.raises(SpawnFailure, match="account: 'c' is not an available account"):
+    with pytest.raises(SpawnFailure, match="account: you may not charge Slurm account 'c'"):
         await asyncio.wait_for(spawner.validated_request(), TIMEOUT)
 
 

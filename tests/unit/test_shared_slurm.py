@@ -59,9 +59,11 @@ async def test_a_login_then_a_spawn_page_view_ask_slurm_once():
         assert spawner.cluster_info is authenticator.shared_slurm.cluster_info
         page = await bounded(spawner.render_options_form())
         assert "physics" in page and "chemistry" in page
-        # the spawn page's associations came from the login's answer: one sacctmgr in all
+        # the spawn page's associations came from the login's answer: one sacctmgr for
+        # them; the page adds the QOS definitions (hub-wide) and the user's limits
         assert cluster.count("user_associations") == 1
-        assert spawner.driver.calls.get("sacctmgr") == 1
+        assert cluster.count("qos_limits") == 1 and cluster.count("user_accounting") == 1
+        assert spawner.driver.calls.get("sacctmgr") == 3
     finally:
         await bounded(spawner.shared.close())
 

@@ -185,6 +185,39 @@ PARITY = [
         id="no-sacctmgr",
     ),
     pytest.param(
+        lambda n: n.answer("sacctmgr", stdout=recorded("accounting/sacctmgr_qos.txt")),
+        lambda d: d.qos_limits(),
+        id="qos-limits",
+    ),
+    pytest.param(
+        lambda n: (
+            n.answer(
+                "sacctmgr",
+                match="format=user,account,qos,defaultqos,partition,grptres",
+                stdout=recorded("accounting/sacctmgr_assoc_limits_alice.txt"),
+            ),
+            n.answer(
+                "sacctmgr",
+                match="withassoc",
+                stdout=recorded("accounting/sacctmgr_user_alice.txt"),
+            ),
+        ),
+        lambda d: d.user_accounting("alice"),
+        id="user-accounting",
+    ),
+    pytest.param(
+        lambda n: n.answer(
+            "sacctmgr", stderr=recorded("accounting/sacctmgr_dbd_down.stderr"), rc=1
+        ),
+        lambda d: d.user_accounting("alice"),
+        id="slurmdbd-down-is-an-error",
+    ),
+    pytest.param(
+        lambda n: n.answer("sacctmgr", stderr=recorded("sacctmgr_no_dbd.stderr"), rc=1),
+        lambda d: d.qos_limits(),
+        id="qos-no-accounting",
+    ),
+    pytest.param(
         lambda n: n.answer("sbatch", stdout="4242\n"),
         lambda d: d.submit("alice", SCRIPT, {"PATH": "/usr/bin:/bin"}),
         id="submit",
