@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .records import ParseError, check_user_name, sacctmgr_args
+from .records import ParseError, check_user_name, parsable_fields, sacctmgr_args
 
 #: ``sacctmgr show qos`` columns, in output order (as recorded).
 QOS_FIELDS = (
@@ -195,23 +195,19 @@ class UserAccounting:
 # ---------------------------------------------------------------- sacctmgr
 
 
-def _rows(output: str, width: int, what: str) -> Iterable[list[str]]:
+def _rows(output: str, fields: tuple[str, ...], what: str) -> Iterable[list[str]]:
+    """Each non-blank line's fields, stripped (:func:`~hpcspawner.slurm.records.parsable_fields`
+    checks their count)."""
     for line in output.splitlines():
-        if not line.strip():
-            continue
-        parts = line.split("|")
-        if len(parts) != width:
-            raise ParseError(
-                f"{what}: expected {width} fields separated by '|', got {len(parts)}: {line[:80]!r}"
-            )
-        yield [part.strip() for part in parts]
+        if line.strip():
+            yield [part.strip() for part in parsable_fields(line, fields, what).values()]
 
 
 def parse_qos(output: str) -> dict[str, QOSInfo]:
     """``sacctmgr --noheader --parsable2 show qos format=`` :data:`QOS_FIELDS`, by name."""
     columns = {name: index for index, name in enumerate(QOS_FIELDS)}
     qos = {}
-    for parts in _rows(output, len(QOS_FIELDS), "sacctmgr show qos"):
+    for parts in _rows(output, QOS_FIELDS, "sacctmgr show qos"):
         name = parts[columns["name"]]
         if not name:
             raise ParseError("a QOS without a name")
@@ -255,7 +251,7 @@ def parse_assoc_limits(output: str, username: str) -> dict[str, AccountLimits]:
     (:func:`by_account`)."""
     columns = {name: index for index, name in enumerate(ASSOC_LIMIT_FIELDS)}
     rows = []
-    for parts in _rows(output, len(ASSOC_LIMIT_FIELDS), "sacctmgr show assoc"):
+    for parts in _rows(output, ASSOC_LIMIT_FIELDS, "sacctmgr show assoc"):
         user, account = parts[columns["user"]], parts[columns["account"]]
         if user.lower() != username.lower():
             raise ParseError(f"sacctmgr answered about user {user!r}, not {username!r}")
@@ -290,7 +286,7 @@ def by_account(rows: Iterable[AccountLimits]) -> dict[str, AccountLimits]:
 def parse_default_account(output: str, username: str) -> str | None:
     """``sacctmgr ... show user U withassoc format=`` :data:`USER_FIELDS`: the default account."""
     defaults = set()
-    for parts in _rows(output, len(USER_FIELDS), "sacctmgr show user"):
+    for parts in _rows(output, USER_FIELDS, "sacctmgr show user"):
         if parts[0].lower() != username.lower():
             raise ParseError(f"sacctmgr answered about user {parts[0]!r}, not {username!r}")
         if parts[1]:
