@@ -222,6 +222,8 @@ def form_context(
                 "choices": _listed(policy.reservations),
                 "empty_label": "none",
                 "notes": [],
+                "labels": {},
+                "accounts": {},
             }
         )
     shown_values = {name: None for name in OPTION_FIELDS}

@@ -183,6 +183,16 @@ def test_accounts_come_from_associations_within_the_admin_list():
     assert qos["choices"] == ["normal"]
 
 
+def test_listed_reservations_are_offered_next_to_the_accounts_and_qos():
+    # every choice field has the keys the template reads (labels, accounts): a listed
+    # reservation once made the whole page fail to render
+    policy = narrow_policy(make_policy(reservations=("maint", "course")), snapshot())
+    html, page = render(policy=policy)
+    assert page.ids["field-reservation"][0] == "select"
+    assert '<option value="course"' in html
+    assert ">course</option>" in html
+
+
 def assoc(account: str) -> Association:
     return Association(account=account, qos=("normal",), default_qos=None, partition=None)
 
