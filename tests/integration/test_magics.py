@@ -113,10 +113,10 @@ def test_squeue_sbatch_scancel_from_a_kernel_in_the_job(hub):
 
 def test_squeue_in_a_notebook_in_jupyterlab(hub, page_for):  # noqa: F811
     """What the user guide shows: ``%squeue`` in a notebook, in JupyterLab, in the job."""
+    page = page_for("alice")  # before the spawn: a login with a running server leaves /hub/
     r = hub.spawn("alice", options=SERVER_OPTIONS)
     assert r.status_code in (201, 202), r.text
     server_job = hub.wait_ready("alice")["state"]["job_id"]
-    page = page_for("alice")
     page.goto(f"{hub.url}/user/alice/lab")
     output = run_cell_in_lab(page, "%squeue")
     assert server_job in output and "alice" in output, output
