@@ -63,7 +63,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from hpcspawner.job import batchscript  # noqa: E402
+from hpcspawner.job import batchscript, walltime  # noqa: E402
 from hpcspawner.resources.options import (  # noqa: E402
     OPTION_FIELDS,
     OptionsError,
@@ -382,6 +382,8 @@ def expected_script(hub: Hub, user: str, server: str, spawn_id: str, options) ->
         requeue=False,
         path=JOB_PATH,
         umask=batchscript.check_umask(batchscript.DEFAULT_UMASK),
+        # the job's clock: save_before_end's default, through the local driver
+        signal_lead=walltime.DEFAULT_SAVE_BEFORE_END,
     )
 
 

@@ -35,8 +35,6 @@ import time
 
 from . import walltime
 
-#: The URL under the server's base URL.
-CLOCK_PATH = "hpcspawner/job/clock"
 #: Seconds one ``squeue`` may take.
 SQUEUE_TIMEOUT = 15.0
 #: What of squeue's error output reaches the answer and the log.

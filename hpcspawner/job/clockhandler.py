@@ -15,9 +15,10 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
-from .clock import CLOCK_PATH, JobClock
 from .walltime import NOT_IN_A_JOB
 
+#: The URL under the server's base URL.
+CLOCK_PATH = "hpcspawner/job/clock"
 #: The resource name jupyter_server's authorizer is asked about.
 AUTH_RESOURCE = "hpcspawner"
 
@@ -25,7 +26,8 @@ AUTH_RESOURCE = "hpcspawner"
 class ClockHandler(APIHandler):
     auth_resource = AUTH_RESOURCE
 
-    def initialize(self, clock: JobClock | None) -> None:
+    def initialize(self, clock) -> None:
+        # a hpcspawner.job.clock.JobClock (which loads this module), or None outside a job
         self.clock = clock
 
     @web.authenticated
@@ -36,7 +38,7 @@ class ClockHandler(APIHandler):
         self.finish(json.dumps(status))
 
 
-def add_handlers(web_app, clock: JobClock | None) -> None:
+def add_handlers(web_app, clock) -> None:
     base_url = web_app.settings["base_url"]
     web_app.add_handlers(
         ".*$", [(url_path_join(base_url, CLOCK_PATH), ClockHandler, {"clock": clock})]

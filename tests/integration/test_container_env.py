@@ -138,6 +138,20 @@ def test_a_server_in_the_container_sees_the_image_the_home_and_slurm(hub, probe_
     assert report["squeue"] == "RUNNING", report["squeue"]
     assert report["srun"] == node, report["srun"]
 
+    # JupyterLab in the container: its page loads the job's clock, whose server extension
+    # reads the job from Slurm (squeue inside the image)
+    auth = {"Authorization": f"token {token}"}
+    r = hub.session.get(f"{hub.url}/user/{USER}/{SERVER}/lab", headers=auth, timeout=30)
+    assert r.status_code == 200, r.status_code
+    assert "hpcspawner-jupyterlab" in r.text, "the clock's JupyterLab extension is not loaded"
+    r = hub.session.get(
+        f"{hub.url}/user/{USER}/{SERVER}/hpcspawner/job/clock", headers=auth, timeout=30
+    )
+    assert r.status_code == 200, r.text
+    clock = r.json()
+    assert (clock["job_id"], clock["error"]) == (job_id, None), clock
+    assert 0 < clock["seconds_left"] <= 600, clock
+
     t0 = time.monotonic()
     hub.stop_server(USER, SERVER)
     stop_s = time.monotonic() - t0

@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from .browser import screenshot
 from .hub import squeue_fields, wait_left_queue
 from .kernel import run_cell, start_kernel
+from .test_spawn_page import page_for  # noqa: F401 - a fixture: a logged-in browser page
+from .test_spawn_page import run_cell as run_cell_in_lab
 
 SERVER_OPTIONS = {"partition": "debug", "cpus": 1, "memory": "600M", "runtime": "0:15:00"}
 
@@ -105,4 +108,17 @@ def test_squeue_sbatch_scancel_from_a_kernel_in_the_job(hub):
     assert "UserId=alice" in details.stdout
 
     assert squeue_fields(server_job, "%T", all_states=False) == ["RUNNING"]
+    hub.stop_server("alice")
+
+
+def test_squeue_in_a_notebook_in_jupyterlab(hub, page_for):  # noqa: F811
+    """What the user guide shows: ``%squeue`` in a notebook, in JupyterLab, in the job."""
+    page = page_for("alice")  # before the spawn: a login with a running server leaves /hub/
+    r = hub.spawn("alice", options=SERVER_OPTIONS)
+    assert r.status_code in (201, 202), r.text
+    server_job = hub.wait_ready("alice")["state"]["job_id"]
+    page.goto(f"{hub.url}/user/alice/lab")
+    output = run_cell_in_lab(page, "%squeue")
+    assert server_job in output and "alice" in output, output
+    screenshot(page, "magics.png")
     hub.stop_server("alice")

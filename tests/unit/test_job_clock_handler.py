@@ -27,7 +27,7 @@ import pytest
 import requests
 
 from hpcspawner.job import walltime
-from hpcspawner.job.clock import CLOCK_PATH
+from hpcspawner.job.clockhandler import CLOCK_PATH
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "c10c4" * 8
