@@ -108,7 +108,7 @@ def test_the_next_visit_says_why_a_forgotten_job_ended(hub):
         state = (r.json()["servers"].get(server) or {}).get("state") or {}
         assert state.get("last_end") == {"job_id": job_id, "reason": reason}, state
     # one sacct per vanished job at most (both vanished together: usually one call)
-    sacct_calls = [line for line in log.splitlines() if "Running" in line and "'sacct'" in line]
+    sacct_calls = [line for line in log.splitlines() if "Running" in line and "/sacct'" in line]
     assert 1 <= len(sacct_calls) <= 2, sacct_calls
     assert "no longer known to Slurm" not in log
 
