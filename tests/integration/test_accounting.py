@@ -33,7 +33,7 @@ from .browser import screenshot
 from .drills import wait_gone
 from .hub import run, tagged_jobs
 
-pytestmark = pytest.mark.jupyterhub_floor
+pytestmark = [pytest.mark.jupyterhub_floor, pytest.mark.accounting]  # ACCOUNTING=1 only
 
 #: short TTLs: the outage test waits for one to pass
 EXTRA_CONFIG = """

@@ -22,6 +22,8 @@ from .hub import run, squeue_fields
 
 POLL_INTERVAL = 5
 
+pytestmark = pytest.mark.accounting  # ACCOUNTING=1 only (slurmdbd)
+
 
 @pytest.fixture(scope="module")
 def hub(hub_factory):
