@@ -8,9 +8,9 @@
 #                                          #   namespace (10.250.0.11-12), partition "remote"
 #   NO_START=1 scripts/cluster/setup.sh    # only write the config
 #   RESTART=1 scripts/cluster/setup.sh     # restart the Slurm daemons even if the config is unchanged
-#   ACCOUNTING=1 scripts/cluster/setup.sh  # + MariaDB, slurmdbd and the site of make-site.sh,
-#                                          #   enforced (start-accounting.sh, make-site.sh);
-#                                          #   0 (the default for now): accounting_storage/none
+#   ACCOUNTING=0 scripts/cluster/setup.sh  # no slurmdbd (accounting_storage/none).  The default,
+#                                          #   1: MariaDB, slurmdbd and the site of make-site.sh,
+#                                          #   enforced (start-accounting.sh, make-site.sh)
 #
 # Other knobs (slurm.conf): SCHED_PARAMS (default batch_sched_delay=0,bf_interval=5; "" = Slurm's default),
 # MIN_JOB_AGE (300), MESSAGE_TIMEOUT (10), SLURMD_TIMEOUT (30), FAKE_CPUS (e.g. 8: node vm
@@ -35,7 +35,7 @@ SCHED_PARAMS=${SCHED_PARAMS-batch_sched_delay=0,bf_interval=5} # batch_sched_del
 FAKE_CPUS=${FAKE_CPUS:-}
 MAX_JOB_COUNT=${MAX_JOB_COUNT:-}
 MULTINODE=${MULTINODE:-0}
-ACCOUNTING=${ACCOUNTING:-0} # opt-in while issue 15 is in progress (the suite runs without it)
+ACCOUNTING=${ACCOUNTING:-1} # slurmdbd + MariaDB + the site of make-site.sh; 0: none
 READY_TIMEOUT=${READY_TIMEOUT:-30}
 for v in MULTINODE ACCOUNTING SLURMD_TIMEOUT MIN_JOB_AGE MESSAGE_TIMEOUT READY_TIMEOUT ${FAKE_CPUS:+FAKE_CPUS} ${MAX_JOB_COUNT:+MAX_JOB_COUNT}; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "$v must be a non-negative integer, got '${!v}'" >&2; exit 2; }

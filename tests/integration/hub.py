@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import random
 import secrets
 import shutil
 import signal
@@ -52,10 +53,31 @@ def stop_process_group(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: floa
         pass
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free now, never handed out before in this test run.
+
+    Ports come from below the kernel's ephemeral range (32768 up), so a
+    port the kernel gives someone else for bind(0) or an outgoing
+    connection cannot land on one we chose, and the set keeps the hub,
+    its proxy API and the proxy from ever getting the same port (CI once
+    bound the hub to the port just given to the proxy's API).
+    """
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 32000)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free port between 20000 and 32000")
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:

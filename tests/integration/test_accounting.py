@@ -33,7 +33,7 @@ from .browser import screenshot
 from .drills import wait_gone
 from .hub import run, tagged_jobs
 
-pytestmark = [pytest.mark.jupyterhub_floor, pytest.mark.accounting]  # ACCOUNTING=1 only
+pytestmark = pytest.mark.accounting  # slurmdbd (setup.sh ACCOUNTING=1, the default)
 
 #: short TTLs: the outage test waits for one to pass
 EXTRA_CONFIG = """

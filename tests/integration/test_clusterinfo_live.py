@@ -113,9 +113,13 @@ async def test_cluster_snapshot_sees_an_allocated_gpu(driver, gpu_job):
     assert gpu.free_memory_mb <= 23849 - 128
 
 
-async def test_user_associations_without_slurmdbd(driver):
-    assert await within(driver.user_associations("alice")) is None
+async def test_user_associations_from_slurmdbd(driver):
+    """alice's associations of make-site.sh: physics (QOS normal, short, long), chemistry."""
+    associations = await within(driver.user_associations("alice"))
     assert driver.calls["sacctmgr"] == 1
+    qos = {a.account: set(a.qos) for a in associations}
+    assert qos == {"physics": {"normal", "short", "long"}, "chemistry": {"normal", "short"}}
+    assert {a.partition for a in associations} == {None}
 
 
 async def test_cluster_info_one_query_for_many_callers(driver):
@@ -127,8 +131,10 @@ async def test_cluster_info_one_query_for_many_callers(driver):
         assert info.refreshes == 1 and driver.calls["scontrol"] == 2
         users = ["alice", "bob", "carol"] * 3
         answers = await within(asyncio.gather(*(info.associations(name) for name in users)))
-        assert answers == [None] * len(users)
-        assert info.association_queries == 1 and driver.calls["sacctmgr"] == 1
+        accounts = [sorted(a.account for a in answer) for answer in answers]
+        assert accounts == [["chemistry", "physics"], ["chemistry"], ["physics"]] * 3
+        # one sacctmgr for each user, however many callers asked at once
+        assert info.association_queries == 3 and driver.calls["sacctmgr"] == 3
     finally:
         await within(info.close())
 

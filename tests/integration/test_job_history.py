@@ -22,7 +22,7 @@ from .hub import run, squeue_fields
 
 POLL_INTERVAL = 5
 
-pytestmark = pytest.mark.accounting  # ACCOUNTING=1 only (slurmdbd)
+pytestmark = pytest.mark.accounting  # slurmdbd (setup.sh ACCOUNTING=1, the default)
 
 
 @pytest.fixture(scope="module")

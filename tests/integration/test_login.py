@@ -108,7 +108,8 @@ def hub(hub_factory, provider):
     config = LOGIN_CONFIG.format(issuer=provider.url, message=NO_ACCOUNT_MESSAGE)
     config += """
 c.ClusterOAuthenticator.username_strip_domains = ["uni.example"]
-c.ClusterOAuthenticator.slurm_accounts = {"alice": ["projA"], "bob": ["projA", "projB"]}
+# alice is in physics and chemistry in slurmdbd (make-site.sh): the hub narrows her to chemistry
+c.ClusterOAuthenticator.slurm_accounts = {"alice": ["chemistry"], "bob": ["chemistry"]}
 """
     return hub_factory(extra_config=config, env={"JUPYTERHUB_CRYPT_KEY": CRYPT_KEY})
 
@@ -213,7 +214,7 @@ def test_login_with_pkce_lands_on_spawn_page_as_the_cluster_user(hub, provider, 
         "uid": entry.pw_uid,
         "gid": entry.pw_gid,
         "groups": cluster["groups"],
-        "accounts": ["projA"],
+        "accounts": ["chemistry"],
         # the provider identity this account is now pinned to
         "iss": provider.url,
         "sub": "u-alice",
@@ -326,18 +327,17 @@ def test_login_limits_the_accounts_the_spawner_accepts(hub, page):
     assert login(page, hub, "alice").status == 302
     page.close()
 
-    r = hub.spawn("alice", "acct", options={"account": "projB"})
+    # Slurm would take physics (alice's default account in slurmdbd); the hub's map does not
+    r = hub.spawn("alice", "acct", options={"account": "physics"})
     assert r.status_code == 400, r.text
     message = r.json()["message"]
-    assert "account" in message and "'projB'" in message and "projA" in message, message
+    assert "account" in message and "'physics'" in message and "chemistry" in message, message
     assert hub.server_model("alice", "acct") is None
 
-    # projA passes the validator and reaches sbatch. This test cluster has no accounting
-    # (AccountingStorageType=accounting_storage/none), so Slurm takes any account name
-    # without checking associations; it stores it lower-cased.
-    r = hub.spawn("alice", "acct", options={"account": "projA"})
+    # chemistry passes the validator, reaches sbatch and the job is charged to it
+    r = hub.spawn("alice", "acct", options={"account": "chemistry"})
     assert r.status_code in (201, 202), r.text
-    assert squeue_fields(submitted_job(hub, "alice", "acct"), "%u|%a") == ["alice", "proja"]
+    assert squeue_fields(submitted_job(hub, "alice", "acct"), "%u|%a") == ["alice", "chemistry"]
     hub.stop_server("alice", "acct")
 
 
@@ -362,7 +362,7 @@ def usernames_map(tmp_path_factory):
 @pytest.fixture(scope="module")
 def refresh_hub(hub_factory, short_provider, usernames_map):
     """Refreshes auth on every request older than 1 s; maps logins with a map file; asks
-    sacctmgr for accounts (which fails here: no slurmdbd)."""
+    sacctmgr for accounts (slurmdbd's associations, make-site.sh)."""
     config = LOGIN_CONFIG.format(issuer=short_provider.url, message=NO_ACCOUNT_MESSAGE)
     config += f"""
 c.ClusterOAuthenticator.username_map_file = {str(usernames_map)!r}
@@ -378,18 +378,16 @@ def auth_state(hub, name: str) -> dict:
 
 
 def test_login_asks_slurm_accounting_through_the_spawners_driver(refresh_hub, page):
-    """slurm_accounts = "sacctmgr" goes through the driver (its debug log of the command and
-    of the "no accounting" answer), not a sacctmgr of the authenticator's own."""
+    """slurm_accounts = "sacctmgr" goes through the driver (its debug log of the command),
+    not a sacctmgr of the authenticator's own, and reads slurmdbd's associations."""
     hub = refresh_hub
     mark = log_mark(hub)
     assert login(page, hub, "bob").status == 302
     page.wait_for_url(f"{hub.url}/hub/home")
-    assert auth_state(hub, "bob")["hpcspawner"]["accounts"] is None
-    assert "Slurm accounts of bob are not known" in log_since(hub, mark)
-    # the hub's first login asked (no accounting is then remembered for the whole hub)
+    assert auth_state(hub, "bob")["hpcspawner"]["accounts"] == ["chemistry"]
+    assert "Slurm accounts of bob are not known" not in log_since(hub, mark)
     whole_log = log_since(hub, 0)
     assert re.search(r"Running \[[^\]]*sacctmgr'[^\]]*'user=", whole_log), whole_log[-3000:]
-    assert "Slurm has no accounting database" in whole_log
 
 
 def test_expired_access_token_is_refreshed(refresh_hub, short_provider, page):
@@ -399,9 +397,8 @@ def test_expired_access_token_is_refreshed(refresh_hub, short_provider, page):
     page.wait_for_url(f"{hub.url}/hub/home")
     before = auth_state(hub, "alice")
     assert before["hpcspawner"]["username"] == "alice"
-    # sacctmgr fails on this cluster (no slurmdbd): the accounts are "not known"
-    assert before["hpcspawner"]["accounts"] is None
-    assert "Slurm accounts of alice are not known" in log_since(hub, mark)
+    # alice's associations in slurmdbd (make-site.sh)
+    assert sorted(before["hpcspawner"]["accounts"]) == ["chemistry", "physics"]
     assert short_provider.userinfo(before["access_token"]).status_code == 200
 
     time.sleep(max(0.0, before["expires_at"] - time.time()) + 0.5)
