@@ -92,9 +92,10 @@ c.ClusterOAuthenticator.admin_groups = {"hpc-admins"}
 
 # The Slurm accounts a user may charge, looked up at login through the spawner's
 # driver (c.LocalSlurmDriver.*; one cache with the spawn page, for
-# c.SlurmSpawner.associations_ttl seconds); the spawn form offers only these
-# (the demo cluster has no accounting database: left unset there).
-# c.ClusterOAuthenticator.slurm_accounts = "sacctmgr"
+# c.SlurmSpawner.associations_ttl seconds); the spawn form offers only these.
+# Without it the form still offers the user's associations, but the login
+# does not record them. Unset, or None from a site without slurmdbd: any account.
+c.ClusterOAuthenticator.slurm_accounts = "sacctmgr"
 
 # auth_state (tokens, cluster identity, Slurm accounts) is stored encrypted: the
 # hub needs JUPYTERHUB_CRYPT_KEY in its environment (`openssl rand -hex 32`).

@@ -54,6 +54,7 @@ say "installing what the demo needs (quick when already done)"
 source "$CLUSTER/lib.sh" # pid_of and the daemons' pid files
 STARTED_CLUSTER=""
 STOP_MUNGE=""
+STOP_MARIADB=""
 HAD_NETNS=""
 HUB_PID=""
 PROVIDER_PID=""
@@ -98,7 +99,7 @@ cleanup() {
   if [ -n "$STARTED_CLUSTER" ]; then
     say "stopping the cluster this script started"
     # a slurmrestd or sshd that ran before the demo is not the demo's to stop
-    STOP_MUNGE=$STOP_MUNGE STOP_SLURMRESTD=0 STOP_SSHD=0 "$CLUSTER/stop.sh" || true
+    STOP_MUNGE=$STOP_MUNGE STOP_MARIADB=$STOP_MARIADB STOP_SLURMRESTD=0 STOP_SSHD=0 "$CLUSTER/stop.sh" || true
     [ -n "$HAD_NETNS" ] || "$CLUSTER/teardown-multinode.sh" || true
   fi
   exit "$rc"
@@ -113,6 +114,8 @@ if MULTINODE=2 QUIET=1 READY_TIMEOUT=15 "$CLUSTER/health.sh"; then
 else
   pid_of "$SLURMCTLD_PID" slurmctld >/dev/null || STARTED_CLUSTER=1
   pid_of "$MUNGED_PID" munged >/dev/null || STOP_MUNGE=1
+  # start-accounting.sh's own MariaDB, if it starts one (a system MariaDB has no such pid file)
+  pid_of "$MARIADB_PID" mariadbd >/dev/null || STOP_MARIADB=1
   [ -e /run/netns/sln1 ] && HAD_NETNS=1
   MULTINODE=2 "$CLUSTER/setup.sh"
 fi

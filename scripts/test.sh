@@ -45,7 +45,8 @@ cleanup() {
   if [ -n "$STARTED_CLUSTER" ]; then
     say "stopping the cluster this script started"
     # the login node's sshd belongs to the tests that start it (tests/integration/test_ssh_driver_live.py)
-    STOP_MUNGE=$STOP_MUNGE STOP_SLURMRESTD=$STOP_SLURMRESTD STOP_SSHD=0 "$CLUSTER/stop.sh" || true
+    STOP_MUNGE=$STOP_MUNGE STOP_SLURMRESTD=$STOP_SLURMRESTD STOP_MARIADB=$STOP_MARIADB STOP_SSHD=0 \
+      "$CLUSTER/stop.sh" || true
     [ -n "$had_netns" ] || "$CLUSTER/teardown-multinode.sh" || true
   fi
   exit "$rc"
@@ -63,6 +64,8 @@ else
   if ! pid_of "$SLURMCTLD_PID" slurmctld >/dev/null; then STARTED_CLUSTER=1; fi
   STOP_MUNGE=1; munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && STOP_MUNGE=""
   STOP_SLURMRESTD=1; pid_of "$SLURMRESTD_PID" slurmrestd >/dev/null && STOP_SLURMRESTD=0
+  # the MariaDB of start-accounting.sh, if it starts one (never a system MariaDB: no pid file)
+  STOP_MARIADB=1; pid_of "$MARIADB_PID" mariadbd >/dev/null && STOP_MARIADB=""
   had_netns=""; [ -e /run/netns/sln1 ] && had_netns=1
   echo "starting it: MULTINODE=2 $CLUSTER/setup.sh"
   MULTINODE=2 "$CLUSTER/setup.sh" 2>&1 | tee "$ART/cluster-setup.log"

@@ -108,11 +108,14 @@ SLURMD_PARAMS=""
 if [ "$ACCOUNTING" = 1 ]; then
   # associations: no job without an association (user, account); limits: association and QOS
   # limits hold at submit time; qos: only the QOS an association allows.  gres/gpu: GPUs are
-  # counted and limited (QOS MaxTRESPerJob=gres/gpu=N).
+  # counted and limited (QOS MaxTRESPerJob=gres/gpu=N).  job_env,job_script: slurmdbd keeps each
+  # job's environment and batch script (sacct --env-vars, --batch-script), as many sites do; the
+  # tests check the hub's API token is in neither.
   ACCOUNTING_CONF="AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=$HOST
 AccountingStorageEnforce=associations,limits,qos
-AccountingStorageTRES=gres/gpu"
+AccountingStorageTRES=gres/gpu
+AccountingStoreFlags=job_env,job_script"
 else
   ACCOUNTING_CONF="# ACCOUNTING=0, no slurmdbd: plain sacct fails
 AccountingStorageType=accounting_storage/none"

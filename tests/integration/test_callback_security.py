@@ -147,6 +147,25 @@ def slurm_record(job_id: str) -> dict[str, bytes]:
     return record
 
 
+def slurmdbd_record(job_id: str, timeout: float = 60) -> dict[str, bytes]:
+    """slurmdbd's copies of the job's environment and batch script (the cluster stores
+    both: AccountingStoreFlags=job_env,job_script).  slurmctld sends them when the job
+    starts, through its queue to slurmdbd: wait until sacct has them."""
+    record = {}
+    for flag in ("--env-vars", "--batch-script"):
+        argv = ["sacct", "-j", job_id, flag, "--noheader"]
+        deadline = time.monotonic() + timeout
+        while True:
+            result = run(argv)
+            assert result.returncode == 0, (argv, result.stderr)
+            if result.stdout.strip():
+                break
+            assert time.monotonic() < deadline, f"{argv}: nothing after {timeout} s"
+            time.sleep(1)
+        record[" ".join(argv)] = result.stdout.encode()
+    return record
+
+
 def places_with(token: str, record: dict[str, bytes]) -> list[str]:
     return [where for where, data in record.items() if token.encode() in data]
 
@@ -263,8 +282,12 @@ def test_token_stays_out_of_sight(hub, servers):
         path = token_file(hub, name, server)
         assert path.parent.is_dir() and not path.exists(), path
         # Slurm's record of the job: scontrol, slurmctld's state, the node's spool
-        record = slurm_record(job_id)
+        record = slurm_record(job_id) | slurmdbd_record(job_id)
         assert "#SBATCH" in record[f"scontrol write batch_script {job_id} -"].decode()
+        assert "#SBATCH" in record[f"sacct -j {job_id} --batch-script --noheader"].decode()
+        assert (
+            "HPCSPAWNER_TOKEN_FILE=" in record[f"sacct -j {job_id} --env-vars --noheader"].decode()
+        )
         assert places_with(token, record) == []
         # the job's own environment (what Slurm gave the batch shell and the launcher)
         job_envs = [env for env in job_processes(name, server) if "JUPYTERHUB_API_TOKEN" not in env]
@@ -299,8 +322,9 @@ def test_environment_delivery_puts_the_token_in_slurms_record(hub_factory):
         ]
         job_id = other.server_model("carol", "envtoken")["state"]["job_id"]
         assert squeue_fields(job_id, "%u") == ["carol"]
-        where = places_with(token, slurm_record(job_id))
+        where = places_with(token, slurm_record(job_id) | slurmdbd_record(job_id))
         state = Path(slurm_config("StateSaveLocation"))
         assert str(state / f"hash.{int(job_id) % 10}" / f"job.{job_id}" / "environment") in where
+        assert f"sacct -j {job_id} --env-vars --noheader" in where
     finally:
         other.stop_server("carol", "envtoken")
