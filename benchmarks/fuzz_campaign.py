@@ -99,7 +99,9 @@ PARTITIONS = {
 ENVIRONMENTS = {"plain": {"description": "nothing extra"}}
 PROFILES = {"tiny": {"description": "tiny", "options": {"cpus": 1, "memory": "512M"}}}
 DEFAULTS = {"partition": "debug", "cpus": 1, "memory": "512M", "runtime": "0:20:00"}
-ALLOWED_ACCOUNTS = ["projA"]
+#: alice's default account on the test site (scripts/cluster/make-site.sh); she is in
+#: chemistry too, which Slurm would take and the admin's list does not
+ALLOWED_ACCOUNTS = ["physics"]
 LAUNCHER = ["hpcspawner-singleuser"]
 CMD = ["jupyterhub-singleuser"]
 #: the hard limits the policy oracle checks, independently of hpcspawner's parsers
@@ -162,7 +164,7 @@ NASTY = [
     "0:30:00\n", "1e3", "0x10", "1_000", " 1 ", "+1", "-1", "NaN", "Infinity",
     "\u212a", "\u01c5", "<script>x</script>", "${PATH}", "'\"", "\\", "%j", "{home}",
     "{{ 7*7 }}", "{% raw %}", "debug\x1b[31m", "\ud7ff", "1G\x00", "0:20:00;id",
-    "projA\n#SBATCH --account=root", "pl\u0430in", "t\u0456ny", "\u0661\u0662M",
+    "physics\n#SBATCH --account=root", "chemistry", "pl\u0430in", "t\u0456ny", "\u0661\u0662M",
 ]  # fmt: skip
 NUMBERS = [
     0, -1, 1, 2, 3, 2**31, 2**63, 10**30, -(10**30), 1.0, 1.5, 2.0, 1e308, -0.0,
@@ -171,7 +173,7 @@ NUMBERS = [
 CONTAINERS = [[1], ["debug"], {"a": 1}, {"$ne": 1}, [], {}, None, [[[[]]]], {"partition": "x"}]
 VALID = {
     "partition": ["debug", "compute"],
-    "account": ["projA"],
+    "account": ["physics"],
     "qos": [],
     "reservation": [],
     "environment": ["plain"],
@@ -350,7 +352,7 @@ def policy_violations(job: dict[str, str], user: str) -> list[str]:
         (job.get("NumNodes") in ("1", "1-1"), f"nodes {job.get('NumNodes')}"),
         (memory_mb(job.get("MinMemoryNode", "0M")) <= LIMIT_MEMORY_MB, "memory"),
         (minutes(job.get("TimeLimit", "99:00:00")) <= LIMIT_MINUTES, "time"),
-        (job.get("Account") in ("(null)", "proja", "projA"), f"account {job.get('Account')}"),
+        (job.get("Account") in ("(null)", *ALLOWED_ACCOUNTS), f"account {job.get('Account')}"),
         (job.get("QOS") in ("(null)", "normal"), f"qos {job.get('QOS')}"),
         (job.get("Reservation", "(null)") == "(null)", "reservation"),
         ("gpu" not in job.get("TresPerNode", "") and "gres" not in job.get("TRES", ""), "gpus"),

@@ -501,6 +501,12 @@ class SlurmSpawner(SlurmSpawnerSettings, UserRequest, Spawner):
             return None
         if status.liveness is Liveness.GONE:
             job_id = self.job_id
+            known = self._last_end
+            if known and known.get("job_id") == job_id:
+                # asked again (JupyterHub polls once more while it stops the server): the
+                # reason found the first time stands, accounting is not asked twice
+                self.log.debug("Job %s of %s is gone: %s", job_id, self.log_name, known["reason"])
+                return 1
             status = await jobwatch.final_status(self.poller, status)
             told = not self._stopping and not self.stop_requested  # else the hub ends it
             reason, state = await jobhistory.why_ended(

@@ -7,8 +7,8 @@
 #             short      MaxWall 2:00:00; per job at most 2 CPUs, 4G, no GPU (DenyOnLimit)
 #             long       MaxWall 1-00:00:00; per job at most 4 CPUs, 8G, 1 GPU (DenyOnLimit)
 #   accounts  physics    QOS normal, short, long (default normal)
-#             chemistry  QOS normal, short (default normal); GrpTRES cpu=6: the running jobs
-#                        of all its users together hold at most 6 CPUs
+#             chemistry  QOS normal, short (default normal); GrpTRES cpu=6,gres/gpu=1: the
+#                        running jobs of all its users together hold at most 6 CPUs and 1 GPU
 #   users     alice      physics (default account) and chemistry
 #             bob        chemistry
 #             carol      physics
@@ -47,7 +47,7 @@ add account physics Cluster="$CLUSTER" Description="Physics department" Organiza
 add account chemistry Cluster="$CLUSTER" Description="Chemistry department" Organization=science
 modify account where name=physics cluster="$CLUSTER" set QOS=normal,short,long DefaultQOS=normal
 modify account where name=chemistry cluster="$CLUSTER" set QOS=normal,short DefaultQOS=normal \
-  GrpTRES=cpu=6
+  GrpTRES=cpu=6,gres/gpu=1
 user() { # USER DEFAULT_ACCOUNT [MORE_ACCOUNTS...]
   local name=$1 account
   for account in "${@:2}"; do add user "$name" Account="$account" Cluster="$CLUSTER"; done

@@ -135,6 +135,16 @@ def test_bob_may_not_charge_physics_through_the_api(hub):
     assert tagged_jobs(hub.job_tag, "bob") == []
 
 
+def test_a_job_bigger_than_its_accounts_group_limit_is_refused(hub):
+    """chemistry's GrpTRES gres/gpu=1 (make-site.sh) holds for all its jobs together: a job
+    asking for 2 GPUs could never start (Slurm would keep it pending, AssocGrpGRES)."""
+    hub.create_user("bob")
+    r = hub.spawn("bob", options={"partition": "debug", "gpus": 2})
+    assert r.status_code == 400, r.text
+    assert "account chemistry allows at most 1 GPU for all its jobs at once" in r.text
+    assert tagged_jobs(hub.job_tag, "bob") == []
+
+
 def stop_slurmdbd() -> None:
     pid = int(SLURMDBD_PID.read_text().strip())
     os.kill(pid, signal.SIGTERM)
