@@ -5,7 +5,10 @@
 the limits of the QOS and of the user's association that Slurm will apply, so that a
 request over them is refused on the spawn page ("QOS short allows at most 2:00:00")
 instead of by sbatch ("Job violates accounting/QOS policy") or, without the QOS's
-``DenyOnLimit``, by a job that stays pending for ever.
+``DenyOnLimit``, by a job that stays pending for ever. An account's ``GrpTRES`` and those
+of the accounts above it count as the association's own (a single job can be no bigger);
+the message names the account whose limit is the lowest: "account science (above
+chemistry) allows at most 4 CPUs for all its jobs at once".
 
 The facts come from the :class:`~hpcspawner.resources.options.Policy` that
 :func:`hpcspawner.resources.offer.make_offer` built: without accounting they are empty and
@@ -100,7 +103,9 @@ def accounting_errors(values: Mapping, policy) -> dict[str, str]:
     association = policy.account_limits.get(account) if account else None
     if association is not None:
         sources.append((f"account {account}", association.per_job, ""))
-        sources.append((f"account {account}", association.group, " for all its jobs at once"))
+        for setter, group in association.group_by_account():
+            who = f"account {setter}" + ("" if setter == account else f" (above {account})")
+            sources.append((who, group, " for all its jobs at once"))
     for who, limits, scope in sources:
         for name, message in _over(totals, limits, who, scope).items():
             errors.setdefault(name, message)

@@ -8,7 +8,10 @@ Parses what ``sacctmgr --noheader --parsable2`` prints (the commands are :data:`
   None for "no limit";
 - :class:`QOSInfo`: one QOS and its per-job limits (``MaxWall``, ``MaxTRESPerJob``);
 - :class:`UserAccounting`: a user's default account and each of their associations' own
-  limits (``MaxTRES``, ``MaxWall``, ``GrpTRES``).
+  limits (``MaxTRES``, ``MaxWall``, ``GrpTRES``);
+- :class:`AccountNode`: an account's own association (the row without a user): its
+  ``GrpTRES`` and its parent accounts, read level by level (:func:`walk_accounts`) and
+  folded into the user's limits (:func:`with_account_limits`).
 
 The small parsers (:func:`parse_tres`, :func:`parse_walltime`) are shared with the
 slurmrestd driver's version module where it reads the same strings.
@@ -17,10 +20,16 @@ slurmrestd driver's version module where it reads the same strings.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
-from .records import ParseError, check_user_name, parsable_fields, sacctmgr_args
+from .records import (
+    ParseError,
+    check_user_name,
+    parsable_fields,
+    sacctmgr_args,
+    show_assoc_args,
+)
 
 #: ``sacctmgr show qos`` columns, in output order (as recorded).
 QOS_FIELDS = (
@@ -60,6 +69,10 @@ ASSOC_LIMIT_FIELDS = (
 #: repeated on each.
 USER_FIELDS = ("user", "defaultaccount", "account", "qos")
 
+#: How many levels of the account tree the hub reads above the user's accounts (each level
+#: one ``sacctmgr`` call or GET; sites have 2-3): the limits of accounts higher up are not read.
+MAX_ACCOUNT_DEPTH = 10
+
 QOS_ARGS = ("--noheader", "--parsable2", "show", "qos", f"format={','.join(QOS_FIELDS)}")
 
 #: What a Slurm client prints when slurmdbd does not answer (recorded:
@@ -72,6 +85,8 @@ DBD_DOWN_RE = re.compile(
     re.IGNORECASE,
 )
 
+#: an account name that can be asked about (no ``,``, ``=``, space or leading ``-``)
+_ACCOUNT_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}")
 _UNLIMITED = frozenset({"", "UNLIMITED", "INFINITE", "NONE", "N/A"})
 _TRES_MEMORY_FACTORS = {"": 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024, "P": 1024**3}
 #: one TRES: a name (``cpu``, ``gres/gpu:a100``, ``license/matlab@db``), a count, a size suffix
@@ -180,7 +195,31 @@ class AccountLimits:
     account: str
     #: ``MaxTRES`` and ``MaxWall``: per job
     per_job: JobLimits = field(default_factory=JobLimits)
-    #: ``GrpTRES``: all the association's running jobs together (one job can be no bigger)
+    #: ``GrpTRES``: all the association's running jobs together (one job can be no bigger),
+    #: within the ``GrpTRES`` of its account and of the accounts above it
+    group: JobLimits = field(default_factory=JobLimits)
+    #: which account's ``GrpTRES`` set each of :attr:`group`'s limits, by attribute
+    #: (``{"cpus": "science"}``); missing: this association's own, or its account's
+    group_set_by: Mapping[str, str] = field(default_factory=dict)
+
+    def group_by_account(self) -> list[tuple[str, JobLimits]]:
+        """:attr:`group` split by the account that set each limit, :attr:`account` first:
+        ``[("chemistry", JobLimits(memory_mb=8192)), ("science", JobLimits(cpus=4))]``."""
+        split: dict[str, dict[str, int]] = {self.account: {}}
+        for name, value in self.group.__dict__.items():
+            if value is not None:
+                split.setdefault(self.group_set_by.get(name, self.account), {})[name] = value
+        return [(account, JobLimits(**values)) for account, values in split.items()]
+
+
+@dataclass(frozen=True)
+class AccountNode:
+    """An account's own association (the row without a user): its ``GrpTRES``, which holds
+    for all the jobs of the account and of the accounts below it, and its parent accounts
+    (none for root; more than one only where one database serves several clusters)."""
+
+    name: str
+    parents: tuple[str, ...] = ()
     group: JobLimits = field(default_factory=JobLimits)
 
 
@@ -283,6 +322,116 @@ def by_account(rows: Iterable[AccountLimits]) -> dict[str, AccountLimits]:
     return limits
 
 
+def check_account_name(name: object) -> str:
+    """``name`` if it is one plain account name accounting can be asked about, else
+    :class:`ParseError` (the names come from Slurm's own answers)."""
+    if not isinstance(name, str) or not _ACCOUNT_NAME_RE.fullmatch(name):
+        raise ParseError(f"{str(name)[:40]!r} is not an account name sacctmgr can be asked about")
+    return name
+
+
+def account_rows_args(accounts: Iterable[str]) -> list[str]:
+    """``sacctmgr`` arguments for the accounts' own associations (``users=``, empty: the rows
+    without a user), with their limits and parent (``parentname``)."""
+    names = sorted({check_account_name(name) for name in accounts})
+    return show_assoc_args([f"accounts={','.join(names)}", "users="], ASSOC_LIMIT_FIELDS)
+
+
+def parse_account_rows(output: str) -> dict[str, AccountNode]:
+    """``sacctmgr ... show assoc where accounts=A,B users= format=`` :data:`ASSOC_LIMIT_FIELDS`:
+    each account's ``GrpTRES`` and parent, by name (:func:`by_account_name`)."""
+    columns = {name: index for index, name in enumerate(ASSOC_LIMIT_FIELDS)}
+    rows = []
+    for parts in _rows(output, ASSOC_LIMIT_FIELDS, "sacctmgr show assoc"):
+        if parts[columns["user"]]:
+            raise ParseError(f"sacctmgr answered with user {parts[columns['user']]!r}'s row")
+        account, parent = parts[columns["account"]], parts[columns["parentname"]]
+        if not account:
+            raise ParseError("an association without an account")
+        rows.append(
+            AccountNode(
+                name=account,
+                parents=(parent,) if parent else (),
+                group=limits_from_tres(parse_tres(parts[columns["grptres"]])),
+            )
+        )
+    return by_account_name(rows)
+
+
+def by_account_name(rows: Iterable[AccountNode]) -> dict[str, AccountNode]:
+    """Account rows by name; an account with several rows (one per cluster, where one
+    database serves several) gets the lowest of each limit and all their parents."""
+    nodes: dict[str, AccountNode] = {}
+    for row in rows:
+        known = nodes.get(row.name)
+        if known is not None:
+            row = AccountNode(
+                row.name,
+                tuple(dict.fromkeys(known.parents + row.parents)),
+                known.group.within(row.group),
+            )
+        nodes[row.name] = row
+    return nodes
+
+
+async def walk_accounts(
+    ask: Callable[[list[str]], Awaitable[Mapping[str, AccountNode] | None]],
+    accounts: Iterable[str],
+    max_depth: int = MAX_ACCOUNT_DEPTH,
+) -> dict[str, AccountNode] | None:
+    """The account rows of ``accounts`` and of the accounts above them up to root, asked one
+    level at a time: ``ask(names)`` (one sacctmgr call or GET) answers the rows of ``names``,
+    or None for no accounting (then this is None too). At most ``max_depth`` levels."""
+    tree: dict[str, AccountNode] = {}
+    asked: set[str] = set()
+    wanted = sorted({check_account_name(name) for name in accounts})
+    for _ in range(max_depth):
+        if not wanted:
+            break
+        answer = await ask(wanted)
+        if answer is None:
+            return None
+        asked.update(wanted)
+        tree.update(answer)
+        parents = {parent for node in tree.values() for parent in node.parents}
+        wanted = sorted(check_account_name(name) for name in parents - asked)
+    return tree
+
+
+def ancestry(account: str, tree: Mapping[str, AccountNode]) -> list[AccountNode]:
+    """``account``'s row and those of the accounts above it, nearest first, each once."""
+    found: list[AccountNode] = []
+    seen: set[str] = set()
+    level = [account]
+    while level:
+        nodes = [tree[name] for name in level if name in tree and name not in seen]
+        seen.update(node.name for node in nodes)
+        found.extend(nodes)
+        level = [parent for node in nodes for parent in node.parents]
+    return found
+
+
+def with_account_limits(
+    limits: Mapping[str, AccountLimits], tree: Mapping[str, AccountNode]
+) -> dict[str, AccountLimits]:
+    """Each association's :attr:`~AccountLimits.group` within the ``GrpTRES`` of its account
+    and of every account above it (the lowest wins; of equal ones the nearest), with
+    :attr:`~AccountLimits.group_set_by` naming the account whose limit won."""
+    folded = {}
+    for account, association in limits.items():
+        group, set_by = association.group, dict(association.group_set_by)
+        for node in ancestry(account, tree):
+            lower = group.within(node.group)
+            set_by.update(
+                (name, node.name)
+                for name, value in lower.__dict__.items()
+                if value != getattr(group, name)
+            )
+            group = lower
+        folded[account] = replace(association, group=group, group_set_by=set_by)
+    return folded
+
+
 def parse_default_account(output: str, username: str) -> str | None:
     """``sacctmgr ... show user U withassoc format=`` :data:`USER_FIELDS`: the default account."""
     defaults = set()
@@ -299,20 +448,29 @@ def parse_default_account(output: str, username: str) -> str | None:
 __all__ = [
     "ASSOC_LIMIT_FIELDS",
     "DBD_DOWN_RE",
+    "MAX_ACCOUNT_DEPTH",
     "QOS_ARGS",
     "QOS_FIELDS",
     "USER_FIELDS",
     "AccountLimits",
+    "AccountNode",
     "JobLimits",
     "QOSInfo",
     "UserAccounting",
+    "account_rows_args",
+    "ancestry",
     "assoc_limits_args",
     "by_account",
+    "by_account_name",
+    "check_account_name",
     "limits_from_tres",
+    "parse_account_rows",
     "parse_assoc_limits",
     "parse_default_account",
     "parse_qos",
     "parse_tres",
     "parse_walltime",
     "user_args",
+    "walk_accounts",
+    "with_account_limits",
 ]

@@ -29,11 +29,15 @@ from ..logtext import loggable
 from .accounting import (
     QOS_ARGS,
     UserAccounting,
+    account_rows_args,
     assoc_limits_args,
+    parse_account_rows,
     parse_assoc_limits,
     parse_default_account,
     parse_qos,
     user_args,
+    walk_accounts,
+    with_account_limits,
 )
 from .commands import DEFAULT_MAX_OUTPUT
 from .driver import OUTPUT_TAIL_BYTES, JobOutput, SlurmDriver, may_act_as
@@ -379,7 +383,16 @@ class CommandDriver(SlurmDriver):
         out = await self._ask_accounting("sacctmgr", user_args(username), NO_ACCOUNTING_RE)
         if out is None:
             return None
-        return UserAccounting(default_account=parse_default_account(out, username), limits=limits)
+        default_account = parse_default_account(out, username)
+        tree = await walk_accounts(self._account_rows, limits)
+        if tree is None:
+            return None
+        return UserAccounting(default_account, with_account_limits(limits, tree))
+
+    async def _account_rows(self, accounts: list[str]):
+        """The accounts' own associations (one level of :func:`walk_accounts`)."""
+        out = await self._ask_accounting("sacctmgr", account_rows_args(accounts), NO_ACCOUNTING_RE)
+        return None if out is None else parse_account_rows(out)
 
     async def job_history(self, job_ids):
         if not job_ids:

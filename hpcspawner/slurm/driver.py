@@ -474,7 +474,9 @@ class SlurmDriver(LoggingConfigurable):
         return None
 
     async def user_accounting(self, username: str) -> UserAccounting | None:
-        """``username``'s default account and their associations' own limits.
+        """``username``'s default account and their associations' limits, each association's
+        ``GrpTRES`` within those of its account and of the accounts above it (asked one level
+        of the account tree at a time: :func:`~hpcspawner.slurm.accounting.walk_accounts`).
 
         None and errors as :meth:`qos_limits`; :class:`ValueError` for a user name that is
         not a plain name."""

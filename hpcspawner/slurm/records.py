@@ -500,18 +500,23 @@ def check_user_name(username: object) -> str:
     return username
 
 
-def sacctmgr_args(username: str) -> list[str]:
-    """Arguments of ``sacctmgr`` for ``username``'s associations (checked: one plain name)."""
-    check_user_name(username)
+def show_assoc_args(where: Iterable[str], fields: Iterable[str]) -> list[str]:
+    """``sacctmgr --noheader --parsable2 show assoc where WHERE... format=FIELDS`` (the
+    conditions checked by the caller)."""
     return [
         "--noheader",
         "--parsable2",
         "show",
         "assoc",
         "where",
-        f"user={username}",
-        f"format={','.join(SACCTMGR_FIELDS)}",
+        *where,
+        f"format={','.join(fields)}",
     ]
+
+
+def sacctmgr_args(username: str) -> list[str]:
+    """Arguments of ``sacctmgr`` for ``username``'s associations (checked: one plain name)."""
+    return show_assoc_args([f"user={check_user_name(username)}"], SACCTMGR_FIELDS)
 
 
 def parse_associations(output: str, username: str) -> list[Association]:

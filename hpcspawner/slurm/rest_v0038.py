@@ -37,10 +37,12 @@ from datetime import datetime
 
 from .accounting import (
     AccountLimits,
+    AccountNode,
     JobLimits,
     QOSInfo,
     UserAccounting,
     by_account,
+    by_account_name,
     limits_from_tres,
 )
 from .hostlist import HostlistError, expand_hostlist
@@ -587,12 +589,9 @@ def parse_user_accounting(associations: object, user: object, username: str) -> 
     for entry in _list(associations, "associations"):
         if str(entry.get("user") or "").lower() != username.lower():
             raise ParseError(f"slurmrestd answered about user {entry.get('user')!r}")
-        account = _text(entry.get("account"))
-        if account is None:
-            raise ParseError(f"association without an account: {str(entry)[:200]}")
         rows.append(
             AccountLimits(
-                account=account,
+                account=_account_of(entry),
                 per_job=_tres_limits(
                     _dig(entry, "max", "tres", "per", "job"),
                     _count(_dig(entry, "max", "jobs", "per", "wall_clock")),
@@ -606,3 +605,30 @@ def parse_user_accounting(associations: object, user: object, username: str) -> 
             raise ParseError(f"slurmrestd answered about user {entry.get('name')!r}")
         default = _text(_dig(entry, "default", "account"))
     return UserAccounting(default_account=default, limits=by_account(rows))
+
+
+def parse_account_rows(body: object) -> dict[str, AccountNode]:
+    """``GET .../associations?account=A,B``: the accounts' own associations (the entries
+    without a ``user``; the users' entries in the same answer are left out): their
+    ``max.tres.total`` (GrpTRES) and ``parent_account``, by name
+    (:func:`~hpcspawner.slurm.accounting.by_account_name`)."""
+    rows = []
+    for entry in _list(body, "associations"):
+        if _text(entry.get("user")) is not None:
+            continue
+        parent = _text(entry.get("parent_account"))
+        rows.append(
+            AccountNode(
+                name=_account_of(entry),
+                parents=(parent,) if parent else (),
+                group=_tres_limits(_dig(entry, "max", "tres", "total")),
+            )
+        )
+    return by_account_name(rows)
+
+
+def _account_of(entry: dict) -> str:
+    account = _text(entry.get("account"))
+    if account is None:
+        raise ParseError(f"association without an account: {str(entry)[:200]}")
+    return account

@@ -268,16 +268,19 @@ def qos_labels(policy: Policy) -> dict[str, str]:
 
 
 def account_labels(policy: Policy) -> dict[str, str]:
-    """Each offered account as the page lists it, with its association's own limits if it
-    has any: ``physics — at most 0:45:00, 3 CPUs; at most 8 CPUs for all its jobs at once``."""
+    """Each offered account as the page lists it, with its association's limits if it
+    has any: ``physics — at most 0:45:00, 3 CPUs; at most 8 CPUs for all its jobs at once``,
+    and those of the accounts above it: ``; at most 8G for all jobs of science``."""
     labels = {}
     for name in policy.accounts or ():
         limits = policy.account_limits.get(name)
         parts = []
         if limits is not None:
             parts.append(describe_limits(limits.per_job))
-            group = describe_limits(limits.group)
-            parts.append(f"{group} for all its jobs at once" if group else "")
+            for setter, group in limits.group_by_account():
+                described = describe_limits(group)
+                scope = "all its jobs at once" if setter == name else f"all jobs of {setter}"
+                parts.append(f"{described} for {scope}" if described else "")
         described = "; ".join(part for part in parts if part)
         labels[name] = f"{name} — {described}" if described else name
     return labels

@@ -16,18 +16,25 @@ from hpcspawner.resources.offer import make_offer
 from hpcspawner.resources.options import OptionsError, Policy, validate_options
 from hpcspawner.slurm import rest_v0038
 from hpcspawner.slurm.accounting import (
+    ASSOC_LIMIT_FIELDS,
     DBD_DOWN_RE,
     AccountLimits,
+    AccountNode,
     JobLimits,
     QOSInfo,
     UserAccounting,
+    account_rows_args,
+    ancestry,
     assoc_limits_args,
+    parse_account_rows,
     parse_assoc_limits,
     parse_default_account,
     parse_qos,
     parse_tres,
     parse_walltime,
     user_args,
+    walk_accounts,
+    with_account_limits,
 )
 from hpcspawner.slurm.records import NO_ACCOUNTING_RE, ParseError, parse_associations
 from hpcspawner.spawner import form
@@ -154,6 +161,160 @@ def test_association_limits_synthetic():
     assert parse_default_account(recorded("sacctmgr_user_synthetic.txt"), "dave") == "physics"
 
 
+# ---------------------------------------------------------------- the account tree
+
+#: the recorded site's account rows: chemistry's own GrpTRES cpu=6; both below root
+ACCOUNT_ROWS = {
+    "chemistry": AccountNode("chemistry", ("root",), JobLimits(cpus=6)),
+    "physics": AccountNode("physics", ("root",)),
+}
+#: the synthetic tree: root -> science (cpu=16, mem=8G, gres/gpu=1) -> chemistry (cpu=6)
+SCIENCE = AccountNode("science", ("root",), JobLimits(cpus=16, memory_mb=8192, gpus=1))
+TREE = {
+    "chemistry": AccountNode("chemistry", ("science",), JobLimits(cpus=6)),
+    "physics": AccountNode("physics", ("root",)),
+    "root": AccountNode("root"),
+    "science": SCIENCE,
+}
+
+
+def test_account_rows_from_sacctmgr():
+    assert parse_account_rows(recorded("sacctmgr_account_rows_chemistry_physics.txt")) == (
+        ACCOUNT_ROWS
+    )
+    assert parse_account_rows(recorded("sacctmgr_account_rows_root.txt")) == {
+        "root": AccountNode("root")
+    }
+    synthetic = parse_account_rows(
+        recorded("sacctmgr_account_rows_chemistry_physics_synthetic.txt")
+    ) | parse_account_rows(recorded("sacctmgr_account_rows_root_science_synthetic.txt"))
+    assert synthetic == TREE
+
+
+def test_account_rows_from_slurmrestd_are_the_same():
+    """The users' entries in the answer (alice, bob, carol) are left out."""
+    rows = rest_v0038.parse_account_rows(
+        recorded_json("rest_associations_chemistry_physics_synthetic.json")
+    )
+    assert rows == ACCOUNT_ROWS
+    root = rest_v0038.parse_account_rows(recorded_json("rest_associations_root_synthetic.json"))
+    assert root == {"root": AccountNode("root")}
+
+
+def test_account_rows_of_several_clusters_take_the_lowest_and_every_parent():
+    rows = parse_account_rows(
+        "|chemistry|normal|normal||cpu=6,mem=4G|||||||||1|science\n"
+        "|chemistry|normal|normal||cpu=8|||||||||1|root\n"
+    )
+    assert rows == {
+        "chemistry": AccountNode(
+            "chemistry", ("science", "root"), JobLimits(cpus=6, memory_mb=4096)
+        )
+    }
+
+
+def test_account_rows_args():
+    assert account_rows_args(["physics", "chemistry", "physics"])[4:7] == [
+        "where",
+        "accounts=chemistry,physics",
+        "users=",
+    ]
+    for bad in ("a,b", "a b", "-a", "", "a=b"):
+        with pytest.raises(ParseError):
+            account_rows_args([bad])
+
+
+async def test_the_walk_asks_one_level_at_a_time_up_to_root():
+    asked = []
+
+    async def ask(names):
+        asked.append(names)
+        return {name: TREE[name] for name in names if name in TREE}
+
+    assert await walk_accounts(ask, ["physics", "chemistry"]) == TREE
+    assert asked == [["chemistry", "physics"], ["root", "science"]]
+
+
+async def test_the_walk_stops_at_its_depth_and_on_loops_and_without_accounting():
+    chain = {f"a{n}": AccountNode(f"a{n}", (f"a{n + 1}",)) for n in range(20)}
+    loop = {"a": AccountNode("a", ("b",)), "b": AccountNode("b", ("a",))}
+    asked = []
+
+    async def ask_in(tree):
+        async def ask(names):
+            asked.append(names)
+            return {name: tree[name] for name in names if name in tree}
+
+        return ask
+
+    assert len(await walk_accounts(await ask_in(chain), ["a0"], max_depth=3)) == 3
+    assert asked == [["a0"], ["a1"], ["a2"]]
+    asked.clear()
+    assert await walk_accounts(await ask_in(loop), ["a"]) == loop
+    assert asked == [["a"], ["b"]]
+
+    async def no_accounting(names):
+        return None
+
+    assert await walk_accounts(no_accounting, ["a"]) is None
+    with pytest.raises(ParseError):
+        await walk_accounts(await ask_in({"x": AccountNode("x", ("bad,name",))}), ["x"])
+
+
+def test_ancestry_is_nearest_first_each_once():
+    assert [node.name for node in ancestry("chemistry", TREE)] == ["chemistry", "science", "root"]
+    assert ancestry("unknown", TREE) == []
+
+
+@pytest.mark.parametrize(
+    "own, tree, group, set_by",
+    [
+        pytest.param(JobLimits(), {}, JobLimits(), {}, id="no-account-rows"),
+        pytest.param(
+            JobLimits(),
+            ACCOUNT_ROWS | {"root": AccountNode("root")},
+            JobLimits(cpus=6),
+            {"cpus": "chemistry"},
+            id="recorded-site",
+        ),
+        pytest.param(
+            JobLimits(),
+            TREE,
+            JobLimits(cpus=6, memory_mb=8192, gpus=1),
+            {"cpus": "chemistry", "memory_mb": "science", "gpus": "science"},
+            id="parent-sets-memory-and-gpus",
+        ),
+        pytest.param(
+            JobLimits(cpus=6, memory_mb=1024),
+            TREE,
+            JobLimits(cpus=6, memory_mb=1024, gpus=1),
+            {"gpus": "science"},
+            id="the-users-own-wins-ties",
+        ),
+        pytest.param(
+            JobLimits(),
+            TREE | {"root": AccountNode("root", (), JobLimits(cpus=2, gpus=1))},
+            JobLimits(cpus=2, memory_mb=8192, gpus=1),
+            {"cpus": "root", "memory_mb": "science", "gpus": "science"},
+            id="root-lowest-nearer-wins-ties",
+        ),
+    ],
+)
+def test_account_limits_fold_into_the_association(own, tree, group, set_by):
+    limits = {"chemistry": AccountLimits("chemistry", JobLimits(cpus=3), own)}
+    folded = with_account_limits(limits, tree)["chemistry"]
+    assert folded == AccountLimits("chemistry", JobLimits(cpus=3), group, set_by)
+
+
+def test_group_by_account_names_who_set_each_limit():
+    folded = with_account_limits({"chemistry": AccountLimits("chemistry")}, TREE)["chemistry"]
+    assert folded.group_by_account() == [
+        ("chemistry", JobLimits(cpus=6)),
+        ("science", JobLimits(memory_mb=8192, gpus=1)),
+    ]
+    assert AccountLimits("physics").group_by_account() == [("physics", JobLimits())]
+
+
 @pytest.mark.parametrize(
     "parse, output",
     [
@@ -174,6 +335,15 @@ def test_association_limits_synthetic():
             lambda out: parse_default_account(out, "alice"),
             "alice|physics|physics|normal\nalice|chemistry|chemistry|normal\n",
             id="two-defaults",
+        ),
+        pytest.param(
+            parse_account_rows, recorded("sacctmgr_assoc_limits_alice.txt"), id="account-user-row"
+        ),
+        pytest.param(
+            parse_account_rows, "|" * (len(ASSOC_LIMIT_FIELDS) - 1) + "\n", id="account-no-name"
+        ),
+        pytest.param(
+            rest_v0038.parse_account_rows, {"associations": [{"user": None}]}, id="rest-no-account"
         ),
         pytest.param(
             lambda out: parse_default_account(out, "alice"),
@@ -237,6 +407,21 @@ def offer_for(user: str, policy: Policy | None = None):
         accounting=UserAccounting(
             default_account=parse_default_account(recorded(f"sacctmgr_user_{user}.txt"), user),
             limits=parse_assoc_limits(recorded(f"sacctmgr_assoc_limits_{user}.txt"), user),
+        ),
+    )
+
+
+def alice_offer(tree):
+    """alice's offer with the account rows ``tree`` folded into her limits."""
+    return make_offer(
+        Policy(max_nodes=4, max_cpus=64),
+        associations=parse_associations(recorded("sacctmgr_assoc_alice.txt"), "alice"),
+        qos_limits=parse_qos(recorded("sacctmgr_qos.txt")),
+        accounting=UserAccounting(
+            default_account="physics",
+            limits=with_account_limits(
+                parse_assoc_limits(recorded("sacctmgr_assoc_limits_alice.txt"), "alice"), tree
+            ),
         ),
     )
 
@@ -366,6 +551,58 @@ def test_association_limits_and_whole_job_totals(raw, field, message):
 
 
 @pytest.mark.parametrize(
+    "tree, raw, field, message",
+    [
+        pytest.param(
+            ACCOUNT_ROWS,
+            {"account": "chemistry", "cpus": "7"},
+            "cpus",
+            "account chemistry allows at most 6 CPUs for all its jobs at once",
+            id="recorded-account-grptres",
+        ),
+        pytest.param(
+            ACCOUNT_ROWS,
+            {"account": "chemistry", "cpus": "4", "nodes": "2"},
+            "cpus",
+            "account chemistry allows at most 6 CPUs for all its jobs at once"
+            " (you asked for 8 CPUs on 2 nodes)",
+            id="recorded-account-grptres-nodes",
+        ),
+        pytest.param(
+            TREE,
+            {"account": "chemistry", "memory": "9G"},
+            "memory",
+            "account science (above chemistry) allows at most 8G for all its jobs at once",
+            id="parent-memory",
+        ),
+        pytest.param(
+            TREE,
+            {"account": "chemistry", "gpus": "2"},
+            "gpus",
+            "account science (above chemistry) allows at most 1 GPU for all its jobs at once",
+            id="parent-gpus",
+        ),
+        pytest.param(
+            TREE | {"root": AccountNode("root", (), JobLimits(cpus=4))},
+            {"cpus": "5"},
+            "cpus",
+            "account root (above physics) allows at most 4 CPUs for all its jobs at once",
+            id="root-default-account",
+        ),
+    ],
+)
+def test_account_and_parent_limits(tree, raw, field, message):
+    with pytest.raises(OptionsError) as caught:
+        validate_options({**BASE, **raw}, alice_offer(tree).policy)
+    assert caught.value.errors == {field: message}
+
+
+def test_within_the_account_and_parent_limits_is_accepted():
+    raw = {"account": "chemistry", "cpus": "6", "memory": "8G", "gpus": "1"}
+    assert validate_options({**BASE, **raw}, alice_offer(TREE).policy).account == "chemistry"
+
+
+@pytest.mark.parametrize(
     "user, raw",
     [
         pytest.param(
@@ -455,6 +692,10 @@ def test_accounts_with_limits_of_their_own_say_so():
         " at once</option>" in html
     )
     assert "chemistry — at most 6 CPUs for all its jobs at once</option>" in html
+    assert form.account_labels(alice_offer(TREE).policy)["chemistry"] == (
+        "chemistry — at most 6 CPUs for all its jobs at once; at most 8G, 1 GPU for all jobs"
+        " of science"
+    )
     # alice's associations have no limits of their own: the names alone
     assert form.account_labels(offer_for("alice").policy) == {
         "chemistry": "chemistry",

@@ -15,13 +15,19 @@ from restserver import RESTServer, answer, recorded_json, slurmrestd_routes
 from test_accounting import QOS, recorded
 
 from hpcspawner.slurm import SlurmError
-from hpcspawner.slurm.accounting import AccountLimits, UserAccounting
+from hpcspawner.slurm.accounting import AccountLimits, JobLimits, UserAccounting
 from hpcspawner.slurm.local import LocalSlurmDriver
 from hpcspawner.slurm.rest import RESTSlurmDriver
 
+#: alice on the recorded site: the account chemistry's own GrpTRES cpu=6 holds for her jobs
 ALICE = UserAccounting(
     default_account="physics",
-    limits={"chemistry": AccountLimits("chemistry"), "physics": AccountLimits("physics")},
+    limits={
+        "chemistry": AccountLimits(
+            "chemistry", group=JobLimits(cpus=6), group_set_by={"cpus": "chemistry"}
+        ),
+        "physics": AccountLimits("physics"),
+    },
 )
 DB = "/slurmdb/v0.0.38"
 #: the fake login node whose commands (sacctmgr) answer as the test says
@@ -45,17 +51,60 @@ async def test_the_command_drivers_read_the_recorded_site(node, local):
         "sacctmgr", match="where user=alice", stdout=recorded("sacctmgr_assoc_limits_alice.txt")
     )
     node.answer("sacctmgr", match="withassoc", stdout=recorded("sacctmgr_user_alice.txt"))
+    answer_account_rows(node)
     assert await bounded(local.qos_limits()) == QOS
     assert await bounded(local.user_accounting("alice")) == ALICE
     argv = [" ".join(call["argv"]) for call in node.calls("sacctmgr")]
+    limit_fields = (
+        "format=user,account,qos,defaultqos,partition,grptres,grpjobs,grpsubmit,maxtres,"
+        "maxtrespernode,maxwall,maxjobs,maxsubmit,priority,fairshare,parentname"
+    )
     assert [a.split(" ", 1)[1] for a in argv] == [
         "--noheader --parsable2 show qos format=name,priority,maxwall,maxtresperjob,"
         "maxtrespernode,maxtrespu,maxjobspu,maxsubmitpu,grptres,mintresperjob,flags,description",
-        "--noheader --parsable2 show assoc where user=alice format=user,account,qos,defaultqos,"
-        "partition,grptres,grpjobs,grpsubmit,maxtres,maxtrespernode,maxwall,maxjobs,maxsubmit,"
-        "priority,fairshare,parentname",
+        f"--noheader --parsable2 show assoc where user=alice {limit_fields}",
         "--noheader --parsable2 show user alice withassoc format=user,defaultaccount,account,qos",
+        # one call per level of the account tree: alice's accounts, then their parent root
+        f"--noheader --parsable2 show assoc where accounts=chemistry,physics users= {limit_fields}",
+        f"--noheader --parsable2 show assoc where accounts=root users= {limit_fields}",
     ]
+
+
+def answer_account_rows(node, *, synthetic: bool = False) -> None:
+    """sacctmgr answers the account rows as recorded (or, ``synthetic``, with chemistry below
+    an account science)."""
+    if synthetic:
+        for accounts in ("chemistry,physics", "root,science"):
+            name = f"sacctmgr_account_rows_{accounts.replace(',', '_')}_synthetic.txt"
+            node.answer("sacctmgr", match=f"accounts={accounts} ", stdout=recorded(name))
+        return
+    for accounts in ("chemistry,physics", "root"):
+        name = f"sacctmgr_account_rows_{accounts.replace(',', '_')}.txt"
+        node.answer("sacctmgr", match=f"accounts={accounts} ", stdout=recorded(name))
+
+
+async def test_the_command_drivers_walk_up_the_account_tree(node, local):
+    node.answer(
+        "sacctmgr", match="where user=alice", stdout=recorded("sacctmgr_assoc_limits_alice.txt")
+    )
+    node.answer("sacctmgr", match="withassoc", stdout=recorded("sacctmgr_user_alice.txt"))
+    answer_account_rows(node, synthetic=True)
+    accounting = await bounded(local.user_accounting("alice"))
+    assert accounting.limits["chemistry"] == AccountLimits(
+        "chemistry",
+        group=JobLimits(cpus=6, memory_mb=8192, gpus=1),
+        group_set_by={"cpus": "chemistry", "memory_mb": "science", "gpus": "science"},
+    )
+    assert accounting.limits["physics"] == AccountLimits("physics")
+    asked = [c["argv"][-3] for c in node.calls("sacctmgr") if "users=" in c["argv"]]
+    assert asked == ["accounts=chemistry,physics", "accounts=root,science"]
+
+
+async def test_the_account_walk_stops_without_accounting(node, local):
+    node.answer("sacctmgr", stdout=recorded("sacctmgr_assoc_limits_alice.txt"))
+    node.answer("sacctmgr", match="withassoc", stdout=recorded("sacctmgr_user_alice.txt"))
+    node.answer("sacctmgr", match="users=", stderr=recorded("../sacctmgr_no_dbd.stderr"), rc=1)
+    assert await bounded(local.user_accounting("alice")) is None
 
 
 async def test_the_command_drivers_raise_when_slurmdbd_is_down(node, local):
@@ -69,6 +118,19 @@ async def test_the_command_drivers_raise_when_slurmdbd_is_down(node, local):
             await bounded(call)
 
 
+#: slurmrestd's associations by query: the user's (recorded), the accounts' (synthetic)
+ASSOCIATIONS = {
+    ("user", "alice"): "rest_associations_alice.json",
+    ("account", "chemistry,physics"): "rest_associations_chemistry_physics_synthetic.json",
+    ("account", "root"): "rest_associations_root_synthetic.json",
+}
+
+
+async def associations_by_query(request):
+    ((key, (value,)),) = request.query.items()
+    return answer(200, json.loads(recorded(ASSOCIATIONS[key, value])))
+
+
 def accounting_routes(**override) -> dict:
     """slurmrestd with the dbv0.0.38 plugin, answering as recorded."""
     spec = recorded_json("openapi_v3")
@@ -80,9 +142,7 @@ def accounting_routes(**override) -> dict:
     ]
     routes = slurmrestd_routes() | {
         ("GET", "/openapi/v3"): answer(200, spec),
-        ("GET", f"{DB}/associations"): answer(
-            200, json.loads(recorded("rest_associations_alice.json"))
-        ),
+        ("GET", f"{DB}/associations"): associations_by_query,
         ("GET", f"{DB}/qos"): answer(200, json.loads(recorded("rest_qos.json"))),
         ("GET", f"{DB}/user/alice"): answer(200, json.loads(recorded("rest_user_alice.json"))),
     }
@@ -123,6 +183,8 @@ async def test_the_rest_driver_gives_the_same_records(rest):
         (f"{DB}/qos", {}),
         (f"{DB}/associations", {"user": ["alice"]}),
         (f"{DB}/user/alice", {}),
+        (f"{DB}/associations", {"account": ["chemistry,physics"]}),
+        (f"{DB}/associations", {"account": ["root"]}),
     ]
     with pytest.raises(ValueError):
         await driver.user_accounting("alice/../bob")

@@ -201,6 +201,16 @@ PARITY = [
                 match="withassoc",
                 stdout=recorded("accounting/sacctmgr_user_alice.txt"),
             ),
+            n.answer(
+                "sacctmgr",
+                match="accounts=chemistry,physics users=",
+                stdout=recorded("accounting/sacctmgr_account_rows_chemistry_physics.txt"),
+            ),
+            n.answer(
+                "sacctmgr",
+                match="accounts=root users=",
+                stdout=recorded("accounting/sacctmgr_account_rows_root.txt"),
+            ),
         ),
         lambda d: d.user_accounting("alice"),
         id="user-accounting",

@@ -22,6 +22,9 @@ for u in alice bob carol; do
   sacctmgr --noheader --parsable2 show user "$u" withassoc format=user,defaultaccount,account,qos >"sacctmgr_user_$u.txt"
 done
 sacctmgr --noheader --parsable2 show assoc tree format="$ASSOC_FIELDS" >sacctmgr_assoc_tree.txt
+# the accounts' own rows (users= empty), level by level up the tree, as the hub walks it
+sacctmgr --noheader --parsable2 show assoc where accounts=chemistry,physics users= format="$ASSOC_FIELDS" >sacctmgr_account_rows_chemistry_physics.txt
+sacctmgr --noheader --parsable2 show assoc where accounts=root users= format="$ASSOC_FIELDS" >sacctmgr_account_rows_root.txt
 sacctmgr --noheader --parsable2 show qos format="$QOS_FIELDS" >sacctmgr_qos.txt
 runuser -u alice -- sacctmgr --noheader --parsable2 show qos format="$QOS_FIELDS" >sacctmgr_qos_as_alice.txt
 scontrol --oneliner show reservation >scontrol_reservations.txt
