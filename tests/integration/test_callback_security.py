@@ -150,15 +150,16 @@ def slurm_record(job_id: str) -> dict[str, bytes]:
 def slurmdbd_record(job_id: str, timeout: float = 60) -> dict[str, bytes]:
     """slurmdbd's copies of the job's environment and batch script (the cluster stores
     both: AccountingStoreFlags=job_env,job_script).  slurmctld sends them when the job
-    starts, through its queue to slurmdbd: wait until sacct has them."""
+    starts, through its queue to slurmdbd: wait until sacct has them (before, it prints
+    its heading alone: "Environment used for N (must be batch to display)")."""
     record = {}
-    for flag in ("--env-vars", "--batch-script"):
+    for flag, present in (("--env-vars", "\nPATH="), ("--batch-script", "#SBATCH")):
         argv = ["sacct", "-j", job_id, flag, "--noheader"]
         deadline = time.monotonic() + timeout
         while True:
             result = run(argv)
             assert result.returncode == 0, (argv, result.stderr)
-            if result.stdout.strip():
+            if present in result.stdout:
                 break
             assert time.monotonic() < deadline, f"{argv}: nothing after {timeout} s"
             time.sleep(1)
