@@ -432,6 +432,19 @@ def with_account_limits(
     return folded
 
 
+async def with_account_tree(
+    accounting: UserAccounting,
+    ask: Callable[[list[str]], Awaitable[Mapping[str, AccountNode] | None]],
+) -> UserAccounting | None:
+    """``accounting`` with the account limits above its associations folded in
+    (:func:`walk_accounts` with ``ask``, then :func:`with_account_limits`); None when
+    ``ask`` found no accounting. The drivers' one way to finish ``user_accounting``."""
+    tree = await walk_accounts(ask, accounting.limits)
+    if tree is None:
+        return None
+    return replace(accounting, limits=with_account_limits(accounting.limits, tree))
+
+
 def parse_default_account(output: str, username: str) -> str | None:
     """``sacctmgr ... show user U withassoc format=`` :data:`USER_FIELDS`: the default account."""
     defaults = set()
@@ -473,4 +486,5 @@ __all__ = [
     "user_args",
     "walk_accounts",
     "with_account_limits",
+    "with_account_tree",
 ]

@@ -36,8 +36,7 @@ from .accounting import (
     parse_default_account,
     parse_qos,
     user_args,
-    walk_accounts,
-    with_account_limits,
+    with_account_tree,
 )
 from .commands import DEFAULT_MAX_OUTPUT
 from .driver import OUTPUT_TAIL_BYTES, JobOutput, SlurmDriver, may_act_as
@@ -383,11 +382,8 @@ class CommandDriver(SlurmDriver):
         out = await self._ask_accounting("sacctmgr", user_args(username), NO_ACCOUNTING_RE)
         if out is None:
             return None
-        default_account = parse_default_account(out, username)
-        tree = await walk_accounts(self._account_rows, limits)
-        if tree is None:
-            return None
-        return UserAccounting(default_account, with_account_limits(limits, tree))
+        accounting = UserAccounting(parse_default_account(out, username), limits)
+        return await with_account_tree(accounting, self._account_rows)
 
     async def _account_rows(self, accounts: list[str]):
         """The accounts' own associations (one level of :func:`walk_accounts`)."""

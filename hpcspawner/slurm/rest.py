@@ -61,7 +61,6 @@ import os
 import re
 import ssl
 import time
-from dataclasses import replace
 from types import ModuleType
 
 import httpx
@@ -69,7 +68,7 @@ from traitlets import Bool, Callable, Float, Instance, Integer, Unicode, validat
 
 from ..loopback import is_loopback
 from . import jwt, rest_v0038
-from .accounting import walk_accounts, with_account_limits
+from .accounting import with_account_tree
 from .driver import OUTPUT_TAIL_BYTES, JobOutput, SlurmDriver, may_act_as
 from .errors import ConnectionFailed, ConnectionLost, ConnectTimeout, SlurmError, SlurmTimeout
 from .history import parse_rest_jobs
@@ -665,10 +664,7 @@ class RESTSlurmDriver(SlurmDriver):
             answer = await self._accounting_get(api, api.ASSOCIATIONS_PATH, params)
             return None if answer is None else api.parse_account_rows(answer)
 
-        tree = await walk_accounts(account_rows, accounting.limits)
-        if tree is None:
-            return None
-        return replace(accounting, limits=with_account_limits(accounting.limits, tree))
+        return await with_account_tree(accounting, account_rows)
 
     async def _accounting_get(self, api, path: str, params: dict | None = None):
         """The answer to ``GET path`` of slurmrestd's accounting plugin; None when it serves
